@@ -1,0 +1,146 @@
+"""Shipped checkpoints: fp16 safetensors (never pickle) plus one ``data/manifest.json``.
+
+Every entry records the config, the exact command, seed, git commit, device, wall time, the metrics and
+tables that ``python -m bytecourse eval`` computed, and the file's sha256. Loading verifies the hash; a
+missing or tampered file raises :class:`CheckpointError` saying how to regenerate it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MAX_CHECKPOINT_BYTES = 6_000_000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unlisted or does not match its manifest hash."""
+
+
+def data_dir() -> Path:
+    """``$BYTECOURSE_DATA`` if set, else the repository's ``data/`` folder."""
+    env = os.environ.get("BYTECOURSE_DATA")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+
+
+def manifest_path() -> Path:
+    return data_dir() / "manifest.json"
+
+
+def read_manifest() -> dict:
+    p = manifest_path()
+    if not p.exists():
+        return {"checkpoints": {}}
+    return json.loads(p.read_text())
+
+
+def write_manifest(manifest: dict) -> None:
+    p = manifest_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    """The current commit (with ``+dirty`` when the tree has uncommitted changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bytecourse"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict) -> Path:
+    """Write ``data/<name>.safetensors`` in fp16 (float tensors) and its manifest entry.
+
+    ``entry`` must hold at least ``chapter``, ``config``, ``command``, ``seed``, ``device`` and
+    ``wall_time_s``; ``file``, ``sha256``, ``bytes``, ``git_commit`` and ``created`` are filled in here.
+    """
+    missing = {"chapter", "config", "command", "seed", "device", "wall_time_s"} - set(entry)
+    if missing:
+        raise ValueError(f"manifest entry for {name!r} lacks {sorted(missing)}")
+    tensors = {
+        k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in state_dict.items()
+    }
+    path = data_dir() / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"name": name, "config": json.dumps(entry["config"])})
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        path.unlink()
+        raise ValueError(f"checkpoint {name!r} is {size} bytes, over the {MAX_CHECKPOINT_BYTES}-byte budget")
+    manifest = read_manifest()
+    old = manifest["checkpoints"].get(name, {})
+    manifest["checkpoints"][name] = {
+        **entry,
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "bytes": size,
+        "git_commit": entry.get("git_commit") or git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "tables": entry.get("tables", {}) or {},
+        "eval_command": old.get("eval_command") if not entry.get("tables") else entry.get("eval_command"),
+    }
+    write_manifest(manifest)
+    return path
+
+
+def manifest_entry(name: str) -> dict:
+    entry = read_manifest()["checkpoints"].get(name)
+    if entry is None:
+        raise CheckpointError(
+            f"checkpoint {name!r} is not listed in {manifest_path()}; regenerate it with "
+            f"`python -m bytecourse train <chapter>` (see the README)"
+        )
+    return entry
+
+
+def load_checkpoint(name: str, dtype: torch.dtype = torch.float32) -> tuple[dict[str, torch.Tensor], dict]:
+    """Verified load: ``(state_dict, manifest_entry)``. Float tensors are cast to ``dtype``."""
+    entry = manifest_entry(name)
+    path = data_dir() / entry["file"]
+    how = f"regenerate it with `{entry['command']}`"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} is missing; {how}")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise CheckpointError(
+            f"checkpoint file {path} does not match its manifest sha256 ({digest[:12]}… ≠ "
+            f"{entry['sha256'][:12]}…): it was modified or corrupted; {how}"
+        )
+    tensors = load_file(str(path))
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}, entry
+
+
+def checkpoint_available(name: str) -> bool:
+    """True if the checkpoint is listed and its file exists (the hash is checked on load)."""
+    entry = read_manifest()["checkpoints"].get(name)
+    return entry is not None and (data_dir() / entry["file"]).exists()
+
+
+def store_tables(name: str, tables: dict, command: str) -> None:
+    """Record the full evaluation tables of a checkpoint (``python -m bytecourse eval``) in the manifest."""
+    manifest = read_manifest()
+    if name not in manifest["checkpoints"]:
+        raise CheckpointError(f"checkpoint {name!r} is not in the manifest; train it first")
+    manifest["checkpoints"][name]["tables"] = tables
+    manifest["checkpoints"][name]["eval_command"] = command
+    manifest["checkpoints"][name]["eval_git_commit"] = git_commit()
+    write_manifest(manifest)

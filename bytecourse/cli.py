@@ -1,0 +1,58 @@
+"""``python -m bytecourse {train,eval,list} <chapter>``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from . import checkpoints
+
+CHAPTERS = {
+    "primer": "bytecourse.diffusion.primer",
+}
+
+
+def _chapter_module(key: str):
+    import importlib
+
+    if key not in CHAPTERS:
+        raise SystemExit(f"unknown chapter {key!r}; available: {', '.join(CHAPTERS)}")
+    return importlib.import_module(CHAPTERS[key])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bytecourse", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="(re)generate a chapter's shipped checkpoint")
+    tr.add_argument("chapter", choices=sorted(CHAPTERS))
+    tr.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, mps")
+    tr.add_argument("--steps", type=int, default=None, help="training steps (default: the chapter's config)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from runs/<chapter>/state.*")
+    tr.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this many minutes")
+    ev = sub.add_parser("eval", help="compute a chapter's full tables and store them in data/manifest.json")
+    ev.add_argument("chapter", choices=sorted(CHAPTERS))
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
+    ev.add_argument("--no-store", action="store_true", help="print the tables without writing the manifest")
+    sub.add_parser("list", help="list the shipped checkpoints")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "list":
+        for name, e in checkpoints.read_manifest()["checkpoints"].items():
+            print(f"{name:24s} {e['chapter']:12s} {e['bytes'] / 1e6:5.2f} MB  {e['device']}  {e['wall_time_s']:.0f}s  {e['command']}")
+        return 0
+    module = _chapter_module(args.chapter)
+    if args.cmd == "train":
+        summary = module.cli_train(args)
+        print(json.dumps(summary, indent=2))
+        return 0
+    tables = module.cli_eval(args)
+    if not args.no_store:
+        command = "python -m bytecourse " + shlex.join(argv)
+        checkpoints.store_tables(module.CHECKPOINT, tables, command)
+    print(json.dumps(tables, indent=2))
+    return 0

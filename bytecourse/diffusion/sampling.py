@@ -1,0 +1,167 @@
+"""Samplers: DDIM (with classifier-free guidance and a per-step hook) and ancestral DDPM.
+
+DDIM (Song et al. 2021, Eq. 12):
+    x̂₀ = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t,
+    x_{t'} = √ᾱ_{t'} x̂₀ + √(1−ᾱ_{t'} − σ²) ε̂ + σ z,   σ = η √((1−ᾱ_{t'})/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_{t'}).
+Classifier-free guidance (Ho & Salimans 2022, Eq. 6): ε̂ = ε_θ(x, ∅) + w (ε_θ(x, c) − ε_θ(x, ∅)).
+
+The hook is how later chapters act at every step without forking the loop: guidance (SAG, AdjointDPM)
+replaces ε̂ or x_{t'}, Boximator overwrites the given first frame, MagicAnimate fuses windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
+
+from ..text import PAD_ID
+from .schedule import make_ddim_scheduler
+
+EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class StepState:
+    """What a hook sees at DDIM step ``index`` (from ``t`` to ``t_prev``; ``t_prev = -1`` means x₀)."""
+
+    index: int
+    t: int
+    t_prev: int
+    x: torch.Tensor
+    cond: torch.Tensor
+    alpha_bar: float
+    alpha_bar_prev: float
+    eps: torch.Tensor | None = None
+    x0_pred: torch.Tensor | None = None
+    x_prev: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class SamplerHook:
+    """Override any of the three; returning ``None`` leaves the value unchanged."""
+
+    def on_step_start(self, state: StepState) -> torch.Tensor | None:
+        """May replace x_t before the network is evaluated."""
+        return None
+
+    def on_eps(self, state: StepState) -> torch.Tensor | None:
+        """May replace the (guided) ε̂ before the update."""
+        return None
+
+    def on_step_end(self, state: StepState) -> torch.Tensor | None:
+        """May replace x_{t'} after the update."""
+        return None
+
+
+def null_tokens_like(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(tokens, PAD_ID)
+
+
+def guided_eps(
+    model: EpsModel, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor, cfg_scale: float,
+    uncond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ε̂ with classifier-free guidance; both branches in one batched call. ``cfg_scale = 1`` is the plain
+    conditional model (one call), ``0`` the unconditional one."""
+    t = torch.as_tensor(t, device=x.device)
+    if t.dim() == 0:
+        t = t.expand(x.shape[0])
+    if cfg_scale == 1.0:
+        return model(x, t, cond)
+    uncond = null_tokens_like(cond) if uncond is None else uncond
+    eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond])).chunk(2)
+    return eps_u + cfg_scale * (eps_c - eps_u)
+
+
+def initial_noise(shape: tuple[int, ...], seed: int | torch.Generator, device=None) -> torch.Tensor:
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    return torch.randn(shape, generator=g).to(device)
+
+
+def _validate(cfg_scale: float, eta: float, x: torch.Tensor, cond: torch.Tensor) -> None:
+    if not 0.0 <= cfg_scale <= 50.0:
+        raise ValueError(f"cfg_scale must be in [0, 50], got {cfg_scale}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if cond.shape[0] != x.shape[0]:
+        raise ValueError(f"cond has batch {cond.shape[0]} but the noise has batch {x.shape[0]}")
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: EpsModel,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    train_scheduler: DDPMScheduler,
+    steps: int = 50,
+    cfg_scale: float = 1.0,
+    eta: float = 0.0,
+    uncond: torch.Tensor | None = None,
+    hook: SamplerHook | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Run DDIM from ``noise`` (x_T) with ``steps`` network evaluations (×2 with CFG) and return x₀.
+
+    The update is diffusers' ``DDIMScheduler.step``; ε-prediction models, any shape of x (images or videos).
+    ``seed`` drives the fresh noise of η > 0.
+    """
+    _validate(cfg_scale, eta, noise, cond)
+    sched = make_ddim_scheduler(train_scheduler, steps)
+    g = torch.Generator().manual_seed(int(seed))
+    acp = sched.alphas_cumprod
+    x = noise
+    timesteps = sched.timesteps.tolist()
+    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="DDIM")):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        state = StepState(i, t, t_prev, x, cond, float(acp[t]), float(acp[t_prev]) if t_prev >= 0 else 1.0)
+        if hook is not None and (new := hook.on_step_start(state)) is not None:
+            state.x = x = new
+        eps = guided_eps(model, x, t, cond, cfg_scale, uncond)
+        state.eps = eps
+        if hook is not None and (new := hook.on_eps(state)) is not None:
+            state.eps = eps = new
+        var_noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype) if eta > 0 else None
+        out = sched.step(eps, t, x, eta=eta, variance_noise=var_noise)
+        state.x0_pred, state.x_prev = out.pred_original_sample, out.prev_sample
+        x = out.prev_sample
+        if hook is not None and (new := hook.on_step_end(state)) is not None:
+            x = new
+    return x
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: EpsModel,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    train_scheduler: DDPMScheduler,
+    cfg_scale: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Ancestral DDPM sampling over all training timesteps (DDPM Alg. 2) with ``DDPMScheduler.step``."""
+    _validate(cfg_scale, 0.0, noise, cond)
+    sched = DDPMScheduler.from_config(train_scheduler.config)
+    sched.set_timesteps(train_scheduler.config.num_train_timesteps)
+    g = torch.Generator().manual_seed(int(seed))
+    x = noise
+    for t in tqdm(sched.timesteps.tolist(), disable=not progress, desc="DDPM"):
+        eps = guided_eps(model, x, t, cond, cfg_scale)
+        # a CPU generator: diffusers draws the noise on the CPU and moves it, so runs match across devices
+        x = sched.step(eps, t, x, generator=g).prev_sample
+    return x
+
+
+def to_model_space(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] → [−1, 1]."""
+    return images * 2 - 1
+
+
+def to_image_space(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] → [0, 1], clamped."""
+    return ((x + 1) / 2).clamp(0, 1)

@@ -1,0 +1,40 @@
+"""Noise schedules through diffusers' schedulers.
+
+Training uses ``DDPMScheduler`` (its ``add_noise`` is q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I), DDPM Eq. 4);
+sampling builds a ``DDIMScheduler`` from the same config so both share one ᾱ_t table.
+"""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, DDPMScheduler
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def make_train_scheduler(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_schedule: str = "squaredcos_cap_v2") -> DDPMScheduler:
+    """The forward process. The cosine schedule (Nichol & Dhariwal 2021) suits 32×32 images better than
+    the linear one: the linear schedule destroys small images' information too early."""
+    if num_train_timesteps < 2:
+        raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}")
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+
+
+def make_ddim_scheduler(train_scheduler: DDPMScheduler, steps: int) -> DDIMScheduler:
+    """A DDIM sampler over ``steps`` timesteps of the same schedule.
+
+    "trailing" spacing starts at t = T − 1 (pure noise) for every step count, so few-step samplers do not
+    begin from a partly clean level that pure noise does not match (Lin et al. 2024, "Common diffusion
+    noise schedules and sample steps are flawed", Table 2)."""
+    n = train_scheduler.config.num_train_timesteps
+    if not 1 <= steps <= n:
+        raise ValueError(f"steps must be in [1, {n}], got {steps}")
+    sched = DDIMScheduler.from_config(
+        train_scheduler.config, timestep_spacing="trailing", set_alpha_to_one=True, steps_offset=0
+    )
+    sched.set_timesteps(steps)
+    return sched

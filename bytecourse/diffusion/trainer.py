@@ -1,0 +1,149 @@
+"""A small, resumable training loop shared by every chapter's ``python -m bytecourse train``.
+
+- Runs under 🤗 Accelerate (so ``accelerate launch`` spreads it over several GPUs; bf16 on CUDA).
+- Saves a resumable state every ``save_every`` steps and when ``max_minutes`` is reached, so a schedule
+  longer than 45 minutes on a 2-core CPU becomes several commands (``--resume``).
+- The state is safetensors + JSON (model, EMA, AdamW moments, step, elapsed time) — no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .training import EMA
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    elapsed_s: float = 0.0
+    stages: int = 0
+    last_loss: float = float("nan")
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, state: TrainState, config: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
+    opt_t, opt_meta = _optimizer_tensors(opt)
+    tensors |= opt_t
+    save_file(tensors, str(run_dir / "state.safetensors"))
+    meta = {"state": state.__dict__, "ema_updates": ema.updates, "optimizer": opt_meta, "config": config}
+    (run_dir / "state.json").write_text(json.dumps(meta, indent=2))
+
+
+def load_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, config: dict) -> TrainState:
+    meta = json.loads((run_dir / "state.json").read_text())
+    if meta["config"] != json.loads(json.dumps(config)):
+        raise ValueError(f"cannot resume {run_dir}: it was started with a different config; delete it or match the options")
+    tensors = load_file(str(run_dir / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    ema.updates = meta["ema_updates"]
+    _load_optimizer(opt, tensors, meta["optimizer"])
+    return TrainState(**meta["state"])
+
+
+def train_loop(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, int, torch.device], torch.Tensor],
+    *,
+    total_steps: int,
+    lr: float,
+    run_dir: Path,
+    config: dict,
+    warmup: int = 200,
+    ema_decay: float = 0.999,
+    weight_decay: float = 0.0,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    save_every: int = 500,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[EMA, TrainState, Accelerator]:
+    """Train ``model`` for ``total_steps`` on ``loss_fn(model, step, device)`` (which draws its own seeded
+    batch for that step, so a resumed run sees exactly the data an uninterrupted one would).
+
+    Returns the EMA, the final state (``state.step < total_steps`` when stopped by ``max_minutes``) and the
+    accelerator."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    cpu = device == "cpu"
+    acc = Accelerator(cpu=cpu, mixed_precision="bf16" if (torch.cuda.is_available() and not cpu) else "no")
+    if device not in ("auto", "cpu") and torch.device(device).type != acc.device.type:
+        raise ValueError(f"device {device!r} requested but accelerate chose {acc.device}")
+    model.to(acc.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    ema = EMA(model, ema_decay)
+    state = TrainState()
+    if resume and (run_dir / "state.json").exists():
+        state = load_state(run_dir, model, ema, opt, config)
+    elif resume:
+        raise ValueError(f"--resume given but {run_dir / 'state.json'} does not exist")
+    ema.model.to(acc.device)
+    model, opt = acc.prepare(model, opt)
+    state.stages += 1
+    start = time.time()
+    base_elapsed = state.elapsed_s
+    bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and acc.is_main_process), desc="train")
+    model.train()
+    while state.step < total_steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(state.step, total_steps, lr, warmup)
+        with acc.autocast():
+            loss = loss_fn(model, state.step * acc.num_processes + acc.process_index, acc.device)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.update(acc.unwrap_model(model))
+        state.step += 1
+        state.last_loss = float(loss.detach())
+        bar.update(1)
+        if state.step % 50 == 0:
+            bar.set_postfix(loss=f"{state.last_loss:.4f}")
+        state.elapsed_s = base_elapsed + time.time() - start
+        out_of_time = max_minutes is not None and (time.time() - start) > 60 * max_minutes
+        if acc.is_main_process and (state.step % save_every == 0 or out_of_time or state.step == total_steps):
+            save_state(run_dir, acc.unwrap_model(model), ema, opt, state, config)
+        if out_of_time:
+            break
+    bar.close()
+    return ema, state, acc

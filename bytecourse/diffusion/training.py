@@ -1,0 +1,63 @@
+"""The ε-prediction training step with condition dropout, and an EMA of the weights."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch import nn
+
+from ..text import PAD_ID
+
+
+def drop_condition(tokens: torch.Tensor, p_uncond: float, generator: torch.Generator) -> torch.Tensor:
+    """Replace each caption by the null caption (all padding) with probability ``p_uncond`` — the training
+    half of classifier-free guidance (Ho & Salimans 2022, Alg. 1)."""
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
+    drop = torch.rand(tokens.shape[0], generator=generator) < p_uncond
+    return torch.where(drop.to(tokens.device)[:, None], torch.full_like(tokens, PAD_ID), tokens)
+
+
+def diffusion_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    tokens: torch.Tensor,
+    scheduler: DDPMScheduler,
+    generator: torch.Generator,
+    p_uncond: float = 0.1,
+) -> torch.Tensor:
+    """L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, c)‖² (DDPM Eq. 14), with CFG condition dropout.
+
+    ``x0`` is in [−1, 1]. All randomness comes from ``generator`` (a CPU generator, so a run is the same on
+    every device) and is then moved to ``x0``'s device.
+    """
+    b = x0.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
+    xt = scheduler.add_noise(x0, noise, t)
+    cond = drop_condition(tokens, p_uncond, generator)
+    return F.mse_loss(model(xt, t, cond).float(), noise.float())
+
+
+class EMA:
+    """Exponential moving average of the weights with the usual warm-up, decay_n = min(d, (1+n)/(10+n))."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)

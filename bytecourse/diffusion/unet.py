@@ -1,0 +1,121 @@
+"""A compact caption-conditioned image denoiser ε_θ(x_t, t, caption).
+
+A UNet of ResBlocks with self- and cross-attention at the lower resolutions, run behind a pixel-unshuffle
+stem: a 32×32×3 image becomes 16×16×12 before the first convolution, which makes it ~4× cheaper than a
+diffusers ``UNet2DConditionModel`` of the same width — fast enough to train on a 2-core CPU
+(``shared/design/feasibility.md``). Same class with bigger numbers is the GPU configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .layers import CaptionEncoder, ResBlock, SpatialTransformer, norm, timestep_embedding
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    image_size: int = 32
+    channels: int = 3
+    unshuffle: int = 2
+    widths: tuple[int, ...] = (64, 80, 80)
+    attn_levels: tuple[int, ...] = (1, 2)
+    layers_per_level: int = 1
+    heads: int = 4
+    text_dim: int = 64
+    text_layers: int = 2
+    caption_length: int = 12
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class ImageDenoiser(nn.Module):
+    """ε-prediction network. ``forward(x (B,C,H,W), t (B,) or scalar, tokens (B,L)) → ε̂ (B,C,H,W)``."""
+
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        super().__init__()
+        self.config = config
+        c0 = config.widths[0]
+        temb_dim = 2 * c0
+        self.time_mlp = nn.Sequential(nn.Linear(c0, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+        self.text = CaptionEncoder(config.text_dim, config.caption_length, config.text_layers, config.heads)
+        s = config.unshuffle
+        self.stem = nn.PixelUnshuffle(s) if s > 1 else nn.Identity()
+        self.conv_in = nn.Conv2d(config.channels * s * s, c0, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips = [c0]
+        ch = c0
+        for level, width in enumerate(config.widths):
+            for _ in range(config.layers_per_level):
+                self.down.append(self._stage(ch, width, temb_dim, level))
+                ch = width
+                skips.append(ch)
+            if level < len(config.widths) - 1:
+                self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                skips.append(ch)
+        self.mid = nn.ModuleList([
+            ResBlock(ch, ch, temb_dim, config.dropout),
+            SpatialTransformer(ch, config.text_dim, config.heads),
+            ResBlock(ch, ch, temb_dim, config.dropout),
+        ])
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(config.widths))):
+            width = config.widths[level]
+            for _ in range(config.layers_per_level + 1):
+                self.up.append(self._stage(ch + skips.pop(), width, temb_dim, level))
+                ch = width
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
+        self.out = nn.Sequential(norm(ch), nn.SiLU(), nn.Conv2d(ch, config.channels * s * s, 3, padding=1))
+        self.unstem = nn.PixelShuffle(s) if s > 1 else nn.Identity()
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def _stage(self, cin: int, cout: int, temb_dim: int, level: int) -> nn.ModuleList:
+        mods = [ResBlock(cin, cout, temb_dim, self.config.dropout)]
+        if level in self.config.attn_levels:
+            mods.append(SpatialTransformer(cout, self.config.text_dim, self.config.heads))
+        return nn.ModuleList(mods)
+
+    @staticmethod
+    def _run(stage: nn.Module, h: torch.Tensor, temb: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        if isinstance(stage, nn.ModuleList):
+            for m in stage:
+                h = m(h, temb) if isinstance(m, ResBlock) else m(h, ctx)
+            return h
+        return stage(h)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | int, tokens: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if x.dim() != 4 or x.shape[1] != cfg.channels or x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
+            raise ValueError(
+                f"x must be (B, {cfg.channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
+            )
+        t = torch.as_tensor(t, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]))
+        ctx = self.text(tokens)
+        h = self.conv_in(self.stem(x))
+        hs = [h]
+        for stage in self.down:
+            h = self._run(stage, h, temb, ctx)
+            hs.append(h)
+        h = self.mid[0](h, temb)
+        h = self.mid[1](h, ctx)
+        h = self.mid[2](h, temb)
+        for stage in self.up:
+            if isinstance(stage, nn.ModuleList):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._run(stage, h, temb, ctx)
+        return self.unstem(self.out(h))

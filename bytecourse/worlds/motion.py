@@ -171,7 +171,7 @@ def make_motion(
     captions = []
     for b in range(batch):
         parts = []
-        for j in range(int(layout["present"][b].sum())):
+        for j in layout["present"][b].nonzero().flatten().tolist():
             c, s = int(layout["colours"][b, j]), int(layout["shapes"][b, j])
             parts.append(
                 f"a {text.COLOUR_NAMES[c]} {text.SHAPE_NAMES[s]} {_motion_phrase(int(kinds[b, j]), int(dirs[b, j]))}"

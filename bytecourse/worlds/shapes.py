@@ -85,8 +85,10 @@ def sample_layout(
 ) -> dict[str, torch.Tensor]:
     """Object counts, distinct colours, shape kinds, radii, depths and non-overlapping centres.
 
-    Centres are chosen among 24 candidates per object: the first whose box (plus a 1-pixel gap) does not
-    touch an already placed object, else the least-overlapping one — fully vectorised over the batch.
+    Centres are chosen among 64 candidates per object: the first whose box (plus a 1-pixel gap) does not
+    touch an already placed object — fully vectorised over the batch. If none fits, the object is shrunk
+    to the smallest size and tried again; if it still does not fit (rare), it is dropped. So objects never
+    occlude each other and every caption names exactly the visible objects.
     """
     k, size = config.max_objects, config.size
     if num_objects is None:
@@ -102,20 +104,28 @@ def sample_layout(
     lo, hi = config.radius_range
     radii = (lo + (hi - lo) * torch.rand(batch, k, generator=generator)) * size
     depths = 0.15 + 0.35 * torch.rand(batch, k, generator=generator)
-    n_cand = 24
+    n_cand = 64
     u = torch.rand(batch, k, n_cand, 2, generator=generator)
     centers = torch.zeros(batch, k, 2)
+    rows = torch.arange(batch)
     for j in range(k):
-        r = radii[:, j, None, None]
-        cand = r + u[:, j] * (size - 2 * r)  # (B, n_cand, 2), shape fully inside
-        overlap = torch.zeros(batch, n_cand)
-        for i in range(j):
-            gap = radii[:, j, None] + radii[:, i, None] + 1.0
-            d = (cand - centers[:, i, None]).abs()
-            ov = (gap - d[..., 0]).clamp(min=0) * (gap - d[..., 1]).clamp(min=0)
-            overlap = overlap + ov * present[:, i, None]
-        best = overlap.argmin(dim=1)  # argmin returns the first minimum → first non-overlapping candidate
-        centers[:, j] = cand[torch.arange(batch), best]
+        for attempt in range(2):  # second attempt: shrink the objects that did not fit to the smallest size
+            r = radii[:, j, None, None]
+            cand = r + u[:, j] * (size - 2 * r)  # (B, n_cand, 2), shape fully inside
+            overlap = torch.zeros(batch, n_cand)
+            for i in range(j):
+                gap = radii[:, j, None] + radii[:, i, None] + 1.0
+                d = (cand - centers[:, i, None]).abs()
+                ov = (gap - d[..., 0]).clamp(min=0) * (gap - d[..., 1]).clamp(min=0)
+                overlap = overlap + ov * present[:, i, None]
+            best = overlap.argmin(dim=1)  # the first minimum → the first non-overlapping candidate
+            fits = overlap[rows, best] == 0
+            if attempt == 0:
+                centers[:, j] = cand[rows, best]
+                radii[:, j] = torch.where(fits, radii[:, j], lo * size)
+            else:
+                centers[:, j] = torch.where(fits[:, None], cand[rows, best], centers[:, j])
+                present[:, j] &= fits
     return dict(present=present, colours=colours, shapes=kinds, radii=radii, depths=depths, centers=centers)
 
 
@@ -151,8 +161,8 @@ def make_shapes(
     boxes, _ = masks_to_boxes(visible)
     captions = []
     for b in range(batch):
-        n = int(layout["present"][b].sum())
-        captions.append(text.shapes_caption(layout["colours"][b, :n].tolist(), layout["shapes"][b, :n].tolist()))
+        keep = layout["present"][b]
+        captions.append(text.shapes_caption(layout["colours"][b, keep].tolist(), layout["shapes"][b, keep].tolist()))
     return ShapesBatch(
         images=image,
         captions=captions,

@@ -2,6 +2,7 @@
 
 from .attention import Attention, SDPAProcessor
 from .sampling import (
+    RecordTrajectory,
     SamplerHook,
     StepState,
     ddim_sample,
@@ -17,7 +18,7 @@ from .training import EMA, diffusion_loss, drop_condition
 from .unet import ImageDenoiser, UNetConfig
 
 __all__ = [
-    "EMA", "Attention", "ImageDenoiser", "SDPAProcessor", "SamplerHook", "StepState", "UNetConfig",
+    "EMA", "Attention", "RecordTrajectory", "ImageDenoiser", "SDPAProcessor", "SamplerHook", "StepState", "UNetConfig",
     "ddim_sample", "ddpm_sample", "diffusion_loss", "drop_condition", "guided_eps", "initial_noise",
     "make_ddim_scheduler", "make_train_scheduler", "null_tokens_like", "to_image_space", "to_model_space",
 ]

@@ -11,8 +11,8 @@ replaces ε̂ or x_{t'}, Boximator overwrites the given first frame, MagicAnimat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from diffusers import DDPMScheduler
@@ -54,6 +54,21 @@ class SamplerHook:
 
     def on_step_end(self, state: StepState) -> torch.Tensor | None:
         """May replace x_{t'} after the update."""
+        return None
+
+
+class RecordTrajectory(SamplerHook):
+    """Keeps x_t and the clean estimate x̂₀ at every step (to watch a sample form)."""
+
+    def __init__(self):
+        self.timesteps: list[int] = []
+        self.xs: list[torch.Tensor] = []
+        self.x0_preds: list[torch.Tensor] = []
+
+    def on_step_end(self, state: StepState) -> None:
+        self.timesteps.append(state.t)
+        self.xs.append(state.x.detach().cpu())
+        self.x0_preds.append(state.x0_pred.detach().cpu())
         return None
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -97,12 +97,13 @@ def train_loop(
     save_every: int = 500,
     device: str = "auto",
     progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[EMA, TrainState, Accelerator]:
     """Train ``model`` for ``total_steps`` on ``loss_fn(model, step, device)`` (which draws its own seeded
     batch for that step, so a resumed run sees exactly the data an uninterrupted one would).
 
     Returns the EMA, the final state (``state.step < total_steps`` when stopped by ``max_minutes``) and the
-    accelerator."""
+    accelerator. ``on_step(step, loss)`` is called after every step (e.g. to record a loss curve)."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     cpu = device == "cpu"
@@ -136,6 +137,8 @@ def train_loop(
         ema.update(acc.unwrap_model(model))
         state.step += 1
         state.last_loss = float(loss.detach())
+        if on_step is not None:
+            on_step(state.step, state.last_loss)
         bar.update(1)
         if state.step % 50 == 0:
             bar.set_postfix(loss=f"{state.last_loss:.4f}")

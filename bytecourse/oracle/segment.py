@@ -26,8 +26,8 @@ class OracleConfig:
 
     textured: bool = False
     colour_tol: float = 0.25
-    grey_tol: float = 0.08
-    level_tol: float = 0.08
+    grey_tol: float = 0.15
+    level_tol: float = 0.12
     min_area: int = 6
     shape_iou: float = 0.75
     border_shape_iou: float = 0.5
@@ -123,10 +123,12 @@ def _component_stats(labels: torch.Tensor, config: OracleConfig) -> list[dict]:
     # shape fit: IoU of each component against each kind's template inscribed in the component's box
     comp_mask = labels.flatten(0, 1)[plane[idx]] == (uniq[idx] % (h * w + 1))[:, None, None]  # (C,H,W)
     boxes_px = torch.stack([x0[idx], y0[idx], x1[idx], y1[idx]], -1)
-    tmpl = box_templates(boxes_px, h, w)  # (C,K,H,W)
-    inter = (tmpl & comp_mask[:, None]).flatten(2).sum(-1).float()
-    union = (tmpl | comp_mask[:, None]).flatten(2).sum(-1).float()
-    iou = inter / union.clamp(min=1)
+    iou = torch.zeros(len(idx), 3)
+    for shrink in (0.0, 0.25, 0.5):
+        tmpl = box_templates(boxes_px, h, w, shrink)  # (C,K,H,W)
+        inter = (tmpl & comp_mask[:, None]).flatten(2).sum(-1).float()
+        union = (tmpl | comp_mask[:, None]).flatten(2).sum(-1).float()
+        iou = torch.maximum(iou, inter / union.clamp(min=1))
     bw, bh = boxes_px[:, 2] - boxes_px[:, 0], boxes_px[:, 3] - boxes_px[:, 1]
     squarish = (bw - bh).abs() <= torch.clamp(0.25 * torch.maximum(bw, bh), min=2.0)
     iou = iou * squarish[:, None]  # the world only draws shapes with (nearly) square boxes
@@ -146,16 +148,18 @@ def _component_stats(labels: torch.Tensor, config: OracleConfig) -> list[dict]:
     return rows
 
 
-def box_templates(boxes_px: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def box_templates(boxes_px: torch.Tensor, height: int, width: int, shrink: float = 0.0) -> torch.Tensor:
     """Each shape kind inscribed in each box ``(C, 4)`` (pixel units, x1/y1 exclusive) → ``(C, K, H, W)``.
 
     In box-normalised coordinates (u, v) ∈ [−1, 1]²: circle u² + v² ≤ 1, square |u|, |v| ≤ 1, triangle
-    |u| ≤ (v + 1)/2 — the world's three shapes, stretched to the box, tested at pixel centres."""
+    |u| ≤ (v + 1)/2 — the world's three shapes, stretched to the box, tested at pixel centres. ``shrink``
+    (pixels) pulls the half-extents in: a rasterised shape's box is up to half a pixel wider on each side than
+    the shape itself, because a pixel counts when its centre is inside."""
     ys = torch.arange(height, dtype=torch.float32) + 0.5
     xs = torch.arange(width, dtype=torch.float32) + 0.5
     x0, y0, x1, y1 = (boxes_px[:, i, None, None] for i in range(4))
-    u = (xs[None, None, :] - (x0 + x1) / 2) / ((x1 - x0) / 2)
-    v = (ys[None, :, None] - (y0 + y1) / 2) / ((y1 - y0) / 2)
+    u = (xs[None, None, :] - (x0 + x1) / 2) / ((x1 - x0) / 2 - shrink)
+    v = (ys[None, :, None] - (y0 + y1) / 2) / ((y1 - y0) / 2 - shrink)
     circle = u * u + v * v <= 1
     square = (u.abs() <= 1) & (v.abs() <= 1)
     triangle = (v >= -1) & (v <= 1) & (u.abs() <= (v + 1) / 2)

@@ -70,7 +70,7 @@ class MotionBatch:
     class_mask: torch.Tensor
     depth: torch.Tensor
 
-    def to(self, device) -> "MotionBatch":
+    def to(self, device) -> MotionBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return replace(self, **moved)
 

@@ -72,7 +72,7 @@ class ShapesBatch:
     radii: torch.Tensor
     depths: torch.Tensor = field(repr=False)
 
-    def to(self, device) -> "ShapesBatch":
+    def to(self, device) -> ShapesBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return replace(self, **moved)
 

@@ -1,0 +1,71 @@
+"""Widgets are thin views over pure functions.
+
+A :class:`FunctionView` owns a few ipywidgets controls, a pure ``compute(**values)`` and a ``render(result)``
+that draws into an ``Output``. Changing a control calls :meth:`FunctionView.refresh`; the last result is kept
+in ``view.result`` so tests can drive the widget from Python (set a slider's ``.value``) and check what the
+learner would see, without a browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+from IPython.display import display
+
+
+class FunctionView:
+    def __init__(
+        self,
+        controls: dict[str, W.ValueWidget],
+        compute: Callable[..., Any],
+        render: Callable[[Any], None],
+        button: str | None = None,
+        title: str | None = None,
+    ):
+        self.controls = controls
+        self.compute = compute
+        self.render = render
+        self.output = W.Output()
+        self.status = W.HTML()
+        self.result: Any = None
+        self.calls = 0
+        children: list[W.Widget] = []
+        if title:
+            children.append(W.HTML(f"<b>{title}</b>"))
+        children += list(controls.values())
+        if button:
+            self.button = W.Button(description=button, button_style="primary")
+            self.button.on_click(lambda _: self.refresh())
+            children.append(self.button)
+        else:
+            self.button = None
+            for c in controls.values():
+                c.observe(self._on_change, names="value")
+        self.widget = W.VBox([W.VBox(children), self.status, self.output])
+
+    def values(self) -> dict[str, Any]:
+        return {k: c.value for k, c in self.controls.items()}
+
+    def _on_change(self, _change) -> None:
+        self.refresh()
+
+    def refresh(self) -> Any:
+        """Recompute from the controls' current values and redraw."""
+        self.status.value = "<i>computing…</i>"
+        try:
+            self.result = self.compute(**self.values())
+            self.calls += 1
+            self.output.clear_output(wait=True)
+            with self.output:
+                self.render(self.result)
+            self.status.value = ""
+        except ValueError as e:  # bad input from a control: say so in the widget instead of a traceback
+            self.status.value = f"<span style='color:#b00'>{e}</span>"
+        return self.result
+
+    def show(self) -> FunctionView:
+        self.refresh()
+        display(self.widget)
+        return self

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+
+from bytecourse import checkpoints
+from bytecourse.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+ENTRY = {"chapter": "primer", "config": {"a": 1}, "command": "python -m bytecourse train primer", "seed": 0,
+         "device": "cpu", "wall_time_s": 1.0}
+
+
+@pytest.fixture
+def tmp_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("BYTECOURSE_DATA", str(tmp_path))
+    return tmp_path
+
+
+def test_roundtrip_fp16_and_manifest(tmp_data):
+    sd = {"w": torch.randn(4, 4), "step": torch.tensor([3])}
+    save_checkpoint("toy", sd, ENTRY)
+    loaded, entry = load_checkpoint("toy")
+    assert torch.allclose(loaded["w"], sd["w"].half().float()) and loaded["w"].dtype == torch.float32
+    assert torch.equal(loaded["step"], sd["step"])
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_data / "toy.safetensors"), "pt") as f:
+        assert f.get_tensor("w").dtype == torch.float16
+    for key in ("sha256", "command", "seed", "git_commit", "device", "wall_time_s", "config", "bytes"):
+        assert key in entry
+
+
+def test_tampered_or_missing_file_gives_one_clear_error(tmp_data):
+    save_checkpoint("toy", {"w": torch.randn(8)}, ENTRY)
+    path = tmp_data / "toy.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="python -m bytecourse train primer"):
+        load_checkpoint("toy")
+    path.unlink()
+    with pytest.raises(CheckpointError, match="missing.*python -m bytecourse train primer"):
+        load_checkpoint("toy")
+    with pytest.raises(CheckpointError, match="not listed"):
+        load_checkpoint("never-trained")
+
+
+def test_budget_and_required_fields(tmp_data):
+    with pytest.raises(ValueError, match="lacks"):
+        save_checkpoint("toy", {"w": torch.randn(2)}, {"chapter": "primer"})
+    with pytest.raises(ValueError, match="budget"):
+        save_checkpoint("big", {"w": torch.randn(3_100_000)}, ENTRY)
+    assert not (tmp_data / "big.safetensors").exists()
+
+
+def test_shipped_data_folder_is_consistent():
+    """data/ holds only manifest-listed files (plus the manifest), each ≤6 MB with a matching hash; ≤48 MB in all."""
+    data = checkpoints.data_dir()
+    manifest = json.loads((data / "manifest.json").read_text())
+    listed = {e["file"] for e in manifest["checkpoints"].values()}
+    present = {p.name for p in data.iterdir() if p.is_file()} - {"manifest.json"}
+    assert present == listed
+    total = 0
+    for name, e in manifest["checkpoints"].items():
+        p = data / e["file"]
+        assert p.stat().st_size <= checkpoints.MAX_CHECKPOINT_BYTES and p.stat().st_size == e["bytes"]
+        assert checkpoints.sha256_file(p) == e["sha256"], name
+        for key in ("chapter", "config", "command", "seed", "git_commit", "device", "wall_time_s", "tables"):
+            assert key in e, (name, key)
+        assert e["command"].startswith("python -m bytecourse train")
+        total += p.stat().st_size
+    assert total <= 48 * 2**20

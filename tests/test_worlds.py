@@ -1,0 +1,142 @@
+import hashlib
+import time
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bytecourse import text
+from bytecourse.worlds import PALETTE, MotionConfig, ShapesConfig, make_motion, make_shapes, masks_to_boxes
+from bytecourse.worlds.motion import MOTION_KINDS
+
+
+def _digest(batch) -> str:
+    h = hashlib.sha256()
+    h.update((batch.images * 255).round().to(torch.uint8).numpy().tobytes())
+    h.update("|".join(batch.captions).encode())
+    return h.hexdigest()[:16]
+
+
+def test_shapes_same_seed_same_batch():
+    a, b = make_shapes(64, seed=5), make_shapes(64, seed=5)
+    assert _digest(a) == _digest(b)
+    assert torch.equal(a.boxes, b.boxes) and torch.equal(a.depth, b.depth)
+    assert _digest(make_shapes(64, seed=6)) != _digest(a)
+
+
+def test_golden_digests():
+    """The same seed gives the same batch on every machine: digests recorded once, checked everywhere."""
+    b = make_shapes(16, seed=123)
+    assert b.captions[:3] == ["a magenta square and a cyan circle", "a red triangle", "a blue square and a red square"]
+    assert _digest(b) == "ee40116759c317e5"
+    m = make_motion(4, seed=123)
+    assert _digest(type("Clip", (), {"images": m.videos, "captions": m.captions})) == "f30fd3b019aaf867"
+
+
+def test_shapes_ground_truth_consistent():
+    cfg = ShapesConfig(textured=True)
+    b = make_shapes(200, seed=1, config=cfg)
+    assert b.images.shape == (200, 3, 32, 32) and b.images.min() >= 0 and b.images.max() <= 1
+    # instance masks are disjoint, cover exactly the object pixels, and carry their object's palette colour
+    assert (b.instance_masks.sum(1) <= 1).all()
+    assert torch.equal(b.instance_masks.any(1), b.class_mask > 0)
+    for i in range(20):
+        for k in b.present[i].nonzero().flatten().tolist():
+            m = b.instance_masks[i, k]
+            assert m.sum() > 0
+            assert torch.allclose(b.images[i][:, m], PALETTE[b.colours[i, k]][:, None].expand(3, int(m.sum())))
+            assert (b.class_mask[i][m] == b.shapes[i, k] + 1).all()
+            assert (b.depth[i][m] == b.depths[i, k]).all()
+        assert text.parse_shapes_caption(b.captions[i]) == [
+            (int(c), int(s)) for c, s in zip(b.colours[i][b.present[i]], b.shapes[i][b.present[i]])
+        ]
+    boxes, nonempty = masks_to_boxes(b.instance_masks)
+    assert torch.equal(boxes, b.boxes) and torch.equal(nonempty, b.present)
+    assert (b.depth[b.class_mask > 0].max() < b.depth[b.class_mask == 0].min())  # objects nearer than the ground
+    assert torch.equal(b.tokens, text.encode(b.captions, cfg.caption_length))
+
+
+def test_shapes_variety():
+    b = make_shapes(1000, seed=0)
+    assert set(b.present.sum(1).tolist()) == {1, 2, 3}
+    assert len(set(b.colours[b.present].tolist())) == 6 and len(set(b.shapes[b.present].tolist())) == 3
+    assert b.radii[b.present].std() > 0.5 and b.centers[b.present].std() > 4
+
+
+def test_shapes_1000_under_one_second():
+    make_shapes(10, seed=0)
+    best = min(_timed(lambda s=s: make_shapes(1000, seed=s)) for s in range(3))
+    assert best < 1.0, f"1,000 Shapes images took {best:.2f}s"
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def test_motion_batch_consistent():
+    cfg = MotionConfig()
+    m = make_motion(120, seed=3, config=cfg)
+    assert m.videos.shape == (120, 8, 3, 32, 32)
+    boxes, visible = masks_to_boxes(m.instance_masks)
+    assert torch.equal(boxes, m.boxes) and torch.equal(visible, m.visible)
+    assert torch.equal(make_motion(8, seed=3).videos, make_motion(8, seed=3).videos)
+    enter, leave = MOTION_KINDS.index("entering"), MOTION_KINDS.index("leaving")
+    p = m.present
+    assert not m.visible[:, 0][p & (m.motion == enter)].any()  # starts fully outside
+    assert m.visible[:, -1][p & (m.motion == enter)].all()
+    assert m.visible[:, 0][p & (m.motion == leave)].all()
+    assert not m.visible[:, -1][p & (m.motion == leave)].any()
+    for kind in ("linear", "curved", "bouncing"):  # stay inside the frame (but may pass behind another object)
+        sel = p & (m.motion == MOTION_KINDS.index(kind))
+        full = m.boxes_full.permute(0, 2, 1, 3)[sel]
+        assert full.min() >= -1e-6 and full.max() <= 1 + 1e-6, kind
+    # the geometric box of a visible object contains its tight visible box
+    inside = m.visible & p[:, None]
+    half_px = 0.5 / 32  # a pixel counts when its centre is inside, so its edge may stick out by half a pixel
+    assert (m.boxes_full[inside][:, :2] <= m.boxes[inside][:, :2] + half_px + 1e-6).all()
+    assert (m.boxes_full[inside][:, 2:] >= m.boxes[inside][:, 2:] - half_px - 1e-6).all()
+    for cap in m.captions:
+        assert any(w in cap.split() for w in ("moves", "curves", "bounces", "enters", "leaves"))
+        text.parse_shapes_caption(cap)
+
+
+def test_motion_moves():
+    m = make_motion(64, seed=0, config=MotionConfig(kinds=("linear",)))
+    disp = (m.trajectories[:, :, -1] - m.trajectories[:, :, 0]).norm(dim=-1)[m.present]
+    assert (disp > 3).all()
+    # "moves right" means x grows
+    for i, cap in enumerate(m.captions):
+        if cap.startswith("a") and "moves right" in cap.split(" and ")[0]:
+            assert m.trajectories[i, 0, -1, 0] > m.trajectories[i, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: make_shapes(0),
+        lambda: make_shapes(4, config=ShapesConfig(size=4)),
+        lambda: make_shapes(4, config=ShapesConfig(max_objects=9)),
+        lambda: make_shapes(4, num_objects=5),
+        lambda: make_shapes(4, config=ShapesConfig(radius_range=(0.3, 0.1))),
+        lambda: make_motion(4, config=MotionConfig(kinds=("teleporting",))),
+        lambda: make_motion(4, config=MotionConfig(frames=1)),
+        lambda: text.encode(["a purple circle"], 12),
+        lambda: text.parse_shapes_caption("and and"),
+    ],
+)
+def test_bad_input_raises_value_error(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), size=st.sampled_from([16, 32, 48]), k=st.integers(1, 3), textured=st.booleans())
+def test_shapes_invariants_property(seed, size, k, textured):
+    b = make_shapes(8, seed=seed, config=ShapesConfig(size=size, max_objects=k, textured=textured, caption_length=12))
+    assert (b.instance_masks.sum(1) <= 1).all()
+    assert (b.instance_masks.flatten(2).any(-1) == b.present).all()
+    assert (b.boxes[..., 2:] >= b.boxes[..., :2]).all() and b.boxes.max() <= 1 and b.boxes.min() >= 0
+    assert text.decode(b.tokens) == b.captions

@@ -55,7 +55,7 @@ def test_notebook_follows_the_chapter_skeleton(nb):
     headings = [line for c in d["cells"] if c["cell_type"] == "markdown" for line in "".join(c["source"]).splitlines() if line.startswith("#")]
     positions = []
     for section in SKELETON:
-        hits = [i for i, h in enumerate(headings) if section.lower() in h.lower()]
+        hits = [i for i, h in enumerate(headings) if re.search(rf"\b{re.escape(section)}(?![\w])", h, re.I)]
         assert hits, f"{nb.name} lacks a '{section}' heading"
         positions.append(hits[0])
     assert positions == sorted(positions), f"{nb.name}: sections out of order"

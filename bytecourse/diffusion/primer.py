@@ -315,6 +315,8 @@ def render_verdicts(result: dict) -> None:
         titles.append(("✓ " if s.exact else "✗ ") + found)
     boxes = [[o.box for o in d] for d in result["detections"]]
     s = result["summary"]
+    print(f"CFG {result['cfg_scale']:g} · {result['steps']} DDIM steps · {result['nfe']} network evaluations → "
+          f"colour {s['colour']:.2f}, shape {s['shape']:.2f}, exact {s['exact']:.2f}, realism {s['realism']:.3f}")
     fig = image_grid(result["images"], titles, ncols=8, boxes=boxes, suptitle=(
         f"“{result['caption']}” — CFG {result['cfg_scale']:g}, {result['steps']} DDIM steps "
         f"({result['nfe']} network evaluations): colour {s['colour']:.2f}, shape {s['shape']:.2f}, "

@@ -26,7 +26,8 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class StepState:
-    """What a hook sees at DDIM step ``index`` (from ``t`` to ``t_prev``; ``t_prev = -1`` means x₀)."""
+    """What a hook sees at DDIM step ``index``: the update goes from level ``t`` (ᾱ = ``alpha_bar``) to level
+    ``t_prev`` (ᾱ = ``alpha_bar_prev``; ``t_prev = -1`` means x₀, ᾱ = 1)."""
 
     index: int
     t: int
@@ -119,20 +120,24 @@ def ddim_sample(
     hook: SamplerHook | None = None,
     seed: int = 0,
     progress: bool = False,
+    clip_x0: bool = True,
 ) -> torch.Tensor:
     """Run DDIM from ``noise`` (x_T) with ``steps`` network evaluations (×2 with CFG) and return x₀.
 
     The update is diffusers' ``DDIMScheduler.step``; ε-prediction models, any shape of x (images or videos).
-    ``seed`` drives the fresh noise of η > 0.
+    ``seed`` drives the fresh noise of η > 0; ``clip_x0`` see :func:`make_ddim_scheduler`.
     """
     _validate(cfg_scale, eta, noise, cond)
-    sched = make_ddim_scheduler(train_scheduler, steps)
+    sched = make_ddim_scheduler(train_scheduler, steps, clip_x0)
     g = torch.Generator().manual_seed(int(seed))
     acp = sched.alphas_cumprod
     x = noise
     timesteps = sched.timesteps.tolist()
+    stride = sched.config.num_train_timesteps // sched.num_inference_steps
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="DDIM")):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        # the level DDIMScheduler.step actually jumps to (with "trailing" spacing it can differ by one from the
+        # next grid timestep); −1 means the final ᾱ = 1
+        t_prev = t - stride if t - stride >= 0 else -1
         state = StepState(i, t, t_prev, x, cond, float(acp[t]), float(acp[t_prev]) if t_prev >= 0 else 1.0)
         if hook is not None and (new := hook.on_step_start(state)) is not None:
             state.x = x = new
@@ -158,10 +163,12 @@ def ddpm_sample(
     cfg_scale: float = 1.0,
     seed: int = 0,
     progress: bool = False,
+    clip_x0: bool = True,
 ) -> torch.Tensor:
-    """Ancestral DDPM sampling over all training timesteps (DDPM Alg. 2) with ``DDPMScheduler.step``."""
+    """Ancestral DDPM sampling over all training timesteps (DDPM Alg. 2) with ``DDPMScheduler.step``
+    (x̂₀ clipped to [−1, 1] as in Ho et al.'s sampler unless ``clip_x0=False``)."""
     _validate(cfg_scale, 0.0, noise, cond)
-    sched = DDPMScheduler.from_config(train_scheduler.config)
+    sched = DDPMScheduler.from_config(train_scheduler.config, clip_sample=clip_x0, clip_sample_range=1.0)
     sched.set_timesteps(train_scheduler.config.num_train_timesteps)
     g = torch.Generator().manual_seed(int(seed))
     x = noise

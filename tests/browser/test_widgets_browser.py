@@ -1,0 +1,47 @@
+"""Operate each chapter's main widget in JupyterLab the way a learner would, and check what they see."""
+
+from __future__ import annotations
+
+from .conftest import SCREENSHOTS
+
+
+def _output_text(page) -> str:
+    return page.locator(".widget-output").first.inner_text()
+
+
+def _image_src(page) -> str:
+    return page.locator(".widget-output img").first.get_attribute("src") or ""
+
+
+def test_primer_cfg_slider_changes_the_samples(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("00_primer_widget.ipynb")
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="CFG scale"))
+    handle = slider.locator(".noUi-handle")
+    handle.wait_for(timeout=180_000)
+    output = page.locator(".widget-output").first
+    expect(output).to_contain_text("CFG 3 ·", timeout=120_000)
+    expect(page.locator(".widget-output img").first).to_be_visible(timeout=60_000)
+    first_src = _image_src(page)
+    assert first_src.startswith("data:image/png")
+
+    # keyboard: three steps of 0.5 to the right → CFG 4.5
+    handle.focus()
+    for _ in range(3):
+        handle.press("ArrowRight")
+    expect(handle).to_have_attribute("aria-valuenow", "4.5")
+    expect(output).to_contain_text("CFG 4.5 ·", timeout=120_000)
+    second_src = _image_src(page)
+    assert second_src != first_src, "the samples did not change when the CFG slider moved"
+
+    # mouse: drag the handle to 80% of the track → CFG 8
+    box = slider.locator(".noUi-base").bounding_box()
+    hb = handle.bounding_box()
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + box["height"] / 2, steps=10)
+    page.mouse.up()
+    expect(output).to_contain_text("CFG 8 ·", timeout=120_000)
+    assert _image_src(page) not in (first_src, second_src)
+    page.screenshot(path=str(SCREENSHOTS / "00_primer_final.png"), full_page=True)

@@ -21,17 +21,17 @@ def test_primer_cfg_slider_changes_the_samples(lab_page):
     handle = slider.locator(".noUi-handle")
     handle.wait_for(timeout=180_000)
     output = page.locator(".widget-output").first
-    expect(output).to_contain_text("CFG 3 ·", timeout=120_000)
+    expect(output).to_contain_text("CFG 2 ·", timeout=120_000)
     expect(page.locator(".widget-output img").first).to_be_visible(timeout=60_000)
     first_src = _image_src(page)
     assert first_src.startswith("data:image/png")
 
-    # keyboard: three steps of 0.5 to the right → CFG 4.5
+    # keyboard: three steps of 0.5 to the right → CFG 3.5
     handle.focus()
     for _ in range(3):
         handle.press("ArrowRight")
-    expect(handle).to_have_attribute("aria-valuenow", "4.5")
-    expect(output).to_contain_text("CFG 4.5 ·", timeout=120_000)
+    expect(handle).to_have_attribute("aria-valuenow", "3.5")
+    expect(output).to_contain_text("CFG 3.5 ·", timeout=120_000)
     second_src = _image_src(page)
     assert second_src != first_src, "the samples did not change when the CFG slider moved"
 

@@ -143,5 +143,6 @@ def lab_page(jupyter_server, browser_context):
         return page
 
     yield open_notebook
-    for page in pages:
+    for i, page in enumerate(pages):  # the last state, pass or fail, for a person to look at
+        page.screenshot(path=str(SCREENSHOTS / f"last_page_{i}.png"), full_page=True)
         page.close()

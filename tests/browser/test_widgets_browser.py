@@ -19,7 +19,7 @@ def test_primer_cfg_slider_changes_the_samples(lab_page):
     page = lab_page("00_primer_widget.ipynb")
     slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="CFG scale"))
     handle = slider.locator(".noUi-handle")
-    handle.wait_for(timeout=180_000)
+    handle.wait_for(timeout=60_000)
     output = page.locator(".widget-output").first
     expect(output).to_contain_text("CFG 2 ·", timeout=120_000)
     expect(page.locator(".widget-output img").first).to_be_visible(timeout=60_000)
@@ -45,3 +45,4 @@ def test_primer_cfg_slider_changes_the_samples(lab_page):
     expect(output).to_contain_text("CFG 8 ·", timeout=120_000)
     assert _image_src(page) not in (first_src, second_src)
     page.screenshot(path=str(SCREENSHOTS / "00_primer_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "00_primer_widget_output.png"))

@@ -46,7 +46,7 @@ def test_widget_callbacks_without_a_browser():
     assert view.calls == 3 and view.result["steps"] == 5
     view.controls["caption"].value = "a blue square"
     assert view.result["caption"] == "a blue square" and len(view.result["images"]) == 2
-    assert "CFG 6" in str(view.output.outputs) or view.output.outputs is not None
+    assert "not attempted" not in view.status.value and view.status.value == ""  # rendered without an error
 
 
 def test_quick_train_runs_the_same_code():

@@ -66,7 +66,7 @@ class SavedTensorMeter:
     def _unpack(held: _Held) -> torch.Tensor:
         return held.tensor
 
-    def __enter__(self) -> "SavedTensorMeter":
+    def __enter__(self) -> SavedTensorMeter:
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._ctx.__enter__()
         return self

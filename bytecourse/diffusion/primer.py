@@ -305,6 +305,7 @@ def sample_with_verdicts(model: ImageDenoiser, caption: str, cfg_scale: float, s
 
 def render_verdicts(result: dict) -> None:
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
     from ..text import COLOUR_NAMES, SHAPE_NAMES
     from ..viz import image_grid
@@ -321,7 +322,7 @@ def render_verdicts(result: dict) -> None:
         f"“{result['caption']}” — CFG {result['cfg_scale']:g}, {result['steps']} DDIM steps "
         f"({result['nfe']} network evaluations): colour {s['colour']:.2f}, shape {s['shape']:.2f}, "
         f"exact {s['exact']:.2f}, realism {s['realism']:.3f}"))
-    plt.show(fig)
+    display(fig)  # into the widget's Output; closing it keeps the inline backend from drawing it twice
     plt.close(fig)
 
 

@@ -241,10 +241,10 @@ def eval_rows(
     return {"rows": rows, "seeds": list(seeds), "samples_per_seed": n}
 
 
-def steps_settings(include_ddpm: bool = True) -> list[dict]:
-    rows = [dict(name=f"DDIM {k} steps", num_objects=1, steps=k, cfg=DEFAULT_CFG, sampler="ddim") for k in STEP_GRID]
+def steps_settings(include_ddpm: bool = True, cfg: float = DEFAULT_CFG) -> list[dict]:
+    rows = [dict(name=f"DDIM {k} steps", num_objects=1, steps=k, cfg=cfg, sampler="ddim") for k in STEP_GRID]
     if include_ddpm:
-        rows.append(dict(name="DDPM 1000 steps", num_objects=1, steps=1000, cfg=DEFAULT_CFG, sampler="ddpm"))
+        rows.append(dict(name="DDPM 1000 steps", num_objects=1, steps=1000, cfg=cfg, sampler="ddpm"))
     return rows
 
 
@@ -260,6 +260,8 @@ def evaluate_primer(model: ImageDenoiser, seeds: list[int], progress: bool = Tru
     """The chapter's full tables (what ``python -m bytecourse eval primer`` stores in the manifest)."""
     return {
         "steps": {**eval_rows(model, steps_settings(), seeds, progress=progress), "setting_name": f"sampler (1 object, CFG {DEFAULT_CFG:g})"},
+        "steps_unguided": {**eval_rows(model, steps_settings(include_ddpm=False, cfg=1.0), seeds, progress=progress),
+                           "setting_name": "sampler (1 object, CFG 1: no guidance)"},
         "cfg": {**eval_rows(model, cfg_settings(), seeds, progress=progress), "setting_name": f"CFG scale (1 object, DDIM {DEFAULT_STEPS})"},
         "objects": {**eval_rows(model, objects_settings(), seeds, progress=progress), "setting_name": f"caption (DDIM {DEFAULT_STEPS}, CFG {DEFAULT_CFG:g})"},
         "world": {"oracle_on_world_images": world_sanity(seeds)},

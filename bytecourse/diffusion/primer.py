@@ -175,7 +175,7 @@ def cli_train(args) -> dict:
 
 EVAL_SEED_OFFSET = 10_000  # evaluation captions/noise never coincide with training batches
 EVAL_SAMPLES = 64
-DEFAULT_CFG = 2.0  # the sweet spot of the CFG table (see the notebook): stronger guidance costs this model accuracy
+DEFAULT_CFG = 2.0  # in the plateau of the CFG table (1.5–2); stronger guidance costs this model accuracy (see the notebook)
 DEFAULT_STEPS = 20
 STEP_GRID = (5, 10, 20, 50)
 CFG_GRID = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)

@@ -87,7 +87,6 @@ def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict)
         path.unlink()
         raise ValueError(f"checkpoint {name!r} is {size} bytes, over the {MAX_CHECKPOINT_BYTES}-byte budget")
     manifest = read_manifest()
-    old = manifest["checkpoints"].get(name, {})
     manifest["checkpoints"][name] = {
         **entry,
         "file": path.name,
@@ -95,8 +94,8 @@ def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict)
         "bytes": size,
         "git_commit": entry.get("git_commit") or git_commit(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "tables": entry.get("tables", {}) or {},
-        "eval_command": old.get("eval_command") if not entry.get("tables") else entry.get("eval_command"),
+        "tables": entry.get("tables") or {},  # new weights: tables come from a fresh `python -m bytecourse eval`
+        "eval_command": entry.get("eval_command"),
     }
     write_manifest(manifest)
     return path

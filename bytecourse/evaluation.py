@@ -23,10 +23,6 @@ def summarise(per_seed: Sequence[dict[str, float]]) -> dict[str, dict]:
     return out
 
 
-def table_rows(table: dict) -> list[dict]:
-    return table["rows"]
-
-
 def format_table(table: dict, metrics: Sequence[str] | None = None, digits: int = 3) -> str:
     """A Markdown table: one row per setting, ``mean [min–max]`` per metric over the seeds."""
     rows = table["rows"]

@@ -7,6 +7,7 @@ chapter's tables. Later chapters load the same model through :func:`load_primer_
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -123,8 +124,6 @@ def _cli_suffix() -> str:
 def _device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    import os
-
     return f"{device.type} ({os.cpu_count()} cores, torch {torch.__version__})"
 
 

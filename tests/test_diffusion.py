@@ -126,8 +126,8 @@ def _diffusers_ddim_loop(model, noise, cond, sched_train, steps, cfg):
         tt = t.expand(x.shape[0])
         if cfg == 1.0:
             eps = model(x, tt, cond)
-        else:
-            eps_u, eps_c = model(x, tt, uncond), model(x, tt, cond)
+        else:  # both branches in one batch, as CFG implementations do (same kernels → same rounding)
+            eps_c, eps_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
             eps = eps_u + cfg * (eps_c - eps_u)
         x = sched.step(eps, t, x, eta=0.0).prev_sample
     return x

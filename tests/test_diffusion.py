@@ -260,3 +260,12 @@ def test_sdpa_used_for_attention(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     ImageDenoiser(TINY)(torch.randn(1, 3, 16, 16), 0, _tokens(1))
     assert used
+
+
+def test_configs_roundtrip_through_json_and_video_frame_limit():
+    import json
+
+    for cfg in (TINY, TINY_VIDEO):
+        assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="frames"):
+        VideoDenoiser(TINY_VIDEO)(torch.randn(1, 65, 3, 16, 16), 0, _tokens(1, 24))

@@ -8,16 +8,16 @@ diffusers ``UNet2DConditionModel`` of the same width — fast enough to train on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .layers import CaptionEncoder, ResBlock, SpatialTransformer, norm, timestep_embedding
+from .layers import CaptionEncoder, JSONConfig, ResBlock, SpatialTransformer, norm, timestep_embedding
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(JSONConfig):
     image_size: int = 32
     channels: int = 3
     unshuffle: int = 2
@@ -29,13 +29,6 @@ class UNetConfig:
     text_layers: int = 2
     caption_length: int = 12
     dropout: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> UNetConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 class ImageDenoiser(nn.Module):

@@ -16,17 +16,17 @@ reference features, ...).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .attention import Attention, FeedForward
-from .layers import CaptionEncoder, ResBlock, norm, timestep_embedding
+from .layers import CaptionEncoder, JSONConfig, ResBlock, norm, timestep_embedding
 
 
 @dataclass(frozen=True)
-class VideoUNetConfig:
+class VideoUNetConfig(JSONConfig):
     frames: int = 8
     image_size: int = 32
     channels: int = 3
@@ -36,13 +36,6 @@ class VideoUNetConfig:
     text_dim: int = 64
     text_layers: int = 2
     caption_length: int = 24
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VideoUNetConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 class VideoTransformerBlock(nn.Module):
@@ -121,6 +114,8 @@ class VideoDenoiser(nn.Module):
                 f"x must be (B, T, {cfg.channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
             )
         b, frames = x.shape[:2]
+        if frames > self.block0.frame_pos.shape[0]:
+            raise ValueError(f"at most {self.block0.frame_pos.shape[0]} frames are supported, got {frames}")
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(b)

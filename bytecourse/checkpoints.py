@@ -143,3 +143,10 @@ def store_tables(name: str, tables: dict, command: str) -> None:
     manifest["checkpoints"][name]["eval_command"] = command
     manifest["checkpoints"][name]["eval_git_commit"] = git_commit()
     write_manifest(manifest)
+
+
+def store_chapter_tables(chapter: str, tables: dict, command: str) -> None:
+    """Tables of a chapter without weights of its own (e.g. training-free SAG): ``manifest["tables"][chapter]``."""
+    manifest = read_manifest()
+    manifest.setdefault("tables", {})[chapter] = {"tables": tables, "eval_command": command, "eval_git_commit": git_commit()}
+    write_manifest(manifest)

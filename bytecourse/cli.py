@@ -11,6 +11,8 @@ from . import checkpoints
 
 CHAPTERS = {
     "primer": "bytecourse.diffusion.primer",
+    "classifier": "bytecourse.diffusion.classifier",
+    "sag": "bytecourse.sag.chapter",
 }
 
 
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     tables = module.cli_eval(args)
     if not args.no_store:
         command = "python -m bytecourse " + shlex.join(argv)
-        checkpoints.store_tables(module.CHECKPOINT, tables, command)
+        if getattr(module, "CHECKPOINT", None):
+            checkpoints.store_tables(module.CHECKPOINT, tables, command)
+        else:
+            checkpoints.store_chapter_tables(args.chapter, tables, command)
     print(json.dumps(tables, indent=2))
     return 0

@@ -4,6 +4,9 @@ Graph memory is counted with ``torch.autograd.graph.saved_tensors_hooks``: every
 backward is wrapped in a small holder; a finaliser subtracts its bytes when the graph releases it. Storage
 shared by several saved tensors is counted once. The count is exact and hardware-independent (it runs on the
 CPU), which makes "flat in n" vs "linear in n" a measurable claim.
+
+Tensors passed as ``exclude`` (the network's parameters) are not counted: autograd saves references to the
+weights, but they are in memory whether or not a backward pass happens, so they are not *held for* it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ class SavedTensorMeter:
     """Context manager: ``meter.alive_bytes``, ``meter.peak_bytes`` of saved-for-backward storage, plus any
     ``meter.hold(bytes)`` the caller declares (e.g. the adjoint's stored states)."""
 
-    def __init__(self):
+    def __init__(self, exclude=()):
+        self._excluded = {p.untyped_storage().data_ptr() for p in exclude}
         self.alive_bytes = 0
         self.peak_bytes = 0
         self.declared = 0
@@ -43,6 +47,8 @@ class SavedTensorMeter:
     def _pack(self, t: torch.Tensor):
         storage = t.untyped_storage()
         key = storage.data_ptr()
+        if key in self._excluded:
+            return _Held(t)
         if key in self._refs:
             self._refs[key][1] += 1
         else:

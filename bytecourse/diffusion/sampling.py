@@ -187,3 +187,13 @@ def to_model_space(images: torch.Tensor) -> torch.Tensor:
 def to_image_space(x: torch.Tensor) -> torch.Tensor:
     """[−1, 1] → [0, 1], clamped."""
     return ((x + 1) / 2).clamp(0, 1)
+
+
+def diffusers_eps_model(unet) -> EpsModel:
+    """Adapt a diffusers ``UNet2DConditionModel`` (ε-prediction) to our ``model(x, t, cond)`` signature, with
+    ``cond`` its ``encoder_hidden_states`` ``(B, L, D)``; pass ``uncond`` (e.g. zeros) to the samplers."""
+
+    def eps(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return unet(x, t, encoder_hidden_states=cond).sample
+
+    return eps

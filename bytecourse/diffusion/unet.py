@@ -97,7 +97,7 @@ class ImageDenoiser(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
-        temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]))
+        temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]).to(x.dtype))
         ctx = self.text(tokens)
         h = self.conv_in(self.stem(x))
         hs = [h]

@@ -119,7 +119,7 @@ class VideoDenoiser(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(b)
-        temb = self.time_mlp(timestep_embedding(t, cfg.widths[0])).repeat_interleave(frames, 0)
+        temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]).to(x.dtype)).repeat_interleave(frames, 0)
         ctx = self.text(tokens).repeat_interleave(frames, 0)
         h0 = self.conv_in(self.stem(x.flatten(0, 1)))
         h0 = self.block0(self.down0(h0, temb), ctx, frames, extra)

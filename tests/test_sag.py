@@ -1,9 +1,22 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
-from bytecourse.diffusion import make_ddim_scheduler, make_train_scheduler
+from bytecourse import text
+from bytecourse.diffusion import ImageDenoiser, UNetConfig, ddim_sample, make_ddim_scheduler, make_train_scheduler
 from bytecourse.diffusion.ode import VPLevels, solve
-from bytecourse.sag import clean_estimate, clean_estimate_grid
+from bytecourse.sag import (
+    GuidanceConfig,
+    clean_estimate,
+    clean_estimate_grid,
+    freedom,
+    guided_indices,
+    guided_sample,
+    sag,
+    unguided_sample,
+    universal_guidance,
+)
 
 from .test_ode import TinyEps
 
@@ -50,3 +63,200 @@ def test_estimate_error_falls_with_n():
     with torch.no_grad():
         errs = [float((clean_estimate(model, x, ts, i, n, levels) - fine).norm()) for n in (1, 2, 4, 8, 16)]
     assert errs[-1] < errs[0] and errs == sorted(errs, reverse=True), errs
+
+
+# ------------------------------------------------------------------------------------------- guided sampler
+
+TINY = UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
+
+
+def _tiny_setup(b=3, seed=0):
+    torch.manual_seed(seed)
+    model = ImageDenoiser(TINY).eval().requires_grad_(False)
+    for p in model.parameters():  # zero-initialised layers would make ε (and the CFG direction) vanish
+        if not p.any():
+            p.normal_(0.0, 0.05)
+    tokens = text.encode(["a red circle"] * b, TINY.caption_length)
+    noise = torch.randn(b, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    return model, tokens, noise, make_train_scheduler()
+
+
+def brightness_loss(x0):
+    """Per-sample loss that wants a bright image (a loss every model can satisfy)."""
+    return (x0.mean(dim=(1, 2, 3)) - 0.8) ** 2
+
+
+def test_no_guided_steps_is_plain_ddim():
+    model, tokens, noise, sched = _tiny_setup()
+    ref = ddim_sample(model, noise, tokens, sched, steps=10, cfg_scale=2.0)
+    out = unguided_sample(model, noise, tokens, sched, brightness_loss, steps=10, cfg_scale=2.0)
+    assert torch.allclose(out.x0, ref, atol=1e-6)
+    assert out.nfe == 20 and out.vjp == 0
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "autograd"])
+def test_network_evaluation_count(gradient):
+    model, tokens, noise, sched = _tiny_setup()
+    steps, n, repeats = 10, 3, 2
+    cfg = sag(n, window=(0.3, 0.7), repeats=repeats, gradient=gradient)
+    out = guided_sample(model, noise, tokens, sched, brightness_loss, cfg, steps=steps, cfg_scale=2.0)
+    k = len(guided_indices(steps, cfg.window))
+    evals = k * repeats  # guided evaluations (time travel repeats each guided step)
+    # outer CFG pair per evaluation; inner: n CFG pairs forward (+ n recomputed for the adjoint's VJPs)
+    inner = (4 if gradient == "adjoint" else 2) * n
+    assert out.nfe == 2 * (steps + k * (repeats - 1)) + evals * inner
+    assert out.vjp == evals * 2 * n
+    assert len(out.trace) == evals
+
+
+def test_adjoint_and_autograd_guidance_give_the_same_samples():
+    model, tokens, noise, sched = _tiny_setup()
+    a = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3), steps=8, cfg_scale=2.0, seed=1)
+    b = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3, gradient="autograd"), steps=8, cfg_scale=2.0, seed=1)
+    assert torch.allclose(a.x0, b.x0, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [freedom(), sag(4), universal_guidance(), sag(2, step_rule="plain", strength=0.5)],
+                         ids=["freedom", "sag4", "ug", "plain"])
+def test_guidance_lowers_the_loss(config):
+    model, tokens, noise, sched = _tiny_setup(b=4)
+    base = unguided_sample(model, noise, tokens, sched, brightness_loss, steps=10, cfg_scale=2.0)
+    out = guided_sample(model, noise, tokens, sched, brightness_loss, replace(config, window=(0.0, 0.9)), steps=10, cfg_scale=2.0)
+    assert out.loss.mean() < 0.5 * base.loss.mean(), (float(out.loss.mean()), float(base.loss.mean()))
+
+
+def test_per_sample_step_size_keeps_samples_independent():
+    model, tokens, noise, sched = _tiny_setup(b=4)
+    cfg = sag(2, repeats=1)  # no time-travel noise: each sample's path depends on its own noise only
+    full = guided_sample(model, noise, tokens, sched, brightness_loss, cfg, steps=8, cfg_scale=2.0)
+    half = guided_sample(model, noise[:2], tokens[:2], sched, brightness_loss, cfg, steps=8, cfg_scale=2.0)
+    assert torch.allclose(full.x0[:2], half.x0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(n=0), dict(window=(0.7, 0.3)), dict(window=(-0.1, 0.5)), dict(repeats=0), dict(strength=-1.0),
+    dict(strength=float("nan")), dict(method="dps"), dict(step_rule="adam"), dict(gradient="finite"),
+    dict(method="ug", n=4), dict(backward_steps=-1),
+])
+def test_bad_guidance_config(bad):
+    model, tokens, noise, sched = _tiny_setup(b=1)
+    with pytest.raises(ValueError):
+        guided_sample(model, noise, tokens, sched, brightness_loss, GuidanceConfig(**bad), steps=4)
+
+
+def test_bad_call():
+    model, tokens, noise, sched = _tiny_setup(b=2)
+    with pytest.raises(ValueError, match="cfg_scale"):
+        guided_sample(model, noise, tokens, sched, brightness_loss, sag(2), steps=4, cfg_scale=0.0)
+    with pytest.raises(ValueError, match="batch"):
+        guided_sample(model, noise, tokens[:1], sched, brightness_loss, sag(2), steps=4)
+
+
+def test_works_with_a_diffusers_unet():
+    """Any ε-prediction callable: a tiny random diffusers UNet2DConditionModel with embedding conditions."""
+    from diffusers import UNet2DConditionModel
+
+    from bytecourse.diffusion.ode import VPLevels, autograd_grad, symplectic_adjoint_grad
+    from bytecourse.diffusion.sampling import diffusers_eps_model, guided_eps
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval().requires_grad_(False)
+    eps_model = diffusers_eps_model(unet)
+    cond = torch.randn(2, 5, 16)
+    uncond = torch.zeros_like(cond)
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    sched = make_train_scheduler()
+    out = guided_sample(eps_model, noise, cond, sched, brightness_loss, sag(3), steps=6, cfg_scale=2.0, uncond=uncond)
+    assert out.x0.shape == noise.shape and torch.isfinite(out.x0).all() and out.vjp > 0
+    # the symplectic adjoint through the diffusers UNet is the exact gradient of the n-step map
+    ts = _sampler_timesteps(6)
+    grid = clean_estimate_grid(ts, 1, 3)
+    levels = VPLevels(sched.alphas_cumprod)
+    eps_fn = lambda x, t: guided_eps(eps_model, x, t, cond, 2.0, uncond)  # noqa: E731
+    total = lambda z: brightness_loss(z).sum()  # noqa: E731
+    _, ga, _, _ = symplectic_adjoint_grad(eps_fn, noise, grid, levels, total, "data")
+    _, gb, _, _ = autograd_grad(eps_fn, noise, grid, levels, total, "data")
+    assert (ga - gb).norm() / gb.norm() < 1e-4
+
+
+def test_memory_ratio_on_a_unet():
+    """Peak bytes held for the backward pass on a (tiny) UNet: flat in n for the adjoint, ≥ n/2 times less at n = 16."""
+    from bytecourse.diffusion.memory import SavedTensorMeter, tensor_bytes
+    from bytecourse.diffusion.ode import VPLevels, autograd_grad, symplectic_adjoint_grad
+    from bytecourse.diffusion.sampling import guided_eps
+
+    model, tokens, noise, sched = _tiny_setup(b=1)
+    levels = VPLevels(sched.alphas_cumprod)
+    ts = _sampler_timesteps(20)
+    eps_fn = lambda x, t: guided_eps(model, x, t, tokens, 2.0)  # noqa: E731
+    total = lambda z: brightness_loss(z).sum()  # noqa: E731
+    params = list(model.parameters())
+    peaks = {}
+    for n in (1, 16):
+        grid = clean_estimate_grid(ts, 2, n)
+        with SavedTensorMeter(exclude=params) as adj:
+            adj.hold(tensor_bytes(noise) * len(grid))
+            symplectic_adjoint_grad(eps_fn, noise, grid, levels, total, "data")
+        with SavedTensorMeter(exclude=params) as auto:
+            autograd_grad(eps_fn, noise, grid, levels, total, "data")
+        peaks[n] = (adj.peak_bytes, auto.peak_bytes)
+    assert peaks[16][0] < 1.2 * peaks[1][0], peaks  # flat (only the 16 small states are added)
+    assert peaks[16][1] / peaks[16][0] >= 8, peaks
+
+
+# ------------------------------------------------------------------------------------ chapter, exercises, widget
+
+from bytecourse.sag import chapter  # noqa: E402
+from bytecourse.sag.solutions import EXERCISES  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_every_solution_passes_its_self_check(name):
+    check, solution = EXERCISES[name]
+    assert check(solution)[0], name
+
+
+def test_stub_is_reported_not_attempted():
+    def stub(*args):
+        raise NotImplementedError
+
+    for check, _ in EXERCISES.values():
+        assert check(stub)[0] is False
+
+
+def test_guidance_table_and_slice_on_a_tiny_model():
+    torch.manual_seed(0)
+    model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    rows = [("unguided", None), ("FreeDoM (= SAG n=1)", freedom(window=(0.3, 0.4)))]
+    table = chapter.guidance_table(model, "style", [0, 1], rows=rows, n=2, progress=False)
+    assert [r["setting"] for r in table["rows"]] == ["unguided", "FreeDoM (= SAG n=1)"]
+    assert {"loss", "content", "realism", "left_hit", "nfe", "vjp"} <= set(table["rows"][0]["metrics"])
+    live = chapter.guidance_table(model, "style", [1], rows=rows, n=2, progress=False)
+    for r in live["rows"]:
+        r["metrics"].pop("seconds_per_sample")
+    from bytecourse.evaluation import compare_slice
+
+    assert compare_slice(live, table, 1, 1e-6) == []
+
+
+def test_widget_callbacks_without_a_browser():
+    from bytecourse.diffusion.classifier import ClassifierConfig, ShapesClassifier
+
+    torch.manual_seed(0)
+    model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    view = chapter.sag_explorer(model, samples=1, classifier=ShapesClassifier(ClassifierConfig()).eval())
+    view.refresh()
+    assert view.result["n"] == 4 and view.result["guided"]["nfe"] > view.result["unguided"]["nfe"]
+    view.controls["n"].value = 1  # what a learner's slider does
+    assert view.result["n"] == 1 and view.calls == 2
+    nfe_1 = view.result["guided"]["nfe"]
+    view.controls["window"].value = (0.0, 0.0)  # nothing guided → as many evaluations as unguided
+    assert view.result["guided"]["nfe"] == view.result["unguided"]["nfe"] < nfe_1
+    view.controls["task"].value = "position"
+    assert view.result["task"] == "position"
+    with pytest.raises(ValueError):
+        chapter.make_loss("aesthetics")

@@ -147,6 +147,17 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+def paper_step_size(e_c: torch.Tensor, e_u: torch.Tensor, g: torch.Tensor, cfg_scale: float, strength: float = 1.0) -> torch.Tensor:
+    """SAG's normalised step, per sample: η = strength · 0.2 · w · rms(ε_c − ε_u) / rms(g)  → shape ``(B,)``."""
+    return strength * 0.2 * cfg_scale * _rms(e_c - e_u) / _rms(g).clamp_min(1e-12)
+
+
+def time_travel(x_prev: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Re-noise x_{t′} back to level t: √(ᾱ_t/ᾱ_{t′}) x_{t′} + √(1 − ᾱ_t/ᾱ_{t′}) z (the forward process from t′ to t)."""
+    ratio = alpha_bar_t / alpha_bar_prev
+    return ratio.sqrt() * x_prev + (1 - ratio).sqrt() * z
+
+
 def guidance_gradient(
     eps_fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, grid: list[int], levels: VPLevels,
     loss_fn: LossFn, config: GuidanceConfig,
@@ -213,7 +224,7 @@ def guided_sample(
     def step_size(e_c, e_u, g):
         if config.step_rule == "plain":
             return torch.full((b,), config.strength, device=g.device, dtype=g.dtype)
-        return config.strength * 0.2 * cfg_scale * _rms(e_c - e_u) / _rms(g).clamp_min(1e-12)
+        return paper_step_size(e_c, e_u, g, cfg_scale, config.strength)
 
     trace: list[dict] = []
     t0 = time.time()
@@ -241,7 +252,7 @@ def guided_sample(
                 x_prev = sched.step(eps, t, x).prev_sample
             if j < repeats - 1:  # time travel: back to level t with fresh noise
                 z = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
-                x = (a_t / a_p).sqrt() * x_prev + (1 - a_t / a_p).sqrt() * z
+                x = time_travel(x_prev, a_t, a_p, z)
         x = x_prev.detach()
     with torch.no_grad():
         final_loss = loss_fn(x.clamp(-1, 1)).detach()
@@ -277,5 +288,7 @@ def unguided_sample(model: EpsModel, noise, cond, train_scheduler, loss_fn: Loss
                          cfg_scale=cfg_scale, uncond=uncond, seed=seed, clip_x0=clip_x0)
 
 
-__all__ = ["CountingModel", "GuidanceConfig", "GuidedResult", "freedom", "guidance_gradient", "guided_indices", "guided_sample",
-           "sag", "universal_guidance", "unguided_sample"]
+__all__ = [
+    "CountingModel", "GuidanceConfig", "GuidedResult", "freedom", "guidance_gradient", "guided_indices", "guided_sample",
+    "paper_step_size", "sag", "time_travel", "universal_guidance", "unguided_sample",
+]

@@ -46,3 +46,34 @@ def test_primer_cfg_slider_changes_the_samples(lab_page):
     assert _image_src(page) not in (first_src, second_src)
     page.screenshot(path=str(SCREENSHOTS / "00_primer_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "00_primer_widget_output.png"))
+
+
+def test_sag_n_slider_changes_the_cost_and_the_samples(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("01_sag_widget.ipynb")
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="n (NFE"))
+    handle = slider.locator(".noUi-handle")
+    handle.wait_for(timeout=60_000)
+    output = page.locator(".widget-output").first
+    expect(output).to_contain_text("n=4 ·", timeout=180_000)
+    expect(page.locator(".widget-output img").first).to_be_visible(timeout=60_000)
+    first_src = _image_src(page)
+    assert first_src.startswith("data:image/png")
+
+    # keyboard: one step left on the selection slider (1, 2, 4, 8) → n = 2
+    handle.focus()
+    handle.press("ArrowLeft")
+    expect(output).to_contain_text("n=2 ·", timeout=180_000)
+    second_src = _image_src(page)
+    assert second_src != first_src, "the samples did not change when n moved"
+
+    # mouse: drag to the right end → n = 8
+    box = slider.locator(".noUi-base").bounding_box()
+    hb = handle.bounding_box()
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] + 5, box["y"] + box["height"] / 2, steps=10)
+    page.mouse.up()
+    expect(output).to_contain_text("n=8 ·", timeout=180_000)
+    page.screenshot(path=str(SCREENSHOTS / "01_sag_final.png"), full_page=True)

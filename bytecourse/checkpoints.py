@@ -134,19 +134,19 @@ def checkpoint_available(name: str) -> bool:
     return entry is not None and (data_dir() / entry["file"]).exists()
 
 
-def store_tables(name: str, tables: dict, command: str) -> None:
+def store_tables(name: str, tables: dict, command: str, commit: str | None = None) -> None:
     """Record the full evaluation tables of a checkpoint (``python -m bytecourse eval``) in the manifest."""
     manifest = read_manifest()
     if name not in manifest["checkpoints"]:
         raise CheckpointError(f"checkpoint {name!r} is not in the manifest; train it first")
     manifest["checkpoints"][name]["tables"] = tables
     manifest["checkpoints"][name]["eval_command"] = command
-    manifest["checkpoints"][name]["eval_git_commit"] = git_commit()
+    manifest["checkpoints"][name]["eval_git_commit"] = commit or git_commit()
     write_manifest(manifest)
 
 
-def store_chapter_tables(chapter: str, tables: dict, command: str) -> None:
+def store_chapter_tables(chapter: str, tables: dict, command: str, commit: str | None = None) -> None:
     """Tables of a chapter without weights of its own (e.g. training-free SAG): ``manifest["tables"][chapter]``."""
     manifest = read_manifest()
-    manifest.setdefault("tables", {})[chapter] = {"tables": tables, "eval_command": command, "eval_git_commit": git_commit()}
+    manifest.setdefault("tables", {})[chapter] = {"tables": tables, "eval_command": command, "eval_git_commit": commit or git_commit()}
     write_manifest(manifest)

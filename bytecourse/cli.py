@@ -52,12 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = module.cli_train(args)
         print(json.dumps(summary, indent=2))
         return 0
+    commit = checkpoints.git_commit()  # the code that computes the tables (not whatever HEAD is when they are stored)
     tables = module.cli_eval(args)
     if not args.no_store:
         command = "python -m bytecourse " + shlex.join(argv)
         if getattr(module, "CHECKPOINT", None):
-            checkpoints.store_tables(module.CHECKPOINT, tables, command)
+            checkpoints.store_tables(module.CHECKPOINT, tables, command, commit)
         else:
-            checkpoints.store_chapter_tables(args.chapter, tables, command)
+            checkpoints.store_chapter_tables(args.chapter, tables, command, commit)
     print(json.dumps(tables, indent=2))
     return 0

@@ -81,6 +81,7 @@ def classifier_loss(model: ShapesClassifier, x: torch.Tensor, labels: dict[str, 
     return sum(F.cross_entropy(logits[k], labels[k]) for k in HEADS)
 
 
+@torch.enable_grad()  # works even where a notebook has switched gradients off globally
 def train_classifier(config: ClassifierConfig = ClassifierConfig(), *, steps: int | None = None, ship: bool = False,
                      progress: bool = True, command: str = "python -m bytecourse train classifier") -> tuple[ShapesClassifier, dict]:
     """Adam with cosine decay on fresh batches (seeded by step). Returns the model and a summary; ``ship`` writes

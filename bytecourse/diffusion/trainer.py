@@ -81,6 +81,7 @@ def load_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optim
     return TrainState(**meta["state"])
 
 
+@torch.enable_grad()  # works even where a notebook has switched gradients off globally
 def train_loop(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, int, torch.device], torch.Tensor],

@@ -177,8 +177,8 @@ def estimate_accuracy(model, seeds: list[int], indices=(2, 6, 10, 14), ns=N_GRID
         world = make_shapes(batch, EVAL_SEED_OFFSET + 500 + seed, ShapesConfig(size=model.config.image_size), num_objects=1)
         x0 = world.images * 2 - 1
         eps = _eps_fn(model, world.tokens)
-        g = torch.Generator().manual_seed(seed)
         for i in indices:
+            g = torch.Generator().manual_seed(1000 * seed + i)  # per level, so any subset of levels recomputes the same x_t
             t = ts[i]
             a = sched.alphas_cumprod[t]
             xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g)

@@ -11,22 +11,10 @@ from collections.abc import Callable
 
 import torch
 
+from ..exercises import attempt as _attempt
+from ..exercises import report as _report
 from .sampling import guided_eps
 from .schedule import make_ddim_scheduler, make_train_scheduler
-
-
-def _report(name: str, err: float, tol: float) -> tuple[bool, float]:
-    ok = err <= tol
-    print(f"{name}: max |error| = {err:.2e} (tolerance {tol:.0e}) → {'PASSED' if ok else 'FAILED'}")
-    return ok, err
-
-
-def _attempt(name: str, fn: Callable, *args):
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        print(f"{name}: not attempted yet — fill in the function above (the solution is in the next cell).")
-        return None
 
 
 # Exercise 1 — the forward process q(x_t | x_0)

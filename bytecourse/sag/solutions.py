@@ -13,22 +13,10 @@ import torch
 
 from ..diffusion.ode import VPLevels, autograd_grad, euler_step, solve
 from ..diffusion.schedule import make_ddim_scheduler, make_train_scheduler
+from ..exercises import attempt as _attempt
+from ..exercises import report as _report
 from .estimate import clean_estimate, clean_estimate_grid
 from .guided import paper_step_size, time_travel
-
-
-def _report(name: str, err: float, tol: float) -> tuple[bool, float]:
-    ok = err <= tol
-    print(f"{name}: error = {err:.2e} (tolerance {tol:.0e}) → {'PASSED' if ok else 'FAILED'}")
-    return ok, err
-
-
-def _attempt(name: str, fn: Callable, *args):
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        print(f"{name}: not attempted yet — fill in the function above (the solution is in the next cell).")
-        return None
 
 
 def smooth_eps(dtype=torch.float64) -> Callable[[torch.Tensor, int], torch.Tensor]:

@@ -13,18 +13,36 @@ def _image_src(page) -> str:
     return page.locator(".widget-output img").first.get_attribute("src") or ""
 
 
+def _first_render(page, label: str, text: str, timeout: int = 120_000):
+    """The slider labelled ``label``, its handle, the widget's output and the first image, once ``text`` shows."""
+    from playwright.sync_api import expect
+
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=label))
+    handle = slider.locator(".noUi-handle")
+    handle.wait_for(timeout=60_000)
+    output = page.locator(".widget-output").first
+    expect(output).to_contain_text(text, timeout=timeout)
+    expect(page.locator(".widget-output img").first).to_be_visible(timeout=60_000)
+    src = _image_src(page)
+    assert src.startswith("data:image/png")
+    return slider, handle, output, src
+
+
+def _drag(page, slider, handle, fraction: float) -> None:
+    """Drag the slider's handle with the mouse to ``fraction`` of its track."""
+    box = slider.locator(".noUi-base").bounding_box()
+    hb = handle.bounding_box()
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + fraction * box["width"], box["y"] + box["height"] / 2, steps=10)
+    page.mouse.up()
+
+
 def test_primer_cfg_slider_changes_the_samples(lab_page):
     from playwright.sync_api import expect
 
     page = lab_page("00_primer_widget.ipynb")
-    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="CFG scale"))
-    handle = slider.locator(".noUi-handle")
-    handle.wait_for(timeout=60_000)
-    output = page.locator(".widget-output").first
-    expect(output).to_contain_text("CFG 2 ·", timeout=120_000)
-    expect(page.locator(".widget-output img").first).to_be_visible(timeout=60_000)
-    first_src = _image_src(page)
-    assert first_src.startswith("data:image/png")
+    slider, handle, output, first_src = _first_render(page, "CFG scale", "CFG 2 ·")
 
     # keyboard: three steps of 0.5 to the right → CFG 3.5
     handle.focus()
@@ -36,12 +54,7 @@ def test_primer_cfg_slider_changes_the_samples(lab_page):
     assert second_src != first_src, "the samples did not change when the CFG slider moved"
 
     # mouse: drag the handle to 80% of the track → CFG 8
-    box = slider.locator(".noUi-base").bounding_box()
-    hb = handle.bounding_box()
-    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + box["height"] / 2, steps=10)
-    page.mouse.up()
+    _drag(page, slider, handle, 0.8)
     expect(output).to_contain_text("CFG 8 ·", timeout=120_000)
     assert _image_src(page) not in (first_src, second_src)
     page.screenshot(path=str(SCREENSHOTS / "00_primer_final.png"), full_page=True)
@@ -52,28 +65,19 @@ def test_sag_n_slider_changes_the_cost_and_the_samples(lab_page):
     from playwright.sync_api import expect
 
     page = lab_page("01_sag_widget.ipynb")
-    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="n (NFE"))
-    handle = slider.locator(".noUi-handle")
-    handle.wait_for(timeout=60_000)
-    output = page.locator(".widget-output").first
-    expect(output).to_contain_text("n=4 ·", timeout=180_000)
-    expect(page.locator(".widget-output img").first).to_be_visible(timeout=60_000)
-    first_src = _image_src(page)
-    assert first_src.startswith("data:image/png")
+    slider, handle, output, first_src = _first_render(page, "n (NFE", "n=4 ·", timeout=180_000)
 
     # keyboard: one step left on the selection slider (1, 2, 4, 8) → n = 2
     handle.focus()
     handle.press("ArrowLeft")
     expect(output).to_contain_text("n=2 ·", timeout=180_000)
+    expect(output).to_contain_text("network evaluations 40 → 184", timeout=10_000)  # 2·(20 + 8 repeats) + 16 guided × 4n
     second_src = _image_src(page)
     assert second_src != first_src, "the samples did not change when n moved"
 
-    # mouse: drag to the right end → n = 8
-    box = slider.locator(".noUi-base").bounding_box()
-    hb = handle.bounding_box()
-    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] + 5, box["y"] + box["height"] / 2, steps=10)
-    page.mouse.up()
+    # mouse: drag past the right end → n = 8
+    _drag(page, slider, handle, 1.05)
     expect(output).to_contain_text("n=8 ·", timeout=180_000)
+    expect(output).to_contain_text("network evaluations 40 → 560", timeout=10_000)
+    assert _image_src(page) not in (first_src, second_src)
     page.screenshot(path=str(SCREENSHOTS / "01_sag_final.png"), full_page=True)

@@ -70,3 +70,17 @@ def test_shipped_data_folder_is_consistent():
         assert e["command"].startswith("python -m bytecourse train")
         total += p.stat().st_size
     assert total <= 48 * 2**20
+
+
+def test_chapter_tables_without_a_checkpoint(tmp_data):
+    """A training-free chapter (SAG) stores its tables under manifest["tables"][chapter], with command and commit."""
+    checkpoints.store_chapter_tables("sag", {"t": {"rows": []}}, "python -m bytecourse eval sag", commit="abc")
+    entry = checkpoints.read_manifest()["tables"]["sag"]
+    assert entry == {"tables": {"t": {"rows": []}}, "eval_command": "python -m bytecourse eval sag", "eval_git_commit": "abc"}
+    assert checkpoints.read_manifest()["checkpoints"] == {}
+
+
+def test_shipped_chapter_tables_record_how_they_were_made():
+    for chapter, entry in checkpoints.read_manifest().get("tables", {}).items():
+        assert entry["eval_command"].startswith(f"python -m bytecourse eval {chapter}"), chapter
+        assert entry["eval_git_commit"] and entry["tables"], chapter

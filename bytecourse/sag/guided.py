@@ -37,6 +37,7 @@ import torch
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
+from ..device import autocast
 from ..diffusion.ode import VPLevels, autograd_grad, symplectic_adjoint_grad
 from ..diffusion.sampling import EpsModel, null_tokens_like
 from ..diffusion.schedule import make_ddim_scheduler
@@ -214,7 +215,9 @@ def guided_sample(
 
     def eps_pair(x, t):
         t_in = torch.full((x.shape[0],), int(t), device=x.device)
-        e_c, e_u = counter(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([cond, uncond])).chunk(2)
+        with autocast(x.device):  # bf16 on CUDA, a no-op elsewhere; the solver's arithmetic stays in x's dtype
+            out = counter(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([cond, uncond]))
+        e_c, e_u = out.to(x.dtype).chunk(2)
         return e_c, e_u
 
     def eps_fn(x, t):  # CFG ε̂ inside the clean estimate, as the paper's inner solve

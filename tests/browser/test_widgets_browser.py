@@ -81,3 +81,4 @@ def test_sag_n_slider_changes_the_cost_and_the_samples(lab_page):
     expect(output).to_contain_text("network evaluations 40 → 560", timeout=10_000)
     assert _image_src(page) not in (first_src, second_src)
     page.screenshot(path=str(SCREENSHOTS / "01_sag_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "01_sag_widget_output.png"))

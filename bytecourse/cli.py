@@ -13,6 +13,7 @@ CHAPTERS = {
     "primer": "bytecourse.diffusion.primer",
     "classifier": "bytecourse.diffusion.classifier",
     "sag": "bytecourse.sag.chapter",
+    "adjointdpm": "bytecourse.adjointdpm.chapter",
 }
 
 

@@ -77,6 +77,48 @@ def _check_grid(timesteps: Sequence[int]) -> None:
         raise ValueError(f"timesteps must be a strictly decreasing grid of ≥2 levels ending at ≥ −1, got {ts}")
 
 
+def discrete_adjoint(
+    step: Callable[[torch.Tensor, int], torch.Tensor],
+    x: torch.Tensor,
+    num_steps: int,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    params: Sequence[torch.Tensor] = (),
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """The exact gradient of any one-step map Φ = φ_{N−1}∘…∘φ_0, ``step(x, m) = φ_m(x)`` (Euler, Heun, any
+    coordinates), holding the N+1 states and one step's graph.
+
+    Forward under ``no_grad`` keeping the states; backward for m = N−1 … 0: recompute φ_m(x_m) with a graph, one
+    VJP λ_m = (∂φ_m/∂x_m)ᵀ λ_{m+1} (and ∂/∂params, accumulated), drop the graph. For explicit Runge–Kutta steps this
+    is the symplectic adjoint of Matsubara et al. (2021): the adjoint scheme that is the symplectic partner of the
+    forward one, hence exact for the discretised map. Returns ``(loss, ∂loss/∂x, [∂loss/∂p], x_end, states)``;
+    ``on_step(m)`` is called while step m's graph is alive (memory probes use it)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    states = [x.detach()]
+    with torch.no_grad():
+        for m in range(num_steps):
+            states.append(step(states[-1], m))
+    end = states[-1].detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(end)
+        (lam,) = torch.autograd.grad(loss, end)
+    grads = [torch.zeros_like(p) for p in params]
+    for m in reversed(range(num_steps)):
+        xm = states[m].detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = step(xm, m)
+            if on_step is not None:
+                on_step(m)
+            vjp = torch.autograd.grad(out, [xm, *params], lam, allow_unused=True)
+        lam = vjp[0]
+        for g, v in zip(grads, vjp[1:]):
+            if v is not None:
+                g.add_(v)
+        del out, vjp
+    return loss.detach(), lam, grads, states[-1], states
+
+
 def symplectic_adjoint_grad(
     eps_fn: EpsFn,
     x: torch.Tensor,
@@ -87,33 +129,19 @@ def symplectic_adjoint_grad(
     params: Sequence[torch.Tensor] = (),
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """``(loss, ∂loss/∂x, [∂loss/∂p for p in params], x_end)`` through the Euler map, by the exact discrete adjoint.
-
-    Forward: under ``no_grad``, keep the n+1 states. Backward: for m = n−1 … 0 recompute φ_m(x_m) with a graph
-    and take one VJP. ``on_step(m)`` is called while step m's graph is alive (memory probes use it)."""
+    """``(loss, ∂loss/∂x, [∂loss/∂p for p in params], x_end)`` through the Euler (= DDIM) map on ``timesteps``, by the
+    exact discrete adjoint (:func:`discrete_adjoint`): forward under ``no_grad`` keeping the n+1 states, then for
+    m = n−1 … 0 recompute φ_m(x_m) with a graph and take one VJP."""
     _check_grid(timesteps)
-    with torch.no_grad():
-        states = solve(eps_fn, x.detach(), timesteps, levels, form, keep_states=True)
-    end = states[-1].detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = loss_fn(end)
-        (lam,) = torch.autograd.grad(loss, end)
-    grads = [torch.zeros_like(p) for p in params]
-    pairs = list(zip(timesteps[:-1], timesteps[1:]))
-    for m in reversed(range(len(pairs))):
-        t, s = pairs[m]
-        xm = states[m].detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = euler_step(eps_fn, xm, int(t), int(s), levels, form)
-            if on_step is not None:
-                on_step(m)
-            vjp = torch.autograd.grad(out, [xm, *params], lam, allow_unused=True)
-        lam = vjp[0]
-        for g, v in zip(grads, vjp[1:]):
-            if v is not None:
-                g.add_(v)
-        del out, vjp
-    return loss.detach(), lam, grads, states[-1]
+    pairs = [(int(t), int(s)) for t, s in zip(timesteps[:-1], timesteps[1:])]
+    if form not in ("noise", "data"):
+        raise ValueError(f"form must be 'noise' or 'data', got {form!r}")
+
+    def step(xm: torch.Tensor, m: int) -> torch.Tensor:
+        return euler_step(eps_fn, xm, pairs[m][0], pairs[m][1], levels, form)
+
+    loss, lam, grads, end, _ = discrete_adjoint(step, x, len(pairs), loss_fn, params, on_step)
+    return loss, lam, grads, end
 
 
 def autograd_grad(

@@ -74,6 +74,9 @@ class RecordTrajectory(SamplerHook):
 
 
 def null_tokens_like(tokens: torch.Tensor) -> torch.Tensor:
+    """The null caption (all padding) for CFG's unconditional branch; embeddings need an explicit ``uncond``."""
+    if tokens.is_floating_point():
+        raise ValueError("the condition is an embedding: pass its null embedding as `uncond` (e.g. model.text(null tokens))")
     return torch.full_like(tokens, PAD_ID)
 
 

@@ -89,6 +89,7 @@ class ImageDenoiser(nn.Module):
         return stage(h)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float | int, tokens: torch.Tensor) -> torch.Tensor:
+        """ε̂(x, t, c): ``tokens`` is a caption ``(B, L)`` of token ids, or its embedding ``(B, L, text_dim)`` directly."""
         cfg = self.config
         if x.dim() != 4 or x.shape[1] != cfg.channels or x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
             raise ValueError(
@@ -98,7 +99,13 @@ class ImageDenoiser(nn.Module):
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]).to(x.dtype))
-        ctx = self.text(tokens)
+        if tokens.is_floating_point():  # a conditioning embedding c = text(tokens), e.g. one being optimised (AdjointDPM)
+            want = (x.shape[0], cfg.caption_length, cfg.text_dim)
+            if tuple(tokens.shape) != want:
+                raise ValueError(f"a conditioning embedding must be {want}, got {tuple(tokens.shape)}")
+            ctx = tokens.to(x.dtype)
+        else:
+            ctx = self.text(tokens)
         h = self.conv_in(self.stem(x))
         hs = [h]
         for stage in self.down:

@@ -1,0 +1,21 @@
+"""Chapter 02 — AdjointDPM: gradients through the whole sampler with the adjoint method (Pan et al., arXiv 2307.10711).
+
+- :mod:`.solvers` — the PF-ODE in t- and ρ-coordinates, Euler and Heun, and three gradient routes: the continuous
+  adjoint (the paper's augmented adjoint ODE), the exact discrete adjoint (the substrate's) and autograd
+- :mod:`.chapter` — gradient-fidelity and memory tables, the three mini-applications, ``python -m bytecourse eval adjointdpm``
+"""
+
+from .solvers import (
+    PFODE,
+    ROUTES,
+    Gradients,
+    autograd_gradients,
+    continuous_adjoint_gradients,
+    discrete_adjoint_gradients,
+    generate,
+    ode_step,
+    time_grid,
+)
+
+__all__ = ["PFODE", "ROUTES", "Gradients", "autograd_gradients", "continuous_adjoint_gradients", "discrete_adjoint_gradients", "generate",
+           "ode_step", "time_grid"]

@@ -1,0 +1,157 @@
+import pytest
+import torch
+
+from bytecourse import text
+from bytecourse.adjointdpm import (
+    PFODE,
+    autograd_gradients,
+    continuous_adjoint_gradients,
+    discrete_adjoint_gradients,
+    ode_step,
+    time_grid,
+)
+from bytecourse.adjointdpm import chapter as C
+from bytecourse.diffusion import ImageDenoiser, UNetConfig, guided_eps, make_train_scheduler
+from bytecourse.diffusion.memory import SavedTensorMeter, tensor_bytes
+from bytecourse.diffusion.ode import VPLevels, euler_step
+
+from .test_ode import TinyEps
+
+ACP = make_train_scheduler().alphas_cumprod
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def _problem(dtype=torch.float64):
+    model = TinyEps(dtype)
+    x = torch.randn(2, 2, 4, 4, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    target = torch.randn(2, 2, 4, 4, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    return model, x, lambda z: ((z - target) ** 2).sum()
+
+
+def test_grid_and_bad_input():
+    g = time_grid(5, 980)
+    assert g[0] == 980 and g[-1] == 0 and len(g) == 6 and all(b < a for a, b in zip(g, g[1:]))
+    with pytest.raises(ValueError):
+        time_grid(0)
+    with pytest.raises(ValueError):
+        PFODE(lambda x, t: x, ACP, [10, 20], "rho")
+    with pytest.raises(ValueError):
+        PFODE(lambda x, t: x, ACP, [20, 10], "sigma")
+    ode = PFODE(lambda x, t: x, ACP, [20, 10], "rho")
+    with pytest.raises(ValueError):
+        ode_step(ode, torch.zeros(1, 2), 0, "rk4")
+
+
+def test_rho_euler_is_the_substrate_ddim_step():
+    model, x, _ = _problem()
+    grid = time_grid(8, 980)
+    ode = PFODE(model, ACP, grid, "rho")
+    y = ode.to_y(x)
+    ref = x
+    levels = VPLevels(ACP)
+    for m in range(8):
+        y = ode_step(ode, y, m)
+        ref = euler_step(model, ref, grid[m], grid[m + 1], levels, "noise")
+    assert torch.allclose(ode.to_x(y), ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("coords", ["rho", "t"])
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_discrete_adjoint_is_exact(coords, method):
+    model, x, loss = _problem()
+    params = list(model.parameters())
+    ode = PFODE(model, ACP, time_grid(10, 980), coords)
+    a = discrete_adjoint_gradients(ode, x, loss, params, method)
+    b = autograd_gradients(ode, x, loss, params, method)
+    assert _rel(a.x_T, b.x_T) < 1e-10 and all(_rel(p, q) < 1e-10 for p, q in zip(a.params, b.params))
+
+
+@pytest.mark.parametrize("coords", ["rho", "t"])
+def test_continuous_adjoint_converges_with_the_solver_order(coords):
+    model, x, loss = _problem()
+    params = list(model.parameters())
+    errs = {}
+    for method in ("euler", "heun"):
+        for n in (20, 100, 400):
+            ode = PFODE(model, ACP, time_grid(n, 980), coords)
+            c = continuous_adjoint_gradients(ode, x, loss, params, method)
+            r = autograd_gradients(ode, x, loss, params, method)
+            errs[method, n] = (_rel(c.x_T, r.x_T), _rel(c.params[0], r.params[0]))
+    for method in ("euler", "heun"):
+        assert errs[method, 400][0] < errs[method, 100][0] < errs[method, 20][0], errs
+    assert errs["heun", 400][0] < 0.1 * errs["euler", 400][0], errs  # second order beats first order
+
+
+def test_rho_coordinates_give_the_smaller_continuous_adjoint_error():
+    """The paper's claim, on a smooth toy ε: Euler in ρ (exponential integrator) vs Euler on the raw PF-ODE in t."""
+    model, x, loss = _problem()
+    err = {}
+    for coords in ("rho", "t"):
+        ode = PFODE(model, ACP, time_grid(100, 980), coords)
+        err[coords] = _rel(continuous_adjoint_gradients(ode, x, loss).x_T, autograd_gradients(ode, x, loss).x_T)
+    assert err["rho"] < err["t"], err
+
+
+def test_memory_flat_for_both_adjoints_linear_for_autograd():
+    torch.manual_seed(0)
+    model = ImageDenoiser(UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    model.requires_grad_(False)
+    tokens = text.encode(["a red circle"], 12)
+    x = torch.randn(1, 3, 16, 16)
+    params = list(model.parameters())
+    loss = lambda z: (z ** 2).sum()  # noqa: E731
+    peaks = {}
+    for n in (4, 16):
+        ode = PFODE(lambda x, t: guided_eps(model, x, t, tokens, 2.0), ACP, time_grid(n, 980), "rho")
+        row = {}
+        for name, route in (("cont", continuous_adjoint_gradients), ("disc", discrete_adjoint_gradients), ("auto", autograd_gradients)):
+            with SavedTensorMeter(exclude=params) as meter:
+                meter.hold(tensor_bytes(x) * ((n + 1) if name == "disc" else 2 if name == "cont" else 0))
+                route(ode, x, loss)
+            row[name] = meter.peak_bytes
+        peaks[n] = row
+    assert peaks[16]["cont"] < 1.1 * peaks[4]["cont"] and peaks[16]["disc"] < 1.3 * peaks[4]["disc"], peaks
+    assert peaks[16]["auto"] > 3 * peaks[4]["auto"], peaks
+
+
+def test_gradients_wrt_a_condition_embedding_and_a_diffusers_unet():
+    from diffusers import UNet2DConditionModel
+
+    from bytecourse.diffusion.sampling import diffusers_eps_model
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval().requires_grad_(False)
+    eps_model = diffusers_eps_model(unet)
+    c = torch.randn(2, 5, 16, requires_grad=True)
+    uncond = torch.zeros(2, 5, 16)
+    x = torch.randn(2, 3, 8, 8)
+    ode = PFODE(lambda x, t: guided_eps(eps_model, x, t, c, 2.0, uncond), ACP, time_grid(4, 980), "rho")
+    loss = lambda z: (z ** 2).sum()  # noqa: E731
+    d = discrete_adjoint_gradients(ode, x, loss, [c])
+    a = autograd_gradients(ode, x, loss, [c])
+    k = continuous_adjoint_gradients(ode, x, loss, [c])
+    assert _rel(d.x_T, a.x_T) < 1e-4 and _rel(d.params[0], a.params[0]) < 1e-4
+    assert torch.isfinite(k.x_T).all() and torch.isfinite(k.params[0]).all() and k.params[0].abs().sum() > 0
+
+
+def test_attack_projection_and_embedding_condition():
+    delta = torch.randn(3, 3, 4, 4) * 10
+    x_T = torch.randn(3, 3, 4, 4)
+    p = C._project(delta, x_T, 0.2)
+    assert (p.flatten(1).norm(dim=1) <= 0.2 * x_T.flatten(1).norm(dim=1) + 1e-5).all()
+    torch.manual_seed(0)
+    model = ImageDenoiser(UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    tokens = text.encode(["a red circle"], 12)
+    c = model.text(tokens)
+    assert torch.allclose(model(torch.zeros(1, 3, 16, 16), 10, tokens), model(torch.zeros(1, 3, 16, 16), 10, c), atol=1e-6)
+    with pytest.raises(ValueError):
+        model(torch.zeros(1, 3, 16, 16), 10, torch.zeros(1, 12, 8))
+    word = torch.zeros(16)
+    assert torch.allclose(C.with_new_word(model, tokens, word), c)

@@ -155,3 +155,37 @@ def test_attack_projection_and_embedding_condition():
         model(torch.zeros(1, 3, 16, 16), 10, torch.zeros(1, 12, 8))
     word = torch.zeros(16)
     assert torch.allclose(C.with_new_word(model, tokens, word), c)
+
+
+from bytecourse.adjointdpm.solutions import EXERCISES  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_every_solution_passes_its_self_check(name):
+    check, solution = EXERCISES[name]
+    assert check(solution)[0], name
+
+
+def test_stub_is_reported_not_attempted():
+    def stub(*args):
+        raise NotImplementedError
+
+    for check, _ in EXERCISES.values():
+        assert check(stub)[0] is False
+
+
+def test_widget_callbacks_without_a_browser():
+    torch.manual_seed(0)
+    model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    view = C.adjoint_explorer(model)
+    view.refresh()
+    r = view.result["routes"]
+    assert view.result["num_steps"] == 10 and r["discrete"]["rel_error"] < 1e-4
+    view.controls["num_steps"].value = 5  # what a learner's slider does
+    assert view.result["num_steps"] == 5 and view.calls == 2
+    view.controls["coords"].value = "t"
+    view.controls["method"].value = "heun"
+    assert view.result["coords"] == "t" and view.result["method"] == "heun"
+    assert view.result["routes"]["autograd"]["peak_bytes"] > view.result["routes"]["continuous"]["peak_bytes"]
+    with pytest.raises(ValueError):
+        C.fidelity_preview(model, 5, method="rk4")

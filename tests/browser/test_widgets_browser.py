@@ -82,3 +82,20 @@ def test_sag_n_slider_changes_the_cost_and_the_samples(lab_page):
     assert _image_src(page) not in (first_src, second_src)
     page.screenshot(path=str(SCREENSHOTS / "01_sag_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "01_sag_widget_output.png"))
+
+
+def test_adjointdpm_steps_and_coordinates(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("02_adjointdpm_widget.ipynb")
+    slider, handle, output, first_src = _first_render(page, "ODE steps N", "N=10 · euler · rho-coords", timeout=180_000)
+
+    handle.focus()
+    handle.press("ArrowRight")  # 5, 10, 20, 50 → 20
+    expect(output).to_contain_text("N=20 · euler · rho-coords", timeout=180_000)
+
+    page.get_by_role("button", name="t", exact=True).click()  # the coordinates toggle
+    expect(output).to_contain_text("N=20 · euler · t-coords", timeout=180_000)
+    assert _image_src(page) != first_src
+    page.screenshot(path=str(SCREENSHOTS / "02_adjointdpm_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "02_adjointdpm_widget_output.png"))

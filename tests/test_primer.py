@@ -2,25 +2,13 @@ import pytest
 
 from bytecourse.checkpoints import checkpoint_available
 from bytecourse.diffusion import ImageDenoiser, UNetConfig, primer
-from bytecourse.diffusion.primer_solutions import EXERCISES
 from bytecourse.evaluation import compare_slice, format_table
 
 TINY = UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
 
 
-@pytest.mark.parametrize("name", sorted(EXERCISES))
-def test_every_solution_passes_its_self_check(name):
-    check, solution = EXERCISES[name]
-    ok, err = check(solution)
-    assert ok, (name, err)
 
 
-def test_stub_is_reported_not_attempted():
-    def stub(*args):
-        raise NotImplementedError
-
-    for check, _ in EXERCISES.values():
-        assert check(stub)[0] is False
 
 
 def test_eval_table_structure_and_slice_check():

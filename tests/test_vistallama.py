@@ -1,0 +1,97 @@
+"""EDVT attention: the defining properties, on a tiny random Llama."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from bytecourse.vistallama import edvt_logits, enable_edvt
+
+
+def _tiny(attn="sdpa", theta=100.0):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, rope_theta=theta, max_position_embeddings=256)
+    cfg._attn_implementation = attn
+    return enable_edvt(LlamaForCausalLM(cfg).eval())
+
+
+def _layer_inputs(model, hidden, positions):
+    rot = model.model.rotary_emb(hidden, position_ids=positions[None])
+    return model.model.layers[0].self_attn, rot
+
+
+def test_no_visual_tokens_is_standard_llama():
+    model = _tiny()
+    ids = torch.randint(0, 40, (2, 12))
+    plain = model(input_ids=ids).logits
+    masked = model(input_ids=ids, visual_mask=torch.zeros(2, 12)).logits
+    assert torch.allclose(plain, masked, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_fused_edvt_equals_the_explicit_rule(attn):
+    """q′·k′ through the attention backend equals s_ji = v(i) q·k/√d + (1−v(i)) Rq·Rk/√d, softmax, causal."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    model = _tiny(attn)
+    layer = model.model.layers[0].self_attn
+    h = torch.randn(1, 10, 32)
+    mask = torch.zeros(1, 10)
+    mask[0, 2:6] = 1
+    pos = torch.arange(10)
+    rot = model.model.rotary_emb(h, position_ids=pos[None])
+    causal = torch.full((10, 10), float("-inf")).triu(1)
+    out, _ = layer(h, position_embeddings=rot, attention_mask=causal[None, None], visual_mask=mask)
+    # explicit reference
+    q = layer.q_proj(h).view(1, 10, -1, layer.head_dim).transpose(1, 2)
+    k = layer.k_proj(h).view(1, 10, -1, layer.head_dim).transpose(1, 2)
+    v = layer.v_proj(h).view(1, 10, -1, layer.head_dim).transpose(1, 2)
+    qr, kr = apply_rotary_pos_emb(q, k, *rot)
+    k, kr, v = (repeat_kv(t, layer.num_key_value_groups) for t in (k, kr, v))
+    s = torch.where(mask[:, None, None, :].bool(), q @ k.transpose(-1, -2), qr @ kr.transpose(-1, -2)) / layer.head_dim ** 0.5
+    ref = layer.o_proj((torch.softmax(s + causal, -1) @ v).transpose(1, 2).reshape(1, 10, -1))
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_text_to_visual_logits_do_not_depend_on_positions():
+    """Moving the visual tokens (or the text query) along the sequence leaves every text→visual logit unchanged under
+    EDVT; under RoPE it changes (the control)."""
+    model = _tiny(theta=50.0)
+    torch.manual_seed(1)
+    vis, txt = torch.randn(4, 32), torch.randn(3, 32)
+    h = torch.cat([txt[:1], vis, txt[1:]])[None]  # [text, 4 visual, 2 text]
+    mask = torch.tensor([[0, 1, 1, 1, 1, 0, 0]], dtype=torch.float)
+    results = {}
+    for name, positions in {"near": torch.tensor([0, 1, 2, 3, 4, 5, 6]), "far": torch.tensor([0, 21, 22, 23, 24, 60, 90])}.items():
+        layer, rot = _layer_inputs(model, h, positions)
+        results[name] = (edvt_logits(layer, h, rot, mask), edvt_logits(layer, h, rot, None))
+    text_rows, vis_cols = [5, 6], [1, 2, 3, 4]
+    edvt_near, edvt_far = (results[k][0][..., text_rows, :][..., vis_cols] for k in ("near", "far"))
+    rope_near, rope_far = (results[k][1][..., text_rows, :][..., vis_cols] for k in ("near", "far"))
+    assert torch.allclose(edvt_near, edvt_far, atol=1e-5)
+    assert not torch.allclose(rope_near, rope_far, atol=1e-3)
+    # text→text logits keep RoPE: they still depend on relative position
+    edvt_tt_near, edvt_tt_far = (results[k][0][..., 6, 5] for k in ("near", "far"))
+    assert not torch.allclose(edvt_tt_near, edvt_tt_far, atol=1e-3)
+
+
+def test_cached_decoding_equals_the_full_forward():
+    model = _tiny()
+    ids = torch.randint(0, 40, (1, 9))
+    mask = torch.zeros(1, 9)
+    mask[0, 1:5] = 1
+    full = model(input_ids=ids, visual_mask=mask).logits
+    out = model(input_ids=ids[:, :6], visual_mask=mask[:, :6], use_cache=True)
+    cache, steps = out.cache if hasattr(out, "cache") else out.past_key_values, [out.logits]
+    for i in range(6, 9):
+        out = model(input_ids=ids[:, i:i + 1], visual_mask=mask[:, i:i + 1], cache=cache, use_cache=True)
+        steps.append(out.logits)
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+def test_bad_input():
+    model = _tiny()
+    with pytest.raises(ValueError):
+        model(input_ids=torch.randint(0, 40, (1, 5)), visual_mask=torch.zeros(1, 4))
+    with pytest.raises(ValueError):
+        enable_edvt(torch.nn.Linear(2, 2))

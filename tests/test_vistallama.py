@@ -95,3 +95,47 @@ def test_bad_input():
         model(input_ids=torch.randint(0, 40, (1, 5)), visual_mask=torch.zeros(1, 4))
     with pytest.raises(ValueError):
         enable_edvt(torch.nn.Linear(2, 2))
+
+
+# ------------------------------------------------------------------------------------ the sequential projector
+
+from bytecourse.vistallama.projector import ProjectorConfig, SequentialProjector  # noqa: E402
+
+TINY_P = ProjectorConfig(image_size=16, patch=4, feat_dim=16, dim=16, queries=3, layers=1, heads=2, lm_dim=24)
+
+
+def _projector(sequential):
+    torch.manual_seed(0)
+    return SequentialProjector(ProjectorConfig(**{**TINY_P.to_dict(), "sequential": sequential})).eval()
+
+
+def test_projector_shapes_and_bad_input():
+    p = _projector(True)
+    out = p(torch.rand(2, 5, 3, 16, 16))
+    assert out.shape == (2, 5 * 3, 24)
+    with pytest.raises(ValueError):
+        p(torch.rand(2, 3, 16, 16))
+    with pytest.raises(ValueError):
+        SequentialProjector(ProjectorConfig(patch=3))
+
+
+def test_independent_projector_has_no_frame_order_sequential_does():
+    """Independent: frame t's tokens depend on frame t only, so reversing the frames reverses the token blocks.
+    Sequential: frame t's tokens also see frame t−1's (the recurrence carries order)."""
+    video = torch.rand(1, 4, 3, 16, 16)
+    rev = video.flip(1)
+    for sequential in (False, True):
+        p = _projector(sequential)
+        a = p(video).view(1, 4, 3, 24)
+        b = p(rev).view(1, 4, 3, 24).flip(1)
+        same = torch.allclose(a, b, atol=1e-5)
+        assert same is (not sequential)
+        assert torch.allclose(a[:, 0], p(video[:, :1]).view(1, 1, 3, 24)[:, 0], atol=1e-5)  # frame 1 needs nothing earlier
+
+
+def test_previous_frame_enters_with_a_stopped_gradient():
+    p = _projector(True).train()
+    video = torch.rand(1, 3, 3, 16, 16, requires_grad=True)
+    out = p(video).view(1, 3, 3, 24)
+    (g,) = torch.autograd.grad(out[:, 2].sum(), video)
+    assert g[:, 2].abs().sum() > 0 and g[:, :2].abs().sum() == 0  # x_3 is not differentiated through x_2

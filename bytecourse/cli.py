@@ -14,6 +14,7 @@ CHAPTERS = {
     "classifier": "bytecourse.diffusion.classifier",
     "sag": "bytecourse.sag.chapter",
     "adjointdpm": "bytecourse.adjointdpm.chapter",
+    "vistallama": "bytecourse.vistallama.chapter",
 }
 
 

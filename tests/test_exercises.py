@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["bytecourse.diffusion.primer_solutions", "bytecourse.sag.solutions", "bytecourse.adjointdpm.solutions"]
+MODULES = ["bytecourse.diffusion.primer_solutions", "bytecourse.sag.solutions", "bytecourse.adjointdpm.solutions",
+           "bytecourse.vistallama.solutions"]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 
 

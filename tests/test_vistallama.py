@@ -139,3 +139,68 @@ def test_previous_frame_enters_with_a_stopped_gradient():
     out = p(video).view(1, 3, 3, 24)
     (g,) = torch.autograd.grad(out[:, 2].sum(), video)
     assert g[:, 2].abs().sum() > 0 and g[:, :2].abs().sum() == 0  # x_3 is not differentiated through x_2
+
+
+# ------------------------------------------------------------------------------------ narrations and the narrator
+
+from bytecourse.vistallama.data import (  # noqa: E402
+    check_narration,
+    decode_ids,
+    encode_words,
+    hallucination_rate,
+    make_episodes,
+    order_question,
+)
+from bytecourse.vistallama.narrator import LMConfig, Narrator, build_lm  # noqa: E402
+
+
+def test_episodes_and_the_narration_oracle():
+    ep = make_episodes(8, 3, (2, 4))
+    again = make_episodes(8, 3, (2, 4))
+    assert ep.narrations == again.narrations and torch.equal(ep.videos, again.videos)
+    assert ep.videos.shape == (8, 12, 3, 32, 32)
+    for i in range(8):
+        facts = check_narration(ep.narrations[i], ep, i)
+        assert len(facts) == 2 * int(ep.segments[i]) and hallucination_rate(facts) == 0.0
+        assert decode_ids(encode_words(ep.narrations[i].split())) == ep.narrations[i]
+    # swap the first two items: the order is wrong, so both object facts become false (unless the objects are equal)
+    i = next(i for i in range(8) if ep.phrases[i][0].split()[1:3] != ep.phrases[i][1].split()[1:3])
+    swapped = " then ".join([ep.phrases[i][1], ep.phrases[i][0], *ep.phrases[i][2:]])
+    wrong = [f for f in check_narration(swapped, ep, i) if not f.true]
+    assert {f.item for f in wrong if f.kind == "object"} == {0, 1}
+    extra = check_narration(ep.narrations[i] + " then a red circle bounces", ep, i)
+    assert [f.true for f in extra][-2:] == [False, False]
+    for j in range(8):
+        q = order_question(ep, j, torch.Generator().manual_seed(j))
+        if q is None:
+            continue
+        words = q[0].split()  # which came first the C S or the C S
+        named = [" ".join(words[4:6]), " ".join(words[8:10])]
+        objects = [" ".join(p.split()[1:3]) for p in ep.phrases[j]]
+        answer = " ".join(q[1].split()[1:])
+        other = named[1] if answer == named[0] else named[0]
+        assert answer in named and objects.index(answer) < objects.index(other)
+    with pytest.raises(ValueError):
+        make_episodes(4, 0, (3, 2))
+    with pytest.raises(ValueError):
+        encode_words(["purple"])
+
+
+def test_narrator_trains_only_the_projector_and_decodes():
+    lm = build_lm(LMConfig(hidden=32, layers=1, heads=2))
+    proj = SequentialProjector(ProjectorConfig(image_size=32, feat_dim=16, dim=16, queries=2, layers=1, heads=2, lm_dim=32))
+    ep = make_episodes(2, 0, (2, 2))
+    for attention in ("rope", "edvt"):
+        nar = Narrator(lm, proj, attention)
+        loss = nar(ep.videos[:, :6], [0, 3], [encode_words(["describe"])] * 2,
+                   [encode_words(n.split()) + [2] for n in ep.narrations]).loss
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is None for p in lm.parameters()) and any(p.grad is not None for p in proj.parameters())
+        ids, mass = nar.generate(ep.videos[:1, :6], [2], [encode_words(["describe"])], max_new=4, output_attentions=True)
+        assert 1 <= len(ids) <= 4 and len(mass) == len(ids) and all(0 <= m <= 1 for m in mass)
+        proj.zero_grad()
+    with pytest.raises(ValueError):
+        Narrator(lm, proj, "alibi")
+    with pytest.raises(ValueError):
+        Narrator(lm, proj, "edvt").generate(ep.videos[:, :6], [0, 0], [[4], [4]])

@@ -82,6 +82,7 @@ def fidelity(model, seed: int, ns=N_GRID, methods=("euler",), batch: int = 2) ->
     c = model.text(text.encode(caps, model.config.caption_length)).detach().requires_grad_(True)
     uncond = null_embedding(model, batch).detach()
     theta = [p for p in model.out.parameters()]
+    was = [p.requires_grad for p in theta]
     for p in theta:
         p.requires_grad_(True)
     loss = style_loss()
@@ -106,8 +107,8 @@ def fidelity(model, seed: int, ns=N_GRID, methods=("euler",), batch: int = 2) ->
                                  "disc_rel_x": _rel(disc.x_T, ref.x_T), "disc_rel_c": _rel(disc.params[0], ref.params[0]),
                                  "disc_rel_theta": _rel(th_disc, th_ref)})
     finally:
-        for p in theta:
-            p.requires_grad_(False)
+        for p, flag in zip(theta, was):
+            p.requires_grad_(flag)
     return rows
 
 

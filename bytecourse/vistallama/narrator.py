@@ -172,6 +172,7 @@ class Narrator(torch.nn.Module):
             self.lm.config._attn_implementation = previous
 
     def _generate(self, videos, fills, prompts, max_new, output_attentions):
+        self.last_rows: list[torch.Tensor] = []  # per generated token: attention over the visual tokens (mean of layers, heads)
         x, _, vmask, _ = self.embed(videos, fills, prompts, [[]])
         emb = self.lm.get_input_embeddings()
         kwargs = {"visual_mask": vmask} if self.attention == "edvt" else {}
@@ -182,7 +183,9 @@ class Narrator(torch.nn.Module):
         for _ in range(max_new):
             if output_attentions:
                 att = torch.stack([a[0, :, -1] for a in out.attentions])  # (layers, heads, keys)
-                mass.append(float(att[..., : visual.shape[0]][..., visual].sum(-1).mean()))
+                on_visual = att[..., : visual.shape[0]][..., visual]  # (layers, heads, V)
+                mass.append(float(on_visual.sum(-1).mean()))
+                self.last_rows.append(on_visual.mean((0, 1)))
             nxt = int(out.logits[0, -1].argmax())
             ids.append(nxt)
             if nxt == EOS_ID:

@@ -99,3 +99,21 @@ def test_adjointdpm_steps_and_coordinates(lab_page):
     assert _image_src(page) != first_src
     page.screenshot(path=str(SCREENSHOTS / "02_adjointdpm_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "02_adjointdpm_widget_output.png"))
+
+
+def test_vistallama_attention_toggle(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("09_vistallama_widget.ipynb")
+    slider, handle, output, first_src = _first_render(page, "token", "edvt · token 1/", timeout=180_000)
+
+    page.get_by_role("button", name="rope", exact=True).click()
+    expect(output).to_contain_text("rope · token 1/", timeout=180_000)
+    assert _image_src(page) != first_src
+
+    handle.focus()
+    for _ in range(3):
+        handle.press("ArrowRight")
+    expect(output).to_contain_text("rope · token 4/", timeout=60_000)
+    page.screenshot(path=str(SCREENSHOTS / "09_vistallama_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "09_vistallama_widget_output.png"))

@@ -79,20 +79,34 @@ class PretrainConfig:
     lr: float = 2e-3
     segments: tuple[int, int] = (2, 4)
     max_fill: int = 24
+    visual_slots: int = 12  # = frames per segment × projector queries: the prefix sits where the visual tokens will
     seed: int = 0
 
 
+def text_prefix(ep, i: int, slots: int) -> list[int]:
+    """The LM-pretraining stand-in for the visual tokens: per segment, its phrase's words in ``slots`` positions
+    (padded with <fill>) — so the LM learns to read a prefix that describes the video, in order."""
+    out = []
+    for phrase in ep.phrases[i]:
+        words = encode_words(phrase.split())[:slots]
+        out += words + [FILL_ID] * (slots - len(words))
+    return out
+
+
 def lm_batch(step: int, config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Text-only sequences: <bos> <fill>×F prompt answer <eos>, labels on prompt and answer."""
+    """Text-only sequences: <bos> [text prefix where the visual tokens will go] <fill>×F prompt answer <eos>; labels on
+    prompt and answer. (A frozen LM that never had to read a prefix ignores one: LLaVA-style projector training
+    relies on an LM that already uses its context, which this stage provides.)"""
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     ep = make_episodes(config.batch, 10_000_000 + config.seed * 100_000 + step, config.segments)
     seqs, labels = [], []
     for i in range(config.batch):
         prompt, answer = text_task(ep, i, "qa" if torch.rand(1, generator=g) < 0.5 else "narrate", g)
         fill = int(torch.randint(0, config.max_fill + 1, (1,), generator=g))
-        s = [BOS_ID] + [FILL_ID] * fill + prompt + answer
+        prefix = text_prefix(ep, i, config.visual_slots)
+        s = [BOS_ID] + prefix + [FILL_ID] * fill + prompt + answer
         seqs.append(s)
-        labels.append([-100] * (1 + fill) + prompt + answer)
+        labels.append([-100] * (1 + len(prefix) + fill) + prompt + answer)
     return _pad(seqs, PAD_ID), _pad(labels, -100)
 
 
@@ -203,7 +217,7 @@ class NarratorConfig:
     attention: str = "edvt"
     steps: int = 1500
     batch: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     segments: tuple[int, int] = (2, 4)
     max_fill: int = 24
     seed: int = 0

@@ -1,8 +1,10 @@
 """Chapter 09 — Vista-LLaMA: equal-distance visual tokens for a video narrator (Ma et al., arXiv 2312.08870).
 
-Work in progress: :mod:`.attention` holds the EDVT attention rule for transformers' Llama and :mod:`.projector` the
-frame encoder and sequential visual projector (both tested); the narrator's training, the narration oracle, the
-tables and the notebook follow.
+- :mod:`.attention` — the EDVT attention rule inside transformers' Llama (fused, cached)
+- :mod:`.projector` — the frame encoder and the sequential visual projector
+- :mod:`.data` — narrated Motion-world episodes, frame-order questions and the narration oracle
+- :mod:`.narrator` — the tiny frozen Llama + projector narrator, its training and cached greedy decoding
+- :mod:`.chapter` — ``python -m bytecourse train|eval vistallama``, the tables and the widget
 """
 
 from .attention import EDVTLlamaAttention, edvt_logits, enable_edvt, widened_qk

@@ -1,4 +1,4 @@
-"""Chapter 09's training command and tables (work in progress: the notebook and widget follow).
+"""Chapter 09's training command, tables and widget.
 
 ``python -m bytecourse train vistallama`` pretrains the tiny LM on narrations, freezes it, and trains three narrators
 on it: RoPE + sequential projector, EDVT + sequential projector, EDVT + independent projector. Each is shipped

@@ -265,7 +265,10 @@ def render_preview(result: dict) -> None:
           f"network evaluations {u['nfe']:.0f} → {g['nfe']:.0f} (+{g['vjp']:.0f} VJPs)")
     images = torch.cat([u["images"], g["images"]])
     titles = [f"unguided {v:.2f}" for v in u["loss"].tolist()] + [f"guided {v:.2f}" for v in g["loss"].tolist()]
-    fig = image_grid(images, titles, ncols=len(u["images"]), suptitle=f"“{result['caption']}”: top unguided, bottom guided (loss per sample)")
+    target = ("towards the Gram statistics of “" + style_reference()[1] + "” on a textured background" if result["task"] == "style"
+              else "object towards the left third")
+    fig = image_grid(images, titles, ncols=len(u["images"]),
+                     suptitle=f"“{result['caption']}”, {target}: top unguided, bottom guided (loss per sample)")
     display(fig)
     plt.close(fig)
 

@@ -16,6 +16,7 @@ from bytecourse.diffusion.memory import SavedTensorMeter, tensor_bytes
 from bytecourse.diffusion.ode import VPLevels, euler_step
 
 from .test_ode import TinyEps
+from .tiny_models import tiny_diffusers_eps
 
 ACP = make_train_scheduler().alphas_cumprod
 
@@ -118,17 +119,7 @@ def test_memory_flat_for_both_adjoints_linear_for_autograd():
 
 
 def test_gradients_wrt_a_condition_embedding_and_a_diffusers_unet():
-    from diffusers import UNet2DConditionModel
-
-    from bytecourse.diffusion.sampling import diffusers_eps_model
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
-    ).eval().requires_grad_(False)
-    eps_model = diffusers_eps_model(unet)
+    eps_model = tiny_diffusers_eps()
     c = torch.randn(2, 5, 16, requires_grad=True)
     uncond = torch.zeros(2, 5, 16)
     x = torch.randn(2, 3, 8, 8)

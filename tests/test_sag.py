@@ -19,6 +19,7 @@ from bytecourse.sag import (
 )
 
 from .test_ode import TinyEps
+from .tiny_models import tiny_diffusers_eps
 
 
 def _sampler_timesteps(steps=20):
@@ -155,18 +156,10 @@ def test_bad_call():
 
 def test_works_with_a_diffusers_unet():
     """Any ε-prediction callable: a tiny random diffusers UNet2DConditionModel with embedding conditions."""
-    from diffusers import UNet2DConditionModel
-
     from bytecourse.diffusion.ode import VPLevels, autograd_grad, symplectic_adjoint_grad
-    from bytecourse.diffusion.sampling import diffusers_eps_model, guided_eps
+    from bytecourse.diffusion.sampling import guided_eps
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
-    ).eval().requires_grad_(False)
-    eps_model = diffusers_eps_model(unet)
+    eps_model = tiny_diffusers_eps()
     cond = torch.randn(2, 5, 16)
     uncond = torch.zeros_like(cond)
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))

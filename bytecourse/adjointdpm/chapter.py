@@ -53,6 +53,17 @@ def make_ode(model, cond, num_steps: int, coords: str = "rho", uncond=None) -> P
     return PFODE(eps_for(model, cond, uncond), make_train_scheduler().alphas_cumprod, time_grid(num_steps, T_MAX), coords)
 
 
+def start_level_facts(num_steps: int = 10) -> dict[str, float]:
+    """The schedule numbers behind ``T_MAX`` (for the notebook): ᾱ and ρ = σ/α at 999 and at T_MAX, the signal weight
+    α at T_MAX, and the first ρ-step of a time-uniform grid."""
+    acp = make_train_scheduler().alphas_cumprod.double()
+    rho = lambda t: float(((1 - acp[t]) / acp[t]).sqrt())  # noqa: E731
+    grid = time_grid(num_steps, T_MAX)
+    return {"abar_999": float(acp[999]), "rho_999": rho(999), "abar_T": float(acp[T_MAX]), "rho_T": rho(T_MAX),
+            "alpha_T": float(acp[T_MAX].sqrt()), "first_step_from": rho(grid[0]), "first_step_to": rho(grid[1]),
+            "num_steps": num_steps}
+
+
 def null_embedding(model, batch: int) -> torch.Tensor:
     from ..text import PAD_ID
 

@@ -1,0 +1,18 @@
+"""Tiny random networks shared by the chapter tests."""
+
+import torch
+
+
+def tiny_diffusers_eps():
+    """A tiny random diffusers ``UNet2DConditionModel`` (8×8, cross-attention width 16) as our ε-model callable."""
+    from diffusers import UNet2DConditionModel
+
+    from bytecourse.diffusion.sampling import diffusers_eps_model
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval().requires_grad_(False)
+    return diffusers_eps_model(unet)

@@ -150,3 +150,35 @@ def store_chapter_tables(chapter: str, tables: dict, command: str, commit: str |
     manifest = read_manifest()
     manifest.setdefault("tables", {})[chapter] = {"tables": tables, "eval_command": command, "eval_git_commit": commit or git_commit()}
     write_manifest(manifest)
+
+
+def train_command_suffix(*positional: str) -> str:
+    """The options of the running ``python -m bytecourse train ...`` command, without the positional words
+    and the resume flags (``--resume``, ``--max-minutes``): they describe how a run was split into stages,
+    not what it computes."""
+    import shlex
+    import sys
+
+    args = [a for a in sys.argv[1:] if a not in ("train", *positional)]
+    keep, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--max-minutes":
+            skip = True
+            continue
+        if a == "--resume" or a.startswith("--max-minutes="):
+            continue
+        keep.append(a)
+    return (" " + shlex.join(keep)) if keep else ""
+
+
+def device_description(device) -> str:
+    """"cuda (<GPU name>)" or "cpu (<cores> cores, torch <version>)" for the manifest."""
+    import os
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({os.cpu_count()} cores, torch {torch.__version__})"

@@ -12,6 +12,7 @@ from . import checkpoints
 CHAPTERS = {
     "primer": "bytecourse.diffusion.primer",
     "classifier": "bytecourse.diffusion.classifier",
+    "video": "bytecourse.diffusion.videobase",
     "sag": "bytecourse.sag.chapter",
     "adjointdpm": "bytecourse.adjointdpm.chapter",
     "vistallama": "bytecourse.vistallama.chapter",

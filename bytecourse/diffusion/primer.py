@@ -7,9 +7,6 @@ chapter's tables. Later chapters load the same model through :func:`load_primer_
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,25 +103,11 @@ def train_primer(
 
 
 def _cli_suffix() -> str:
-    args = [a for a in sys.argv[1:] if a not in ("train", "primer")]
-    keep, skip = [], False
-    for a in args:  # the resume flags describe how the run was split, not what it computes
-        if skip:
-            skip = False
-            continue
-        if a == "--max-minutes":
-            skip = True
-            continue
-        if a == "--resume" or a.startswith("--max-minutes="):
-            continue
-        keep.append(a)
-    return (" " + shlex.join(keep)) if keep else ""
+    return checkpoints.train_command_suffix("primer")
 
 
 def _device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{device.type} ({os.cpu_count()} cores, torch {torch.__version__})"
+    return checkpoints.device_description(device)
 
 
 def load_primer_model(device: str | torch.device = "cpu") -> tuple[ImageDenoiser, dict]:

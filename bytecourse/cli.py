@@ -15,6 +15,7 @@ CHAPTERS = {
     "video": "bytecourse.diffusion.videobase",
     "sag": "bytecourse.sag.chapter",
     "adjointdpm": "bytecourse.adjointdpm.chapter",
+    "boximator": "bytecourse.boximator.chapter",
     "vistallama": "bytecourse.vistallama.chapter",
 }
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--steps", type=int, default=None, help="training steps (default: the chapter's config)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from runs/<chapter>/state.*")
+    tr.add_argument("--variant", default=None, help="which variant, for chapters that train several (e.g. boximator)")
+    tr.add_argument("--stage", type=int, default=None, help="run only this training stage (multi-stage chapters)")
     tr.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this many minutes")
     ev = sub.add_parser("eval", help="compute a chapter's full tables and store them in data/manifest.json")
     ev.add_argument("chapter", choices=sorted(CHAPTERS))

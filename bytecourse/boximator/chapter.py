@@ -1,0 +1,314 @@
+"""Chapter 04 — Boximator: training the variants, the paper's box-alignment protocol, the trajectory editor.
+
+``python -m bytecourse train boximator --variant V`` trains one variant's control module through the three
+stages (each stage its own resumable run under ``runs/boximator/V/``; ``--stage`` runs one; ``--max-minutes``
+stops resumably) and ships it as ``data/boximator_V.safetensors``:
+
+- ``full``: the paper's recipe (self-tracking in stages 1–2, soft boxes from stage 2, base frozen);
+- ``no_self_tracking``: the same stages and steps, never drawing boxes into the targets;
+- ``unfrozen``: the full recipe with the base model trained too (its base weights ship with it).
+
+``python -m bytecourse eval boximator`` runs the paper's protocol (Table 1 and the ablation): generate from
+ground-truth first/last-frame boxes, detect the objects with the oracle, and score AP / IoU against the
+requested boxes (last frame only when the first frame is given).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from .. import checkpoints
+from ..diffusion.schedule import make_train_scheduler
+from ..diffusion.trainer import train_loop
+from ..diffusion.videobase import load_video_model
+from ..oracle import box_iou, detect_objects, realism
+from ..oracle.metrics import average_precision
+from ..worlds.motion import MotionBatch, make_motion
+from .boxes import BoxConditions, interpolate_keyframes, request, to_frame
+from .control import BoximatorControl
+from .pipeline import BoximatorModel, StageConfig, control_loss, generate
+
+CHAPTER = "boximator"
+VARIANTS = ("full", "no_self_tracking", "unfrozen")
+CONTROL = dict(token_dim=128, hidden=256, heads=4)
+BATCH = 8
+#: The paper's three stages (50k / 50k / 10k iterations at lr 2e-4 / 3e-5 / 3e-5), scaled to a CPU budget.
+STAGES = (
+    StageConfig("stage 1: hard boxes, self-tracking", steps=600, lr=1e-3, p_soft=0.0, self_tracking=True),
+    StageConfig("stage 2: 80% soft boxes, self-tracking", steps=500, lr=2e-4, p_soft=0.8, self_tracking=True),
+    StageConfig("stage 3: 80% soft boxes, no drawn boxes", steps=200, lr=2e-4, p_soft=0.8, self_tracking=False),
+)
+DATA_SEED_OFFSET = 500_000  # control-training clips are not the base model's training clips
+
+
+def checkpoint_name(variant: str) -> str:
+    return f"boximator_{variant}"
+
+
+def variant_stages(variant: str, total_steps: int | None = None) -> list[StageConfig]:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    stages = list(STAGES)
+    if variant == "no_self_tracking":
+        stages = [replace(s, self_tracking=False, name=s.name.replace("self-tracking", "no self-tracking")) for s in stages]
+    if total_steps is not None:
+        full = sum(s.steps for s in STAGES)
+        stages = [replace(s, steps=max(1, round(total_steps * s.steps / full))) for s in stages]
+    return stages
+
+
+def build_model(variant: str, device: str | torch.device = "cpu", seed: int = 0) -> BoximatorModel:
+    """The shipped frozen base with a freshly initialised control module (base trainable for ``unfrozen``)."""
+    base, _ = load_video_model(device)
+    torch.manual_seed(seed)
+    control = BoximatorControl([b.norm_spatial.normalized_shape[0] for b in base.transformer_blocks()], **CONTROL)
+    model = BoximatorModel(base, control.to(device))
+    model.base.requires_grad_(variant == "unfrozen")
+    return model
+
+
+def stage_loss(stage: StageConfig, seed: int, stage_index: int, world):
+    """``loss_fn(model, step, device)`` for :func:`train_loop`: a fresh Motion batch (the base model's world)
+    per step, seeded by (seed, stage, step)."""
+    scheduler = make_train_scheduler()
+
+    def loss_fn(model, step: int, device) -> torch.Tensor:
+        data_seed = DATA_SEED_OFFSET + seed * 1_000_003 + stage_index * 100_000 + step
+        batch = make_motion(BATCH, data_seed, world)
+        g = torch.Generator().manual_seed(data_seed + 11)
+        return control_loss(model, batch, stage, scheduler, g)
+
+    return loss_fn
+
+
+def train_variant(
+    variant: str, *, device: str = "auto", seed: int = 0, only_stage: int | None = None, total_steps: int | None = None,
+    resume: bool = False, max_minutes: float | None = None, run_root: Path = Path("runs/boximator"), ship: bool = True,
+    progress: bool = True, on_step=None,
+) -> tuple[BoximatorModel, dict]:
+    """Run a variant's stages in order (a finished stage is skipped; a stopped one resumes with ``resume``).
+    Ships the final stage's EMA control (and base, for ``unfrozen``) once every stage is done."""
+    from ..device import default_device
+    from ..diffusion.videobase import CHECKPOINT as BASE_CHECKPOINT
+
+    commit = checkpoints.git_commit()
+    dev = default_device(device)
+    model = build_model(variant, dev, seed)
+    world = load_video_model("cpu")[1].world()
+    stages = variant_stages(variant, total_steps)
+    started = time.time()
+    summaries = []
+    ema_model = None
+    for k, stage in enumerate(stages):
+        run_dir = run_root / variant / f"stage{k + 1}"
+        config = {"variant": variant, "stage": asdict(stage), "batch": BATCH, "seed": seed, "control": CONTROL}
+        done = _finished(run_dir, stage.steps)
+        if only_stage is not None and k + 1 != only_stage and not done:
+            if k + 1 < only_stage:
+                raise ValueError(f"stage {k + 1} of {variant!r} has not finished; run it first")
+            break
+        if k > 0 and not (run_dir / "state.json").exists():  # start from the previous stage's weights
+            _load_model_weights(model, run_root / variant / f"stage{k}")
+        remaining = None if max_minutes is None else max_minutes - (time.time() - started) / 60
+        if remaining is not None and remaining <= 0 and not done:
+            break
+        ema, state, _ = train_loop(
+            model, stage_loss(stage, seed, k, world), total_steps=stage.steps, lr=stage.lr, run_dir=run_dir, config=config,
+            warmup=min(100, max(1, stage.steps // 5)), resume=(run_dir / "state.json").exists() and (resume or done or k > 0),
+            max_minutes=remaining, device=str(dev) if device != "auto" else "auto", progress=progress, on_step=on_step,
+        )
+        summaries.append({"stage": stage.name, "steps": state.step, "total_steps": stage.steps, "lr": stage.lr,
+                          "wall_time_s": round(state.elapsed_s, 1), "final_loss": state.last_loss})
+        ema_model = ema.model
+        if state.step < stage.steps:
+            break
+    complete = len(summaries) == len(stages) and all(s["steps"] >= s["total_steps"] for s in summaries)
+    summary = {"variant": variant, "stages": summaries, "complete": complete}
+    if ship and complete and ema_model is not None:
+        state = {f"control.{k}": v for k, v in ema_model.control.state_dict().items()}
+        if variant == "unfrozen":
+            state |= {f"base.{k}": v for k, v in ema_model.base.state_dict().items()}
+        base_entry = checkpoints.manifest_entry(BASE_CHECKPOINT)
+        checkpoints.save_checkpoint(checkpoint_name(variant), state, {
+            "chapter": CHAPTER,
+            "config": {"variant": variant, "control": CONTROL, "batch": BATCH, "stages": [asdict(s) for s in stages],
+                       "base": BASE_CHECKPOINT, "base_sha256": base_entry["sha256"]},
+            "command": "python -m bytecourse train boximator" + checkpoints.train_command_suffix("boximator"),
+            "stage_commands": [f"python -m bytecourse train boximator --variant {variant} --stage {k + 1}" for k in range(len(stages))],
+            "seed": seed, "git_commit": commit, "device": checkpoints.device_description(dev),
+            "wall_time_s": round(sum(s["wall_time_s"] for s in summaries), 1), "stages": summaries,
+            "parameters": sum(p.numel() for p in ema_model.control.parameters()),
+        })
+    return (ema_model or model).eval(), summary
+
+
+def _finished(run_dir: Path, steps: int) -> bool:
+    meta = run_dir / "state.json"
+    return meta.exists() and json.loads(meta.read_text())["state"]["step"] >= steps
+
+
+def _load_model_weights(model: BoximatorModel, run_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run_dir / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+
+
+def load_variant(variant: str, device: str | torch.device = "cpu") -> BoximatorModel:
+    """A shipped variant (hash-verified), frozen and in eval mode."""
+    state, _ = checkpoints.load_checkpoint(checkpoint_name(variant))
+    model = build_model(variant, device)
+    model.control.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("control.")})
+    if variant == "unfrozen":
+        model.base.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("base.")})
+    return model.to(device).eval().requires_grad_(False)
+
+
+def cli_train(args) -> dict:
+    variant = getattr(args, "variant", None) or "full"
+    _, summary = train_variant(variant, device=args.device, seed=args.seed, only_stage=getattr(args, "stage", None),
+                               total_steps=args.steps, resume=args.resume, max_minutes=args.max_minutes)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------------
+# The paper's protocol: boxes from real clips → generate → detect → AP / IoU against the requested boxes.
+
+EVAL_SEED_OFFSET = 30_000
+EVAL_CLIPS = 16
+DEFAULT_W_BOX = 1.0
+DEFAULT_W_TEXT = 2.0
+DEFAULT_STEPS = 20
+MODES = {"none": "–", "box": "Box", "f0": "F0", "f0box": "F0+Box"}
+
+
+def eval_clips(seed: int, n: int = EVAL_CLIPS) -> MotionBatch:
+    _, cfg = load_video_model("cpu")
+    return make_motion(n, EVAL_SEED_OFFSET + seed, cfg.world())
+
+
+def requested_boxes(batch: MotionBatch, soft: bool = True) -> tuple[BoxConditions, torch.Tensor]:
+    """The user's request as in the paper's evaluation: each object's ground-truth box on the first and the
+    last frame, interpolated and (``soft``) relaxed in between. Also returns the interpolated hard boxes
+    ``(B, T, K, 4)`` — what is asked of every frame."""
+    frames = batch.videos.shape[1]
+    gt = to_frame(batch.boxes_full)
+    conds, paths = [], torch.zeros_like(gt)
+    for b in range(len(batch)):
+        trajs, drawn = [], []
+        for j in batch.present[b].nonzero().flatten().tolist():
+            traj, d = interpolate_keyframes({0: gt[b, 0, j], frames - 1: gt[b, -1, j]}, frames)
+            trajs.append(traj)
+            drawn.append(d)
+            paths[b, :, j] = traj
+        conds.append(request(trajs, drawn, soft=soft))
+    return BoxConditions.cat(conds), paths
+
+
+def alignment_metrics(videos: torch.Tensor, batch: MotionBatch, paths: torch.Tensor, key_frames: list[int]) -> dict:
+    """AP@0.5, AP@0.75, mAP@[.5:.95] and mean IoU of the oracle's boxes against the requested boxes on the key
+    frames, mean IoU over every frame against the interpolated request, and oracle realism.
+
+    For each requested object and frame the prediction is the largest oracle component of the object's
+    colour (score: its shape fit); objects whose requested box lies outside the frame are not scored."""
+    b, frames = videos.shape[:2]
+    dets = detect_objects(videos.flatten(0, 1).float().cpu())
+    scored_frames = [f for f in range(frames) if f >= min(key_frames)]
+    preds, scores, gts, key_iou, all_iou = [], [], [], [], []
+    for i in range(b):
+        for j in batch.present[i].nonzero().flatten().tolist():
+            colour = int(batch.colours[i, j])
+            for f in scored_frames:
+                want = paths[i, f, j]
+                if (want[2:] - want[:2]).prod() <= 0:
+                    continue
+                found = [o for o in dets[i * frames + f] if o.colour == colour]
+                box = torch.tensor(found[0].box) if found else None
+                iou = float(box_iou(box[None], want[None])[0, 0]) if box is not None else 0.0
+                all_iou.append(iou)
+                if f in key_frames:
+                    key_iou.append(iou)
+                    gts.append(want[None])
+                    preds.append(box[None] if box is not None else torch.zeros(0, 4))
+                    scores.append(torch.tensor([found[0].shape_score]) if found else torch.zeros(0))
+    ap = {t: average_precision(preds, scores, gts, t) if gts else float("nan") for t in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)}
+    real = realism(videos[:, 1:].flatten(0, 1).float().cpu())
+    return {
+        "AP50": ap[0.5], "AP75": ap[0.75], "mAP": sum(ap.values()) / len(ap),
+        "mIoU_key": sum(key_iou) / max(1, len(key_iou)), "mIoU_all": sum(all_iou) / max(1, len(all_iou)),
+        "realism": float(real.mean()),
+    }
+
+
+def run_setting(models: dict, setting: dict, seed: int, n: int = EVAL_CLIPS, progress: bool = False) -> dict:
+    """One row of the table for one seed. ``setting``: ``model`` (a variant or ``"base"``), ``mode`` (none,
+    box, f0, f0box), ``soft`` (inference soft boxes), ``w_box``."""
+    batch = eval_clips(seed, n)
+    model = models[setting["model"]]
+    mode = setting["mode"]
+    cond, paths = requested_boxes(batch, soft=setting.get("soft", True))
+    first = batch.videos[:, 0] if mode in ("f0", "f0box") else None
+    videos = generate(model, batch.tokens, cond if mode in ("box", "f0box") else None, first_frame=first,
+                      steps=DEFAULT_STEPS, w_box=setting.get("w_box", DEFAULT_W_BOX), w_text=DEFAULT_W_TEXT,
+                      seed=EVAL_SEED_OFFSET + seed, progress=progress)
+    frames = videos.shape[1]
+    key = [frames - 1] if first is not None else [0, frames - 1]
+    return alignment_metrics(videos, batch, paths, key)
+
+
+def table1_settings() -> list[dict]:
+    return [
+        dict(name="Base video model", model="base", mode="none"),
+        dict(name="+ Boximator", model="full", mode="none"),
+        dict(name="+ Boximator, Box", model="full", mode="box"),
+        dict(name="+ Boximator, F0", model="full", mode="f0"),
+        dict(name="+ Boximator, F0+Box", model="full", mode="f0box"),
+    ]
+
+
+def ablation_settings() -> list[dict]:
+    rows = []
+    for name, model, soft in (("Full model", "full", True), ("Without self-tracking", "no_self_tracking", True),
+                              ("Without inference soft boxes", "full", False), ("Without freezing the base", "unfrozen", True)):
+        for mode in ("box", "f0box"):
+            rows.append(dict(name=f"{name}, {MODES[mode]}", model=model, mode=mode, soft=soft))
+    return rows
+
+
+def evaluate(models: dict, settings: list[dict], seeds: list[int], n: int = EVAL_CLIPS, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from ..evaluation import summarise
+
+    results: dict[str, list] = {}
+    for s, seed in tqdm([(s, seed) for s in settings for seed in seeds], disable=not progress, desc="eval"):
+        results.setdefault(s["name"], []).append(run_setting(models, s, seed, n))
+    rows = [{"setting": s["name"], "config": s, "metrics": summarise(results[s["name"]])} for s in settings]
+    return {"rows": rows, "seeds": list(seeds), "clips_per_seed": n}
+
+
+def load_models(device="cpu", variants=VARIANTS) -> dict:
+    base, _ = load_video_model(device)
+    return {"base": base, **{v: load_variant(v, device) for v in variants}}
+
+
+def cli_eval(args) -> dict:
+    from ..device import default_device
+
+    models = load_models(default_device(args.device))
+    seeds = list(args.seeds)
+    return {
+        "table1": {**evaluate(models, table1_settings(), seeds), "setting_name": "model, extra input"},
+        "ablation": {**evaluate(models, ablation_settings(), seeds), "setting_name": "variant, extra input"},
+        "protocol": {"steps": DEFAULT_STEPS, "w_box": DEFAULT_W_BOX, "w_text": DEFAULT_W_TEXT,
+                     "key_frames": "first and last (last only with F0)"},
+    }
+
+
+def stored_tables() -> dict | None:
+    return (checkpoints.read_manifest().get("tables") or {}).get(CHAPTER)

@@ -1,0 +1,193 @@
+"""A frozen video model + the control module: the training step (self-tracking stages) and guided sampling.
+
+Training (Boximator §3.2–3.3). Only the control module trains; each clip of a batch is drawn as the paper
+draws it:
+
+- 25% of clips carry no boxes (all slots null), so the model still generates from the caption alone;
+- 50% are conditioned on their first frame (F0): frame 0 of the noisy input is overwritten by the *clean*
+  frame, and frame 0 is left out of the loss (there is nothing to denoise);
+- every present object's box on every frame (:func:`~.boxes.to_frame`: a line on the border while it is
+  outside), hard, or with probability ``p_soft`` per box widened by Beta(1, 8) margins and flagged soft;
+- with **self-tracking** the target video has each object's box outlined in its ID colour
+  (:func:`~.boxes.draw_outlines`): the model learns to draw a box that follows its object, and to put that
+  box where the constraint says — the association the paper found essential.
+
+Sampling (§3.4): DDIM with classifier-free guidance whose negative condition keeps the caption and replaces
+every box token by the null token, ε̂ = ε(c, ∅_box) + w_box (ε(c, boxes) − ε(c, ∅_box)); with ``w_text ≠ 1``
+caption guidance is added on top, ε̂ += (w_text − 1)(ε(c, ∅_box) − ε(∅, ∅_box)). F0 overwrites frame 0 of
+x_t with the clean given frame before every step (and of the result), exactly as in training: the base was
+frozen, so the control module learnt to read a clean frame 0 next to noisy frames; a frame re-noised to t
+would be a second, untrained convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..diffusion.sampling import SamplerHook, StepState, ddim_sample, initial_noise, to_image_space, to_model_space
+from ..diffusion.schedule import make_train_scheduler
+from ..diffusion.training import drop_condition
+from ..text import PAD_ID
+from ..worlds.motion import MotionBatch
+from .boxes import SLOTS, BoxConditions, draw_outlines, empty_conditions, soften, to_frame
+from .control import BoximatorControl
+
+
+class BoximatorModel(nn.Module):
+    """``forward(x, t, tokens, box_tokens=None)``: the base video denoiser with the control attached."""
+
+    def __init__(self, base: nn.Module, control: BoximatorControl):
+        super().__init__()
+        self.base = base
+        self.control = control.attach(base)
+
+    @property
+    def config(self):
+        return self.base.config
+
+    def forward(self, x: torch.Tensor, t, tokens: torch.Tensor, box_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        b, frames = x.shape[:2]
+        if box_tokens is None:
+            box_tokens = self.control.null_tokens(b * frames)
+        return self.base(x, t, tokens, extra={"box_tokens": box_tokens})
+
+    def box_tokens(self, cond: BoxConditions | None, batch: int, frames: int) -> torch.Tensor:
+        return self.control.tokens(cond, batch, frames)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage (Boximator Table "three stages": hard boxes → 80% soft → no self-tracking)."""
+
+    name: str
+    steps: int
+    lr: float
+    p_soft: float
+    self_tracking: bool
+
+
+def conditions_from_batch(batch: MotionBatch, p_soft: float, p_no_boxes: float, generator: torch.Generator) -> BoxConditions:
+    """Ground-truth constraints for a Motion batch: object ``j`` in slot ``j`` on every frame."""
+    b, t, k, _ = batch.boxes_full.shape
+    if k > SLOTS:
+        raise ValueError(f"the world has {k} objects per clip but there are only {SLOTS} slots")
+    boxes = to_frame(batch.boxes_full)
+    soft = torch.rand(b, t, k, generator=generator) < p_soft
+    boxes = torch.where(soft[..., None], soften(boxes, generator), boxes)
+    cond = empty_conditions(b, t)
+    cond.boxes[:, :, :k] = boxes
+    cond.hard[:, :, :k] = (~soft).float()
+    cond.ids[:, :k] = torch.where(batch.present, torch.arange(k).expand(b, k), -1)
+    no_boxes = torch.rand(b, generator=generator) < p_no_boxes
+    cond.active[:, :, :k] = batch.present[:, None, :] & ~no_boxes[:, None, None]
+    return cond
+
+
+def control_loss(
+    model: BoximatorModel, batch: MotionBatch, stage: StageConfig, scheduler, generator: torch.Generator,
+    *, p_no_boxes: float = 0.25, p_first_frame: float = 0.5, p_uncond: float = 0.1,
+) -> torch.Tensor:
+    """The ε-MSE of one training batch under a stage's rules (see the module docstring)."""
+    device = next(model.parameters()).device
+    cond = conditions_from_batch(batch, stage.p_soft, p_no_boxes, generator)
+    target = batch.videos
+    if stage.self_tracking:
+        ids = torch.where(batch.present, torch.arange(batch.present.shape[1]), -1)
+        target = draw_outlines(target, batch.boxes, batch.visible, ids, keep=batch.instance_masks.any(2))
+    x0 = to_model_space(target).to(device)
+    b, frames = x0.shape[:2]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
+    xt = scheduler.add_noise(x0, noise, t)
+    f0 = (torch.rand(b, generator=generator) < p_first_frame).to(device)
+    xt[:, 0] = torch.where(f0[:, None, None, None], x0[:, 0], xt[:, 0])
+    tokens = drop_condition(batch.tokens, p_uncond, generator).to(device)
+    eps = model(xt, t, tokens, model.box_tokens(cond.to(device), b, frames))
+    weight = torch.ones(b, frames, device=device)
+    weight[:, 0] = (~f0).float()
+    per_frame = F.mse_loss(eps.float(), noise.float(), reduction="none").mean(dim=(2, 3, 4))
+    return (per_frame * weight).sum() / weight.sum()
+
+
+class FirstFrame(SamplerHook):
+    """F0: overwrite frame 0 of x_t with the clean given frame (model space) before each step and at the end."""
+
+    def __init__(self, frame: torch.Tensor):
+        self.frame = frame
+
+    def _put(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[:, 0] = self.frame.to(x)
+        return x
+
+    def on_step_start(self, state: StepState) -> torch.Tensor:
+        return self._put(state.x)
+
+    def on_step_end(self, state: StepState) -> torch.Tensor:
+        return self._put(state.x_prev)
+
+
+def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tokens: torch.Tensor | None, w_box: float, w_text: float):
+    """``eps(x, t, caption_tokens)`` with Boximator's CFG (negative: null box tokens) and caption CFG, all
+    branches in one batched call. ``box_tokens=None``: no constraints (the base alone if ``null_tokens`` is
+    None too, i.e. a model without a control module)."""
+    boxed = box_tokens is not None
+
+    def eps(x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        uncond = torch.full_like(tokens, PAD_ID)
+        xs, ts, caps, toks = [x], [t], [tokens], [box_tokens if boxed else null_tokens]
+        if boxed and w_box != 1.0:
+            xs, ts, caps, toks = xs + [x], ts + [t], caps + [tokens], toks + [null_tokens]
+        if w_text != 1.0:
+            xs, ts, caps, toks = xs + [x], ts + [t], caps + [uncond], toks + [null_tokens]
+        kwargs = {} if null_tokens is None else {"box_tokens": torch.cat(toks)}
+        out = model(torch.cat(xs), torch.cat(ts), torch.cat(caps), **kwargs).chunk(len(xs))
+        e_main = out[0]
+        i = 1
+        if boxed and w_box != 1.0:
+            e_nobox = out[1]
+            e_main = e_nobox + w_box * (out[0] - e_nobox)
+            i = 2
+        else:
+            e_nobox = out[0]
+        if w_text != 1.0:
+            e_main = e_main + (w_text - 1.0) * (e_nobox - out[i])
+        return e_main
+
+    return eps
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module, tokens: torch.Tensor, cond: BoxConditions | None = None, *, first_frame: torch.Tensor | None = None,
+    steps: int = 20, w_box: float = 1.0, w_text: float = 2.0, seed: int = 0, progress: bool = False,
+) -> torch.Tensor:
+    """Videos ``(B, T, 3, H, W)`` in [0, 1]. ``model`` is a :class:`BoximatorModel` or a bare base video
+    denoiser (then ``cond`` must be None); ``first_frame (B, 3, H, W)`` in [0, 1] turns on F0."""
+    from ..device import autocast
+
+    cfg = model.config
+    device = next(model.parameters()).device
+    b = tokens.shape[0]
+    shape = (b, cfg.frames, cfg.channels, cfg.image_size, cfg.image_size)
+    boxed_model = isinstance(model, BoximatorModel)
+    if cond is not None and not boxed_model:
+        raise ValueError("box conditions need a BoximatorModel (the base model has no control module)")
+    box_tokens = model.box_tokens(cond.to(device), b, cfg.frames) if (boxed_model and cond is not None) else None
+    null_tokens = model.control.null_tokens(b * cfg.frames) if boxed_model else None
+    hook = None
+    if first_frame is not None:
+        if first_frame.shape != (b, *shape[2:]):
+            raise ValueError(f"first_frame must be {(b, *shape[2:])}, got {tuple(first_frame.shape)}")
+        hook = FirstFrame(to_model_space(first_frame).to(device))
+    noise = initial_noise(shape, seed, device)
+    eps = guided_eps_model(model, box_tokens, null_tokens, w_box, w_text)
+    with autocast(device):
+        x = ddim_sample(eps, noise, tokens.to(device), make_train_scheduler(), steps=steps, hook=hook, seed=seed, progress=progress)
+    if hook is not None:
+        x = hook._put(x)
+    return to_image_space(x.float())

@@ -1,0 +1,278 @@
+"""Chapter 04 (Boximator): box geometry, the control module's defining properties, training and sampling."""
+
+import pytest
+import torch
+
+from bytecourse.boximator.boxes import (
+    ID_COLOURS,
+    SLOTS,
+    BoxConditions,
+    draw_outlines,
+    empty_conditions,
+    interpolate_keyframes,
+    motion_path,
+    relax,
+    request,
+    soften,
+    to_frame,
+)
+from bytecourse.boximator.control import BoximatorControl, BoxSelfAttention, FourierEmbedder
+from bytecourse.boximator.pipeline import BoximatorModel, StageConfig, conditions_from_batch, control_loss, generate, guided_eps_model
+from bytecourse.diffusion.schedule import make_train_scheduler
+from bytecourse.diffusion.video import VideoDenoiser, VideoUNetConfig
+from bytecourse.oracle import detect_objects, realism
+from bytecourse.oracle.segment import classify_pixels
+from bytecourse.text import PAD_ID
+from bytecourse.worlds.motion import MotionConfig, make_motion
+from bytecourse.worlds.render import PALETTE
+
+TINY = VideoUNetConfig(frames=4, image_size=16, widths=(16, 32), heads=2, text_dim=16, text_layers=1)
+
+
+def tiny_model(seed: int = 0) -> BoximatorModel:
+    torch.manual_seed(seed)
+    base = VideoDenoiser(TINY).eval().requires_grad_(False)
+    for p in base.out.parameters():  # the zero-initialised output layer would hide every difference
+        torch.nn.init.normal_(p, std=0.1)
+    control = BoximatorControl([16, 32, 32, 16], token_dim=16, hidden=32, heads=2)
+    return BoximatorModel(base, control)
+
+
+def one_box(batch: int = 2, frames: int = 4) -> BoxConditions:
+    cond = empty_conditions(batch, frames)
+    cond.ids[:, 0] = 0
+    cond.active[:, :, 0] = True
+    cond.boxes[:, :, 0] = torch.tensor([0.1, 0.2, 0.5, 0.6])
+    return cond
+
+
+def open_gates(model: BoximatorModel, value: float = 0.7) -> None:
+    for layer in model.control.layers:
+        layer.alpha.data.fill_(value)
+
+
+# --- box tokens -------------------------------------------------------------------------------------------
+def test_fourier_matches_diffusers_on_boxes():
+    from diffusers.models.embeddings import get_fourier_embeds_from_boundingbox
+
+    boxes = torch.rand(3, 5, 4)
+    assert torch.equal(FourierEmbedder()(boxes), get_fourier_embeds_from_boundingbox(8, boxes))
+
+
+def test_token_encoder_shapes_and_null_slots():
+    control = BoximatorControl([16], token_dim=16, hidden=32)
+    cond = one_box()
+    tok = control.tokens(cond, 2, 4)
+    assert tok.shape == (8, SLOTS, 16)
+    assert torch.equal(tok[:, 1:], control.encoder.null.expand(8, SLOTS - 1, 16))
+    assert not torch.allclose(tok[:, 0], control.encoder.null)
+    # 8 scalars × 16 Fourier features = the paper's 128-dim MLP input
+    assert control.encoder.mlp[0].in_features == 128
+
+
+# --- the box layer ----------------------------------------------------------------------------------------
+def test_box_layer_is_per_frame_with_token_selection():
+    torch.manual_seed(0)
+    layer = BoxSelfAttention(16, 8, heads=2)
+    layer.alpha.data.fill_(1.0)
+    visual, boxes = torch.randn(4, 10, 16), torch.randn(4, 3, 8)
+    out = layer(visual, boxes)
+    assert out.shape == visual.shape  # only the visual positions come back
+    boxes2 = boxes.clone()
+    boxes2[2] += 1.0  # change frame 2's box tokens only
+    diff = (layer(visual, boxes2) - out).abs().amax(dim=(1, 2))
+    assert diff[2] > 1e-3 and torch.all(diff[[0, 1, 3]] == 0)
+
+
+def test_box_layer_equals_gligen_attention_half():
+    from diffusers.models.attention import GatedSelfAttentionDense
+
+    torch.manual_seed(0)
+    ours = BoxSelfAttention(16, 8, heads=2)
+    ours.alpha.data.fill_(0.3)
+    ref = GatedSelfAttentionDense(16, 8, n_heads=2, d_head=8)
+    ref.linear.load_state_dict(ours.linear.state_dict())
+    ref.norm1.load_state_dict(ours.norm.state_dict())
+    for name in ("to_q", "to_k", "to_v"):
+        getattr(ref.attn, name).weight.data.copy_(getattr(ours.attn, name).weight)
+    ref.attn.to_out[0].load_state_dict(ours.attn.to_out.state_dict())
+    ref.alpha_attn.data.fill_(0.3)  # alpha_dense stays 0: Boximator has no gated feed-forward
+    visual, boxes = torch.randn(3, 10, 16), torch.randn(3, 4, 8)
+    torch.testing.assert_close(ours(visual, boxes), ref(visual, boxes), atol=1e-5, rtol=1e-5)
+
+
+def test_zero_gate_leaves_the_frozen_model_unchanged():
+    model = tiny_model()
+    x, t, tok = torch.randn(2, 4, 3, 16, 16), torch.tensor([10, 500]), torch.randint(1, 20, (2, 24))
+    model.control.detach()
+    ref = model.base(x, t, tok)
+    model.control.attach(model.base)
+    assert torch.equal(model(x, t, tok, model.box_tokens(one_box(), 2, 4)), ref)
+    open_gates(model)
+    assert not torch.allclose(model(x, t, tok, model.box_tokens(one_box(), 2, 4)), ref)
+    model.control.detach()
+    assert torch.equal(model.base(x, t, tok), ref)
+    assert not any(k.startswith("block0.post_spatial") for k in model.base.state_dict())
+
+
+def test_attaches_to_diffusers_unet3d_through_processors():
+    from diffusers import UNet3DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet3DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval().requires_grad_(False)
+    control = BoximatorControl.for_diffusers(unet, token_dim=16, hidden=16, heads=2)
+    assert control.dims == [16, 16, 16, 32]  # spatial blocks only: no temporal / transformer_in block
+    x, ehs = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        ref = unet(x, 10, ehs).sample
+        control.attach_diffusers(unet)
+        with control.conditioned(control.tokens(one_box(), 2, 4)):
+            assert torch.equal(unet(x, 10, ehs).sample, ref)
+            for layer in control.layers:
+                layer.alpha.data.fill_(0.5)
+            moved = unet(x, 10, ehs).sample
+        assert (moved - ref).abs().max() > 1e-4
+        control.detach()
+        assert torch.equal(unet(x, 10, ehs).sample, ref)
+
+
+# --- geometry ---------------------------------------------------------------------------------------------
+def test_outside_box_becomes_a_border_line():
+    full = torch.tensor([[-0.4, 0.3, -0.1, 0.5], [0.9, 0.2, 1.3, 0.4]])
+    lines = to_frame(full)
+    assert torch.equal(lines[0], torch.tensor([0.0, 0.3, 0.0, 0.5]))  # a vertical line on the left border
+    assert torch.equal(lines[1], torch.tensor([0.9, 0.2, 1.0, 0.4]))  # cut at the right border
+    cond = one_box(1, 4)
+    cond.boxes[0, :, 0] = lines[0]
+    cond.validate(4)  # valid input
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda c: c.boxes.__setitem__((0, 0, 0, 0), float("nan")), "finite"),
+    (lambda c: c.boxes.__setitem__((0, 0, 0, 2), 1.2), r"\[0, 1\]"),
+    (lambda c: c.boxes.__setitem__((0, 0, 0, 2), 0.05), "x1 >= x0"),
+])
+def test_bad_boxes_raise(bad, message):
+    cond = one_box()
+    bad(cond)
+    with pytest.raises(ValueError, match=message):
+        cond.validate(4)
+
+
+def test_more_objects_than_slots_and_empty_trajectories_raise():
+    with pytest.raises(ValueError, match="at most 8"):
+        BoxConditions(torch.zeros(1, 4, 9, 4), torch.arange(9)[None], torch.ones(1, 4, 9), torch.ones(1, 4, 9, dtype=torch.bool)).validate()
+    with pytest.raises(ValueError, match="at most 8"):
+        request([torch.zeros(4, 4)] * 9, [torch.ones(4, dtype=torch.bool)] * 9)
+    with pytest.raises(ValueError, match="empty trajectory"):
+        interpolate_keyframes({}, 8)
+    with pytest.raises(ValueError, match="empty trajectory"):
+        motion_path(torch.tensor([0.1, 0.1, 0.3, 0.3]), torch.zeros(0, 2), 8)
+    with pytest.raises(ValueError, match="empty trajectory"):
+        request([], [])
+
+
+def test_interpolation_relaxation_and_motion_path():
+    a, b = torch.tensor([0.0, 0.0, 0.2, 0.2]), torch.tensor([0.6, 0.4, 0.8, 0.6])
+    traj, drawn = interpolate_keyframes({0: a, 4: b}, 5)
+    torch.testing.assert_close(traj[2], (a + b) / 2)
+    assert drawn.tolist() == [True, False, False, False, True]
+    cond = request([traj], [drawn], soft=True)
+    assert cond.hard[0, :, 0].tolist() == [1, 0, 0, 0, 1]
+    torch.testing.assert_close(cond.boxes[0, 2, 0], relax(traj[2]))
+    assert torch.equal(request([traj], [drawn], soft=False).boxes[0, :, 0], traj)
+    path, drawn = motion_path(a, torch.tensor([[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]), 5)
+    centres = (path[:, :2] + path[:, 2:]) / 2
+    steps = (centres[1:] - centres[:-1]).abs().sum(-1)
+    torch.testing.assert_close(steps, torch.full((4,), 0.2))  # constant speed along the polyline
+    torch.testing.assert_close(centres[-1], torch.tensor([0.5, 0.5]))
+    assert drawn.tolist() == [True, False, False, False, True]
+
+
+def test_soft_boxes_contain_the_hard_box_with_beta_margins():
+    g = torch.Generator().manual_seed(0)
+    hard = torch.tensor([0.4, 0.4, 0.6, 0.6]).expand(20000, 4)
+    soft = soften(hard, g)
+    assert ((soft[:, :2] <= hard[:, :2]) & (soft[:, 2:] >= hard[:, 2:])).all()
+    margin = (hard[:, 0] - soft[:, 0])
+    assert abs(float(margin[margin < 0.4].mean()) - 1 / 9) < 0.01  # Beta(1, 8) mean, where unclamped
+
+
+def test_id_colours_are_not_objects_or_background():
+    dist = (ID_COLOURS[:, None] - PALETTE[None]).norm(dim=-1)
+    assert dist.min() > 0.3
+    colour, background = classify_pixels(ID_COLOURS[:, :, None, None].expand(-1, 3, 2, 2))
+    assert (colour == -1).all() and not background.any()  # neither an object colour nor background to the oracle
+
+
+def test_self_tracking_outlines_are_invisible_to_the_object_detector():
+    batch = make_motion(6, 3, MotionConfig(max_objects=2))
+    ids = torch.where(batch.present, torch.arange(2), -1)
+    objects = batch.instance_masks.any(2)
+    drawn = draw_outlines(batch.videos, batch.boxes, batch.visible, ids, keep=objects)
+    changed = (drawn != batch.videos).any(2)  # (B,T,H,W)
+    assert changed.any() and not (changed & objects).any()  # outlines pass behind objects
+    plain = detect_objects(batch.videos.flatten(0, 1))
+    boxed = detect_objects(drawn.flatten(0, 1))
+    assert [[o.box for o in d] for d in plain] == [[o.box for o in d] for d in boxed]
+    assert float(realism(drawn.flatten(0, 1)).mean()) < 1.0  # but realism sees the outline
+
+
+# --- training and sampling --------------------------------------------------------------------------------
+def test_control_loss_trains_only_the_control_module():
+    model = tiny_model()
+    open_gates(model, 0.3)
+    batch = make_motion(2, 0, MotionConfig(frames=4, size=16, max_objects=2, radius_range=(0.15, 0.25)))
+    stage = StageConfig("s1", 1, 1e-3, p_soft=0.5, self_tracking=True)
+    loss = control_loss(model, batch, stage, make_train_scheduler(), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is None for p in model.base.parameters())
+    grads = [p.grad for p in model.control.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.control.layers[0].alpha.grad.abs() > 0
+
+
+def test_conditions_from_batch_follow_the_stage():
+    batch = make_motion(64, 1, MotionConfig(max_objects=2))
+    g = torch.Generator().manual_seed(0)
+    hard = conditions_from_batch(batch, p_soft=0.0, p_no_boxes=0.0, generator=g)
+    assert torch.equal(hard.boxes[:, :, :2], to_frame(batch.boxes_full)) and (hard.hard == 1).all()
+    assert torch.equal(hard.active[:, :, :2], batch.present[:, None].expand(-1, 8, -1))
+    mixed = conditions_from_batch(batch, p_soft=0.8, p_no_boxes=0.25, generator=g)
+    mixed.validate(8)
+    soft_rate = 1 - float(mixed.hard[:, :, :2][batch.present[:, None].expand(-1, 8, -1)].mean())
+    assert 0.7 < soft_rate < 0.9
+    no_box_rate = float((~mixed.active.any(dim=(1, 2))).float().mean())
+    assert 0.1 < no_box_rate < 0.4
+
+
+def test_first_frame_is_kept_and_null_boxes_match_the_base():
+    model = tiny_model()
+    tok = torch.randint(1, 20, (2, 24))
+    frame0 = torch.rand(2, 3, 16, 16)
+    out = generate(model, tok, one_box(), first_frame=frame0, steps=3, w_box=2.0)
+    assert out.shape == (2, 4, 3, 16, 16)
+    torch.testing.assert_close(out[:, 0], frame0.clamp(0, 1), atol=1e-6, rtol=0)
+    # at initialisation (gates closed) the controlled model samples exactly what the base samples
+    a = generate(model, tok, one_box(), steps=3, w_box=3.0)
+    model.control.detach()
+    b = generate(model.base, tok, None, steps=3)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="BoximatorModel"):
+        generate(model.base, tok, one_box(), steps=2)
+
+
+def test_box_cfg_formula():
+    model = tiny_model()
+    open_gates(model)
+    x, t, tok = torch.randn(2, 4, 3, 16, 16), torch.tensor([300, 300]), torch.randint(1, 20, (2, 24))
+    boxes, null = model.box_tokens(one_box(), 2, 4), model.control.null_tokens(8)
+    e_box, e_null = model(x, t, tok, boxes), model(x, t, tok, null)
+    e_unc = model(x, t, torch.full_like(tok, PAD_ID), null)
+    got = guided_eps_model(model, boxes, null, w_box=3.0, w_text=2.0)(x, t, tok)
+    torch.testing.assert_close(got, e_null + 3.0 * (e_box - e_null) + (e_null - e_unc), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(guided_eps_model(model, boxes, null, 1.0, 1.0)(x, t, tok), e_box, atol=1e-6, rtol=0)

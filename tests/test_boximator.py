@@ -276,3 +276,41 @@ def test_box_cfg_formula():
     got = guided_eps_model(model, boxes, null, w_box=3.0, w_text=2.0)(x, t, tok)
     torch.testing.assert_close(got, e_null + 3.0 * (e_box - e_null) + (e_null - e_unc), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(guided_eps_model(model, boxes, null, 1.0, 1.0)(x, t, tok), e_box, atol=1e-6, rtol=0)
+
+
+# --- the widget's pure functions and Python-side callbacks -------------------------------------------------
+def test_plan_request_modes():
+    from bytecourse.boximator.editor import plan_request
+
+    plan = plan_request("a red circle moves right and a blue square moves down", 1, (0.2, 0.2), (0.8, 0.8), 0.2)
+    assert plan["object_name"] == "blue square"
+    assert plan["cond"].active[0, :, 1].all() and not plan["cond"].active[0, :, 0].any()
+    assert plan["cond"].hard[0, :, 1].tolist() == [1, 0, 0, 0, 0, 0, 0, 1]
+    path = plan_request("a red circle moves right", 0, (0.2, 0.2), (0.8, 0.2), 0.2, waypoint=(0.5, 0.8), mode="motion path")
+    centres = (path["hard"][:, :2] + path["hard"][:, 2:]) / 2
+    assert float(centres[:, 1].max()) > 0.6  # the path goes through the waypoint's side
+    with pytest.raises(ValueError, match="object"):
+        plan_request("a red circle moves right", 3, (0.2, 0.2), (0.8, 0.2))
+
+
+def test_editor_callbacks_without_a_browser():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bytecourse.boximator.editor import box_trajectory_editor
+
+    model = tiny_model()
+    open_gates(model, 0.2)
+    editor = box_trajectory_editor(model)
+    editor.preview.refresh()
+    first = editor.plan["hard"].clone()
+    editor.controls["end_x"].value = 0.3  # live preview follows the slider
+    assert editor.preview.calls == 2 and not torch.equal(editor.plan["hard"], first)
+    editor.controls["caption"].value = "a red square moves right and a blue circle moves down"
+    editor.controls["obj"].value = 1
+    assert editor.plan["object_name"] == "blue circle"
+    editor.gen_controls["w_box"].value = 2.0  # generation waits for the button
+    assert editor.generator.calls == 0
+    editor.generator.button.click()
+    assert editor.generator.calls == 1 and editor.result["iou"].shape == (4,)
+    assert 0.0 <= editor.result["mean_iou"] <= 1.0

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["bytecourse.diffusion.primer_solutions", "bytecourse.sag.solutions", "bytecourse.adjointdpm.solutions",
-           "bytecourse.vistallama.solutions"]
+           "bytecourse.vistallama.solutions", "bytecourse.boximator.solutions"]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 
 

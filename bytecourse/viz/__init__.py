@@ -54,9 +54,11 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
 
 
 def animate_video(videos: torch.Tensor, titles: Sequence[str] | None = None, boxes: torch.Tensor | None = None,
-                  interval: int = 250, scale: float = 2.0):
+                  interval: int = 250, scale: float = 2.0, box_colours: Sequence | None = None,
+                  frame_titles: Sequence[str] | None = None):
     """An inline HTML animation (``IPython.display.HTML``) of ``(T,3,H,W)`` or ``(B,T,3,H,W)`` clips,
-    optionally with per-frame boxes ``(B,T,K,4)`` (zero boxes are skipped)."""
+    optionally with per-frame boxes ``(B,T,K,4)`` (zero boxes are skipped) drawn in ``box_colours`` (one per
+    K), and a suptitle per frame (``frame_titles``)."""
     from IPython.display import HTML
 
     if videos.dim() == 4:
@@ -78,7 +80,11 @@ def animate_video(videos: torch.Tensor, titles: Sequence[str] | None = None, box
                 p.remove()
             if boxes is not None:
                 bx = boxes[i, f]
-                draw_boxes(ax, bx[(bx[:, 2:] > bx[:, :2]).all(-1)], videos.shape[-2:])
+                keep = (bx[:, 2:] > bx[:, :2]).all(-1)
+                cols = [c for c, k in zip(box_colours, keep.tolist()) if k] if box_colours is not None else None
+                draw_boxes(ax, bx[keep], videos.shape[-2:], cols)
+        if frame_titles is not None:
+            fig.suptitle(frame_titles[f], fontsize=8)
         return ims
 
     anim = animation.FuncAnimation(fig, update, frames=frames, interval=interval)

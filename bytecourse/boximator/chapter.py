@@ -312,3 +312,72 @@ def cli_eval(args) -> dict:
 
 def stored_tables() -> dict | None:
     return (checkpoints.read_manifest().get("tables") or {}).get(CHAPTER)
+
+
+#: The paper's numbers (Boximator, arXiv 2402.01566) as given in ``../shared/papers/video-generation.md`` §1:
+#: Table 1 (MSR-VTT, zero-shot) mAP / AP50 / AP75, and the ablation's mAP (MSR-VTT / ActivityNet).
+PAPER = {
+    "table1": {
+        "PixelDance + Boximator, –": (0.094, 0.193, 0.076),
+        "PixelDance + Boximator, Box": (0.349, 0.479, 0.359),
+        "PixelDance + Boximator, F0": (0.194, 0.330, 0.177),
+        "PixelDance + Boximator, F0+Box": (0.365, 0.521, 0.384),
+        "ModelScope + Boximator, –": (0.096, 0.195, 0.084),
+        "ModelScope + Boximator, Box": (0.312, 0.470, 0.309),
+        "ModelScope + Boximator, F0": (0.141, 0.260, 0.126),
+        "ModelScope + Boximator, F0+Box": (0.300, 0.456, 0.299),
+    },
+    "ablation_mAP": {  # (MSR-VTT Box, MSR-VTT F0+Box, ActivityNet Box, ActivityNet F0+Box)
+        "Full model": (0.349, 0.365, 0.445, 0.394),
+        "Without self-tracking": (0.118, 0.187, 0.083, 0.085),
+        "Without inference soft boxes": (0.235, 0.274, 0.248, 0.220),
+        "Without freezing the base": (0.354, 0.343, 0.404, 0.331),
+    },
+    "source": "../shared/papers/video-generation.md §1 (Boximator Table 1 and ablation table)",
+}
+
+
+def paper_tables_markdown() -> str:
+    """The paper's Table 1 and ablation as Markdown (numbers from the brief, not from this code)."""
+    t1 = ["| model, extra input | mAP | AP50 | AP75 |", "|---|---|---|---|"]
+    t1 += [f"| {k} | {a:.3f} | {b:.3f} | {c:.3f} |" for k, (a, b, c) in PAPER["table1"].items()]
+    ab = ["| variant | MSR-VTT Box | MSR-VTT F0+Box | ActivityNet Box | ActivityNet F0+Box |", "|---|---|---|---|---|"]
+    ab += [f"| {k} | " + " | ".join(f"{v:.3f}" for v in vals) + " |" for k, vals in PAPER["ablation_mAP"].items()]
+    return ("**Paper, Table 1** (MSR-VTT, zero-shot; mAP / AP50 / AP75)\n\n" + "\n".join(t1)
+            + "\n\n**Paper, ablation** (mAP)\n\n" + "\n".join(ab) + f"\n\n*source: {PAPER['source']}*")
+
+
+def _stat(table: dict, setting: str, metric: str) -> dict:
+    return next(r for r in table["rows"] if r["setting"] == setting)["metrics"][metric]
+
+
+def _cmp(a: dict, b: dict) -> str:
+    """'higher' / 'lower' when the seeds' ranges do not overlap, else 'overlapping'."""
+    if a["min"] > b["max"]:
+        return "higher"
+    if a["max"] < b["min"]:
+        return "lower"
+    return "overlapping"
+
+
+def verdicts(tables: dict, metric: str = "AP50") -> list[str]:
+    """The paper's expectations checked against the stored tables, one computed line each."""
+    t1, ab = tables["table1"], tables["ablation"]
+    fmt = lambda s: f"{s['mean']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"  # noqa: E731
+    lines = []
+    base, boxed = _stat(t1, "+ Boximator, –", metric), _stat(t1, "+ Boximator, Box", metric)
+    word = _cmp(boxed, base)
+    lines.append(f"Boxes raise {metric}: no boxes {fmt(base)} → Box {fmt(boxed)}: {word} "
+                 f"({'as in the paper' if word == 'higher' else 'NOT as in the paper'})")
+    for name, expect in (("Without self-tracking", "lower"), ("Without inference soft boxes", "lower"),
+                         ("Without freezing the base", "no gain")):
+        for mode in ("Box", "F0+Box"):
+            full, var = _stat(ab, f"Full model, {mode}", metric), _stat(ab, f"{name}, {mode}", metric)
+            word = _cmp(var, full)
+            ok = (word == "lower") if expect == "lower" else (word != "higher")
+            lines.append(f"{name}, {mode}: {fmt(var)} vs full {fmt(full)}: {word} than the full model "
+                         f"(paper: {expect}; {'agrees' if ok else 'disagrees'})")
+    r_base, r_box = _stat(t1, "Base video model", "realism"), _stat(t1, "+ Boximator, Box", "realism")
+    lines.append(f"Video quality (oracle realism): base {fmt(r_base)}, Boximator + Box {fmt(r_box)}: "
+                 f"difference {100 * (r_box['mean'] - r_base['mean']):+.1f} points")
+    return lines

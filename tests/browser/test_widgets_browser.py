@@ -117,3 +117,31 @@ def test_vistallama_attention_toggle(lab_page):
     expect(output).to_contain_text("rope · token 4/", timeout=60_000)
     page.screenshot(path=str(SCREENSHOTS / "09_vistallama_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "09_vistallama_widget_output.png"))
+
+
+def test_boximator_editor_preview_and_generate(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("04_boximator_widget.ipynb")
+    generated = page.locator(".widget-output").nth(1)
+    expect(generated).to_contain_text("mean IoU of the red circle", timeout=240_000)
+    preview_src = _image_src(page)
+    assert preview_src.startswith("data:image/png")
+
+    # the preview follows the end box (keyboard on the "end x" slider)
+    end_x = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="end x")).locator(".noUi-handle")
+    end_x.focus()
+    for _ in range(3):
+        end_x.press("ArrowLeft")
+    page.wait_for_function("s => document.querySelector('.widget-output img').src !== s", arg=preview_src, timeout=60_000)
+
+    # box guidance waits for the button
+    cfg = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="box CFG")).locator(".noUi-handle")
+    cfg.focus()
+    for _ in range(4):  # 1.0 → 3.0 in steps of 0.5
+        cfg.press("ArrowRight")
+    expect(generated).not_to_contain_text("w_box 3", timeout=5_000)
+    page.get_by_role("button", name="Generate").click()
+    expect(generated).to_contain_text("w_box 3", timeout=240_000)
+    page.screenshot(path=str(SCREENSHOTS / "04_boximator_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "04_boximator_widget_output.png"))

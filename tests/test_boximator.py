@@ -314,3 +314,28 @@ def test_editor_callbacks_without_a_browser():
     editor.generator.button.click()
     assert editor.generator.calls == 1 and editor.result["iou"].shape == (4,)
     assert 0.0 <= editor.result["mean_iou"] <= 1.0
+
+
+def test_variant_stages_run_in_order_and_resume(tmp_path, monkeypatch):
+    from bytecourse.boximator import chapter
+    from bytecourse.diffusion.videobase import VideoBaseConfig
+
+    cfg = VideoBaseConfig(unet=TINY)
+
+    def tiny_base(device="cpu"):
+        torch.manual_seed(0)
+        return VideoDenoiser(TINY).to(device).eval().requires_grad_(False), cfg
+
+    monkeypatch.setattr(chapter, "load_video_model", tiny_base)
+    monkeypatch.setattr(chapter, "CONTROL", dict(token_dim=16, hidden=16, heads=2))
+    monkeypatch.setattr(chapter, "BATCH", 2)
+    stages = chapter.variant_stages("no_self_tracking", total_steps=9)
+    assert [s.steps for s in stages] == [4, 3, 1] and not any(s.self_tracking for s in stages)
+    with pytest.raises(ValueError, match="variant"):
+        chapter.variant_stages("bogus")
+    # stop after the first stage, then resume: the second stage starts from the first one's weights
+    _, first = chapter.train_variant("full", total_steps=9, only_stage=1, run_root=tmp_path, ship=False, progress=False, device="cpu")
+    assert [s["steps"] for s in first["stages"]] == [4] and not first["complete"]
+    model, done = chapter.train_variant("full", total_steps=9, run_root=tmp_path, ship=False, progress=False, device="cpu", resume=True)
+    assert done["complete"] and [s["steps"] for s in done["stages"]] == [4, 3, 1]
+    assert all(p.requires_grad is False for p in model.base.parameters())

@@ -293,14 +293,28 @@ def ablation_settings() -> list[dict]:
     return rows
 
 
-def evaluate(models: dict, settings: list[dict], seeds: list[int], n: int = EVAL_CLIPS, progress: bool = True) -> dict:
+def cfg_settings() -> list[dict]:
+    return [dict(name=f"+ Boximator, Box, w_box {w:g}", model="full", mode="box", w_box=w) for w in (0.0, 1.0, 2.0, 4.0)]
+
+
+def _key(setting: dict, seed: int, n: int) -> tuple:
+    return (setting["model"], setting["mode"], setting.get("soft", True), setting.get("w_box", DEFAULT_W_BOX), seed, n)
+
+
+def evaluate(models: dict, settings: list[dict], seeds: list[int], n: int = EVAL_CLIPS, progress: bool = True,
+             cache: dict | None = None) -> dict:
+    """A table: each setting × seed (rows that ask for the same generation share it through ``cache``)."""
     from tqdm.auto import tqdm
 
     from ..evaluation import summarise
 
+    cache = {} if cache is None else cache
     results: dict[str, list] = {}
     for s, seed in tqdm([(s, seed) for s in settings for seed in seeds], disable=not progress, desc="eval"):
-        results.setdefault(s["name"], []).append(run_setting(models, s, seed, n))
+        key = _key(s, seed, n)
+        if key not in cache:
+            cache[key] = run_setting(models, s, seed, n)
+        results.setdefault(s["name"], []).append(cache[key])
     rows = [{"setting": s["name"], "config": s, "metrics": summarise(results[s["name"]])} for s in settings]
     return {"rows": rows, "seeds": list(seeds), "clips_per_seed": n}
 
@@ -315,9 +329,11 @@ def cli_eval(args) -> dict:
 
     models = load_models(default_device(args.device))
     seeds = list(args.seeds)
+    cache: dict = {}
     return {
-        "table1": {**evaluate(models, table1_settings(), seeds), "setting_name": "model, extra input"},
-        "ablation": {**evaluate(models, ablation_settings(), seeds), "setting_name": "variant, extra input"},
+        "table1": {**evaluate(models, table1_settings(), seeds, cache=cache), "setting_name": "model, extra input"},
+        "ablation": {**evaluate(models, ablation_settings(), seeds, cache=cache), "setting_name": "variant, extra input"},
+        "box_cfg": {**evaluate(models, cfg_settings(), seeds, cache=cache), "setting_name": "box guidance scale"},
         "ceiling": {**world_ceiling(seeds), "setting_name": "videos"},
         "protocol": {"steps": DEFAULT_STEPS, "w_box": DEFAULT_W_BOX, "w_text": DEFAULT_W_TEXT,
                      "key_frames": "first and last (last only with F0)"},

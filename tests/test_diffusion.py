@@ -269,3 +269,20 @@ def test_configs_roundtrip_through_json_and_video_frame_limit():
         assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="frames"):
         VideoDenoiser(TINY_VIDEO)(torch.randn(1, 65, 3, 16, 16), 0, _tokens(1, 24))
+
+
+def test_train_loop_resumes_and_extends_a_schedule(tmp_path):
+    from bytecourse.diffusion.trainer import train_loop
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    loss_fn = lambda m, step, device: m(torch.ones(2, 3, device=device)).pow(2).mean()  # noqa: E731
+    kw = dict(lr=1e-2, run_dir=tmp_path, warmup=1, progress=False, device="cpu")
+    _, state, _ = train_loop(model, loss_fn, total_steps=3, config={"steps": 3, "lr": 1e-2}, **kw)
+    assert state.step == 3
+    _, state, _ = train_loop(model, loss_fn, total_steps=5, config={"steps": 5, "lr": 1e-2}, resume=True, **kw)
+    assert state.step == 5 and state.stages == 2
+    with pytest.raises(ValueError, match="different config"):
+        train_loop(model, loss_fn, total_steps=6, config={"steps": 6, "lr": 2e-2}, resume=True, **kw)
+    with pytest.raises(ValueError, match="already run"):
+        train_loop(model, loss_fn, total_steps=4, config={"steps": 4, "lr": 1e-2}, resume=True, **kw)

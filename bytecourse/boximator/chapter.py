@@ -123,7 +123,7 @@ def train_variant(
             max_minutes=remaining, device=str(dev) if device != "auto" else "auto", progress=progress, on_step=on_step,
         )
         summaries.append({"stage": stage.name, "steps": state.step, "total_steps": stage.steps, "lr": stage.lr,
-                          "wall_time_s": round(state.elapsed_s, 1), "final_loss": state.last_loss})
+                          "wall_time_s": round(state.elapsed_s, 1), "final_loss": state.last_loss, "commands": state.commands})
         ema_model = ema.model
         if state.step < stage.steps:
             break
@@ -139,7 +139,6 @@ def train_variant(
             "config": {"variant": variant, "control": CONTROL, "batch": BATCH, "stages": [asdict(s) for s in stages],
                        "base": BASE_CHECKPOINT, "base_sha256": base_entry["sha256"]},
             "command": "python -m bytecourse train boximator" + checkpoints.train_command_suffix("boximator"),
-            "stage_commands": [f"python -m bytecourse train boximator --variant {variant} --stage {k + 1}" for k in range(len(stages))],
             "seed": seed, "git_commit": commit, "device": checkpoints.device_description(dev),
             "wall_time_s": round(sum(s["wall_time_s"] for s in summaries), 1), "stages": summaries,
             "parameters": sum(p.numel() for p in ema_model.control.parameters()),

@@ -2,7 +2,8 @@
 
 - Runs under 🤗 Accelerate (so ``accelerate launch`` spreads it over several GPUs; bf16 on CUDA).
 - Saves a resumable state every ``save_every`` steps and when ``max_minutes`` is reached, so a schedule
-  longer than 45 minutes on a 2-core CPU becomes several commands (``--resume``).
+  longer than 45 minutes on a 2-core CPU becomes several commands (``--resume``). A resumed run may extend
+  the schedule (a larger ``--steps``); the learning-rate schedule is then recomputed for the new total.
 - The state is safetensors + JSON (model, EMA, AdamW moments, step, elapsed time) — no pickle anywhere.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +32,7 @@ class TrainState:
     elapsed_s: float = 0.0
     stages: int = 0
     last_loss: float = float("nan")
+    commands: list[str] = field(default_factory=list)  # the command line of every stage that ran, in order
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -71,8 +74,13 @@ def save_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optim
 
 def load_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, config: dict) -> TrainState:
     meta = json.loads((run_dir / "state.json").read_text())
-    if meta["config"] != json.loads(json.dumps(config)):
+    # a schedule may be *extended* (a larger total "steps"); anything else must match
+    saved = {k: v for k, v in meta["config"].items() if k != "steps"}
+    wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "steps"}
+    if saved != wanted:
         raise ValueError(f"cannot resume {run_dir}: it was started with a different config; delete it or match the options")
+    if config.get("steps", 0) < meta["state"]["step"]:
+        raise ValueError(f"cannot resume {run_dir} with steps={config.get('steps')}: it has already run {meta['state']['step']}")
     tensors = load_file(str(run_dir / "state.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -122,6 +130,8 @@ def train_loop(
     ema.model.to(acc.device)
     model, opt = acc.prepare(model, opt)
     state.stages += 1
+    state.commands.append(" ".join(["python -m bytecourse", *sys.argv[1:]]) if sys.argv[0].endswith("bytecourse/__main__.py")
+                          else "(called from Python)")
     start = time.time()
     base_elapsed = state.elapsed_s
     bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and acc.is_main_process), desc="train")

@@ -99,6 +99,7 @@ def train_video_model(
             "device": checkpoints.device_description(acc.device),
             "wall_time_s": round(state.elapsed_s, 1),
             "stages": state.stages,
+            "stage_commands": state.commands,
             "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": state.step},
             "parameters": sum(p.numel() for p in ema.model.parameters()),
         })

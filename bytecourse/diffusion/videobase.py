@@ -34,7 +34,7 @@ class VideoBaseConfig:
     unet: VideoUNetConfig = field(default_factory=VideoUNetConfig)
     max_objects: int = 2
     object_probs: tuple[float, ...] = (0.6, 0.4)
-    steps: int = 2600
+    steps: int = 4000
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 200

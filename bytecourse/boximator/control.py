@@ -12,13 +12,25 @@ Box layer, inserted in every spatial attention block between spatial self-attent
 cross-attention, **per frame** (v = that frame's visual tokens, h_box = its N = 8 box tokens):
 
     v ← v + SelfAttn(v)                                  (frozen)
-    v ← v + tanh(α) · TS(SelfAttn(LN([v ; W h_box])))    (new, trainable)
+    v ← v + g · TS(SelfAttn(LN([v ; W h_box])))         (new, trainable; g: our zero-initialised gate)
     v ← v + CrossAttn(v, h_text)                         (frozen)
 
 TS (token selection) keeps the outputs at the visual positions. W projects the token width to the block's
-width (GLIGEN's ``linear``). **The gate tanh(α), α initialised to 0, is our choice**: the paper's layer has
-none. We take it from GLIGEN (diffusers' ``GatedSelfAttentionDense``, without its gated feed-forward, which
-Boximator does not have) so that the frozen base model is exactly unchanged at the first training step.
+width (GLIGEN's ``linear``).
+
+**The gate is our choice**: the paper's layer has none. We need the frozen base to be exactly unchanged at the
+first training step, and offer two zero-initialised gates:
+
+- ``gate="tanh"``: GLIGEN's scalar tanh(α), α = 0 (diffusers' ``GatedSelfAttentionDense`` without its gated
+  feed-forward, which Boximator does not have);
+- ``gate="zero_out"`` (the default): the attention's output projection starts at zero (ControlNet-style), and
+  v ← v + TS(SelfAttn(...)).
+
+We measured the tanh gate first. After the full 1,300-step schedule the four gates had only reached
+tanh(α) ≈ ±0.05, and boxes changed nothing the oracle could see. While tanh(α) ≈ 0, every other weight of the
+layer gets a near-zero gradient, and the scalar α only learns once the layer already says something useful. A
+zero output projection has no such deadlock: its own gradient is non-zero from the first step. The shipped
+variants use ``zero_out``; the tanh gate stays available and tested.
 
 The module attaches to our :class:`~bytecourse.diffusion.video.VideoDenoiser` through each block's
 ``post_spatial`` slot, and to a diffusers ``UNet3DConditionModel``/``UNetMotionModel`` through the attention
@@ -83,19 +95,26 @@ class BoxTokenEncoder(nn.Module):
 class BoxSelfAttention(nn.Module):
     """The new layer: gated self-attention over [one frame's visual tokens; its box tokens], visual outputs kept."""
 
-    def __init__(self, dim: int, token_dim: int, heads: int = 4):
+    def __init__(self, dim: int, token_dim: int, heads: int = 4, gate: str = "zero_out"):
         super().__init__()
+        if gate not in ("tanh", "zero_out"):
+            raise ValueError(f"gate must be 'tanh' or 'zero_out', got {gate!r}")
+        self.gate = gate
         self.linear = nn.Linear(token_dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads=heads)
-        self.alpha = nn.Parameter(torch.zeros(()))  # our zero-initialised gate (see the module docstring)
+        if gate == "tanh":
+            self.alpha = nn.Parameter(torch.zeros(()))  # GLIGEN's gate, tanh(0) = 0
+        else:
+            nn.init.zeros_(self.attn.to_out.weight)  # a zero output projection: the layer starts silent
+            nn.init.zeros_(self.attn.to_out.bias)
 
     def forward(self, visual: torch.Tensor, box_tokens: torch.Tensor) -> torch.Tensor:
-        """``visual (B·T, HW, C)``, ``box_tokens (B·T, N, token_dim)`` → ``visual + tanh(α)·TS(...)``."""
+        """``visual (B·T, HW, C)``, ``box_tokens (B·T, N, token_dim)`` → ``visual + g·TS(...)``."""
         n_visual = visual.shape[1]
         joint = torch.cat([visual, self.linear(box_tokens.to(visual.dtype))], dim=1)
         out = self.attn(self.norm(joint), role="box")[:, :n_visual]  # TS: token selection
-        return visual + self.alpha.tanh() * out
+        return visual + (self.alpha.tanh() * out if self.gate == "tanh" else out)
 
 
 class _PostSpatialBoxLayer(nn.Module):
@@ -118,12 +137,13 @@ class _PostSpatialBoxLayer(nn.Module):
 class BoximatorControl(nn.Module):
     """The trainable part: the token encoder and one :class:`BoxSelfAttention` per spatial block."""
 
-    def __init__(self, dims: list[int], token_dim: int = 128, hidden: int = 256, heads: int = 4, slots: int = SLOTS):
+    def __init__(self, dims: list[int], token_dim: int = 128, hidden: int = 256, heads: int = 4, slots: int = SLOTS,
+                 gate: str = "zero_out"):
         super().__init__()
         self.dims = list(dims)
         self.slots = slots
         self.encoder = BoxTokenEncoder(token_dim, hidden)
-        self.layers = nn.ModuleList([BoxSelfAttention(d, token_dim, heads) for d in dims])
+        self.layers = nn.ModuleList([BoxSelfAttention(d, token_dim, heads, gate) for d in dims])
         self._adapters: list[tuple[nn.ModuleList, nn.Module]] = []
         self._hooks: list = []
         self._diffusers_tokens: torch.Tensor | None = None
@@ -187,7 +207,7 @@ class BoximatorControl(nn.Module):
     def attach_diffusers(self, unet) -> BoximatorControl:
         """Attach through attention processors: each spatial block's self-attention (``attn1``) gets a
         processor that runs the original attention and then our box layer, so the block computes
-        v + SelfAttn(v) + tanh(α)·TS(...) before its cross-attention, as in our own blocks. The block's
+        v + SelfAttn(v) + g·TS(...) before its cross-attention, as in our own blocks. The block's
         input v is read with a forward pre-hook (``attn1`` itself only sees LayerNorm(v))."""
         from diffusers.models.attention_processor import AttnProcessor2_0
 

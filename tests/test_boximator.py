@@ -46,9 +46,14 @@ def one_box(batch: int = 2, frames: int = 4) -> BoxConditions:
     return cond
 
 
-def open_gates(model: BoximatorModel, value: float = 0.7) -> None:
-    for layer in model.control.layers:
-        layer.alpha.data.fill_(value)
+def open_gates(control: BoximatorControl, value: float = 0.7) -> None:
+    """Make the box layers speak (as training would): a non-zero output projection / gate."""
+    g = torch.Generator().manual_seed(1)
+    for layer in control.layers:
+        if layer.gate == "tanh":
+            layer.alpha.data.fill_(value)
+        else:
+            layer.attn.to_out.weight.data.copy_(torch.randn(layer.attn.to_out.weight.shape, generator=g) * value / 4)
 
 
 # --- box tokens -------------------------------------------------------------------------------------------
@@ -73,7 +78,7 @@ def test_token_encoder_shapes_and_null_slots():
 # --- the box layer ----------------------------------------------------------------------------------------
 def test_box_layer_is_per_frame_with_token_selection():
     torch.manual_seed(0)
-    layer = BoxSelfAttention(16, 8, heads=2)
+    layer = BoxSelfAttention(16, 8, heads=2, gate="tanh")
     layer.alpha.data.fill_(1.0)
     visual, boxes = torch.randn(4, 10, 16), torch.randn(4, 3, 8)
     out = layer(visual, boxes)
@@ -88,7 +93,7 @@ def test_box_layer_equals_gligen_attention_half():
     from diffusers.models.attention import GatedSelfAttentionDense
 
     torch.manual_seed(0)
-    ours = BoxSelfAttention(16, 8, heads=2)
+    ours = BoxSelfAttention(16, 8, heads=2, gate="tanh")
     ours.alpha.data.fill_(0.3)
     ref = GatedSelfAttentionDense(16, 8, n_heads=2, d_head=8)
     ref.linear.load_state_dict(ours.linear.state_dict())
@@ -101,6 +106,21 @@ def test_box_layer_equals_gligen_attention_half():
     torch.testing.assert_close(ours(visual, boxes), ref(visual, boxes), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("gate", ["zero_out", "tanh"])
+def test_both_gates_start_silent_but_only_zero_out_learns_at_once(gate):
+    torch.manual_seed(0)
+    layer = BoxSelfAttention(16, 8, heads=2, gate=gate)
+    visual, boxes = torch.randn(4, 10, 16), torch.randn(4, 3, 8)
+    out = layer(visual, boxes)
+    assert torch.equal(out, visual)
+    out.pow(2).sum().backward()  # any loss that depends on the output
+    qkv = layer.attn.to_q.weight.grad.abs().max()
+    if gate == "tanh":  # the deadlock: the attention weights get nothing while tanh(α) = 0
+        assert qkv == 0
+    else:
+        assert layer.attn.to_out.weight.grad.abs().max() > 0
+
+
 def test_zero_gate_leaves_the_frozen_model_unchanged():
     model = tiny_model()
     x, t, tok = torch.randn(2, 4, 3, 16, 16), torch.tensor([10, 500]), torch.randint(1, 20, (2, 24))
@@ -108,7 +128,7 @@ def test_zero_gate_leaves_the_frozen_model_unchanged():
     ref = model.base(x, t, tok)
     model.control.attach(model.base)
     assert torch.equal(model(x, t, tok, model.box_tokens(one_box(), 2, 4)), ref)
-    open_gates(model)
+    open_gates(model.control)
     assert not torch.allclose(model(x, t, tok, model.box_tokens(one_box(), 2, 4)), ref)
     model.control.detach()
     assert torch.equal(model.base(x, t, tok), ref)
@@ -132,8 +152,7 @@ def test_attaches_to_diffusers_unet3d_through_processors():
         control.attach_diffusers(unet)
         with control.conditioned(control.tokens(one_box(), 2, 4)):
             assert torch.equal(unet(x, 10, ehs).sample, ref)
-            for layer in control.layers:
-                layer.alpha.data.fill_(0.5)
+            open_gates(control)
             moved = unet(x, 10, ehs).sample
         assert (moved - ref).abs().max() > 1e-4
         control.detach()
@@ -225,7 +244,7 @@ def test_self_tracking_outlines_are_invisible_to_the_object_detector():
 # --- training and sampling --------------------------------------------------------------------------------
 def test_control_loss_trains_only_the_control_module():
     model = tiny_model()
-    open_gates(model, 0.3)
+    open_gates(model.control, 0.3)
     batch = make_motion(2, 0, MotionConfig(frames=4, size=16, max_objects=2, radius_range=(0.15, 0.25)))
     stage = StageConfig("s1", 1, 1e-3, p_soft=0.5, self_tracking=True)
     loss = control_loss(model, batch, stage, make_train_scheduler(), torch.Generator().manual_seed(0))
@@ -233,7 +252,7 @@ def test_control_loss_trains_only_the_control_module():
     assert all(p.grad is None for p in model.base.parameters())
     grads = [p.grad for p in model.control.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert model.control.layers[0].alpha.grad.abs() > 0
+    assert model.control.layers[0].attn.to_out.weight.grad.abs().max() > 0
 
 
 def test_conditions_from_batch_follow_the_stage():
@@ -268,7 +287,7 @@ def test_first_frame_is_kept_and_null_boxes_match_the_base():
 
 def test_box_cfg_formula():
     model = tiny_model()
-    open_gates(model)
+    open_gates(model.control)
     x, t, tok = torch.randn(2, 4, 3, 16, 16), torch.tensor([300, 300]), torch.randint(1, 20, (2, 24))
     boxes, null = model.box_tokens(one_box(), 2, 4), model.control.null_tokens(8)
     e_box, e_null = model(x, t, tok, boxes), model(x, t, tok, null)
@@ -300,7 +319,7 @@ def test_editor_callbacks_without_a_browser():
     from bytecourse.boximator.editor import box_trajectory_editor
 
     model = tiny_model()
-    open_gates(model, 0.2)
+    open_gates(model.control, 0.2)
     editor = box_trajectory_editor(model)
     editor.preview.refresh()
     first = editor.plan["hard"].clone()

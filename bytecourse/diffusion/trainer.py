@@ -79,7 +79,7 @@ def load_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optim
     wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "steps"}
     if saved != wanted:
         raise ValueError(f"cannot resume {run_dir}: it was started with a different config; delete it or match the options")
-    if config.get("steps", 0) < meta["state"]["step"]:
+    if "steps" in config and config["steps"] < meta["state"]["step"]:
         raise ValueError(f"cannot resume {run_dir} with steps={config.get('steps')}: it has already run {meta['state']['step']}")
     tensors = load_file(str(run_dir / "state.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

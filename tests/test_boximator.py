@@ -93,7 +93,7 @@ def test_box_layer_equals_gligen_attention_half():
     from diffusers.models.attention import GatedSelfAttentionDense
 
     torch.manual_seed(0)
-    ours = BoxSelfAttention(16, 8, heads=2, gate="tanh")
+    ours = BoxSelfAttention(16, 8, heads=2, gate="tanh", cell_position=False)
     ours.alpha.data.fill_(0.3)
     ref = GatedSelfAttentionDense(16, 8, n_heads=2, d_head=8)
     ref.linear.load_state_dict(ours.linear.state_dict())

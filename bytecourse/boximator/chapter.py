@@ -35,7 +35,7 @@ from .pipeline import BoximatorModel, StageConfig, control_loss, generate
 
 CHAPTER = "boximator"
 VARIANTS = ("full", "no_self_tracking", "unfrozen")
-CONTROL = dict(token_dim=128, hidden=256, heads=4, gate="zero_out")
+CONTROL = dict(token_dim=128, hidden=256, heads=4, gate="zero_out", cell_position=True)
 BATCH = 8
 #: The paper's three stages (50k / 50k / 10k iterations at lr 2e-4 / 3e-5 / 3e-5), scaled to a CPU budget.
 STAGES = (

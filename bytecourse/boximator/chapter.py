@@ -340,7 +340,9 @@ def cli_eval(args) -> dict:
 
 
 def stored_tables() -> dict | None:
-    return (checkpoints.read_manifest().get("tables") or {}).get(CHAPTER)
+    """The full tables that ``python -m bytecourse eval boximator`` stored (None if absent)."""
+    entry = (checkpoints.read_manifest().get("tables") or {}).get(CHAPTER)
+    return None if entry is None else entry["tables"]
 
 
 #: The paper's numbers (Boximator, arXiv 2402.01566) as given in ``../shared/papers/video-generation.md`` §1:

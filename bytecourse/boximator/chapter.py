@@ -364,8 +364,32 @@ PAPER = {
         "Without inference soft boxes": (0.235, 0.274, 0.248, 0.220),
         "Without freezing the base": (0.354, 0.343, 0.404, 0.331),
     },
-    "source": "../shared/papers/video-generation.md §1 (Boximator Table 1 and ablation table)",
+    "training": {"steps": 50_000 + 50_000 + 10_000, "batch": 128},  # the three stages, batch 128 on 16 A100s
+    "source": "../shared/papers/video-generation.md §1 (Boximator Table 1, ablation table, training stages)",
 }
+
+
+def budget_facts() -> list[str]:
+    """The toy's training budget beside the paper's, and the base model's quality, from the manifest."""
+    manifest = checkpoints.read_manifest()["checkpoints"]
+    lines = []
+    base = manifest.get("video_unet")
+    if base and base.get("tables"):
+        t = base["tables"]["samples"]
+        lines.append(f"base video model ({base['train_metrics']['steps']} steps, {base['wall_time_s'] / 60:.0f} min on {base['device']}): "
+                     f"oracle colour accuracy {t['colour']['mean']:.2f}, shape {t['shape']['mean']:.2f}, "
+                     f"exact {t['exact']['mean']:.2f}, realism {t['realism']['mean']:.2f} (frame-wise, CFG 2)")
+    paper = PAPER["training"]["steps"] * PAPER["training"]["batch"]
+    for v in VARIANTS:
+        e = manifest.get(checkpoint_name(v))
+        if e is None:
+            continue
+        steps = sum(s["steps"] for s in e["stages"])
+        clips = steps * e["config"]["batch"]
+        lines.append(f"{v}: {steps} control-training steps × batch {e['config']['batch']} = {clips:,} clips "
+                     f"({100 * clips / paper:.3f}% of the paper's {PAPER['training']['steps']:,} steps × batch "
+                     f"{PAPER['training']['batch']} = {paper:,})")
+    return lines
 
 
 def paper_tables_markdown() -> str:

@@ -318,9 +318,20 @@ def evaluate(models: dict, settings: list[dict], seeds: list[int], n: int = EVAL
     return {"rows": rows, "seeds": list(seeds), "clips_per_seed": n}
 
 
-def load_models(device="cpu", variants=VARIANTS) -> dict:
-    base, _ = load_video_model(device)
-    return {"base": base, **{v: load_variant(v, device) for v in variants}}
+class _Models(dict):
+    """``{"base": ..., variant: ...}`` that loads a shipped variant the first time a row asks for it."""
+
+    def __init__(self, device):
+        super().__init__(base=load_video_model(device)[0])
+        self.device = device
+
+    def __missing__(self, variant: str):
+        self[variant] = load_variant(variant, self.device)
+        return self[variant]
+
+
+def load_models(device="cpu") -> dict:
+    return _Models(device)
 
 
 def cli_eval(args) -> dict:
@@ -329,10 +340,12 @@ def cli_eval(args) -> dict:
     models = load_models(default_device(args.device))
     seeds = list(args.seeds)
     cache: dict = {}
+    table1 = {**evaluate(models, table1_settings(), seeds, cache=cache), "setting_name": "model, extra input"}
+    box_cfg = {**evaluate(models, cfg_settings(), seeds, cache=cache), "setting_name": "box guidance scale"}
     return {
-        "table1": {**evaluate(models, table1_settings(), seeds, cache=cache), "setting_name": "model, extra input"},
+        "table1": table1,
+        "box_cfg": box_cfg,
         "ablation": {**evaluate(models, ablation_settings(), seeds, cache=cache), "setting_name": "variant, extra input"},
-        "box_cfg": {**evaluate(models, cfg_settings(), seeds, cache=cache), "setting_name": "box guidance scale"},
         "ceiling": {**world_ceiling(seeds), "setting_name": "videos"},
         "protocol": {"steps": DEFAULT_STEPS, "w_box": DEFAULT_W_BOX, "w_text": DEFAULT_W_TEXT,
                      "key_frames": "first and last (last only with F0)"},

@@ -136,14 +136,9 @@ def test_zero_gate_leaves_the_frozen_model_unchanged():
 
 
 def test_attaches_to_diffusers_unet3d_through_processors():
-    from diffusers import UNet3DConditionModel
+    from .tiny_models import tiny_diffusers_unet3d
 
-    torch.manual_seed(0)
-    unet = UNet3DConditionModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
-    ).eval().requires_grad_(False)
+    unet = tiny_diffusers_unet3d()
     control = BoximatorControl.for_diffusers(unet, token_dim=16, hidden=16, heads=2)
     assert control.dims == [16, 16, 16, 32]  # spatial blocks only: no temporal / transformer_in block
     x, ehs = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 5, 16)

@@ -16,3 +16,15 @@ def tiny_diffusers_eps():
         cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
     ).eval().requires_grad_(False)
     return diffusers_eps_model(unet)
+
+
+def tiny_diffusers_unet3d():
+    """A tiny random diffusers ``UNet3DConditionModel`` (8×8 frames, cross-attention width 16), frozen."""
+    from diffusers import UNet3DConditionModel
+
+    torch.manual_seed(0)
+    return UNet3DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval().requires_grad_(False)

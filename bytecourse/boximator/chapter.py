@@ -433,7 +433,7 @@ def verdicts(tables: dict, metric: str = "AP50") -> list[str]:
     t1, ab = tables["table1"], tables["ablation"]
     fmt = lambda s: f"{s['mean']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"  # noqa: E731
     lines = []
-    base, boxed = _stat(t1, "+ Boximator, –", metric), _stat(t1, "+ Boximator, Box", metric)
+    base, boxed = _stat(t1, "+ Boximator", metric), _stat(t1, "+ Boximator, Box", metric)
     word = _cmp(boxed, base)
     lines.append(f"Boxes raise {metric}: no boxes {fmt(base)} → Box {fmt(boxed)}: {word} "
                  f"({'as in the paper' if word == 'higher' else 'NOT as in the paper'})")

@@ -443,7 +443,8 @@ def verdicts(tables: dict, metric: str = "AP50") -> list[str]:
             full, var = _stat(ab, f"Full model, {mode}", metric), _stat(ab, f"{name}, {mode}", metric)
             word = _cmp(var, full)
             ok = (word == "lower") if expect == "lower" else (word != "higher")
-            lines.append(f"{name}, {mode}: {fmt(var)} vs full {fmt(full)}: {word} than the full model "
+            rel = "ranges overlap the full model's" if word == "overlapping" else f"{word} than the full model"
+            lines.append(f"{name}, {mode}: {fmt(var)} vs full {fmt(full)}: {rel} "
                          f"(paper: {expect}; {'agrees' if ok else 'disagrees'})")
     r_base, r_box = _stat(t1, "Base video model", "realism"), _stat(t1, "+ Boximator, Box", "realism")
     lines.append(f"Video quality (oracle realism): base {fmt(r_base)}, Boximator + Box {fmt(r_box)}: "

@@ -80,7 +80,7 @@ def test_box_layer_is_per_frame_with_token_selection():
     torch.manual_seed(0)
     layer = BoxSelfAttention(16, 8, heads=2, gate="tanh")
     layer.alpha.data.fill_(1.0)
-    visual, boxes = torch.randn(4, 10, 16), torch.randn(4, 3, 8)
+    visual, boxes = torch.randn(4, 16, 16), torch.randn(4, 3, 8)
     out = layer(visual, boxes)
     assert out.shape == visual.shape  # only the visual positions come back
     boxes2 = boxes.clone()
@@ -110,7 +110,7 @@ def test_box_layer_equals_gligen_attention_half():
 def test_both_gates_start_silent_but_only_zero_out_learns_at_once(gate):
     torch.manual_seed(0)
     layer = BoxSelfAttention(16, 8, heads=2, gate=gate)
-    visual, boxes = torch.randn(4, 10, 16), torch.randn(4, 3, 8)
+    visual, boxes = torch.randn(4, 16, 16), torch.randn(4, 3, 8)
     out = layer(visual, boxes)
     assert torch.equal(out, visual)
     out.pow(2).sum().backward()  # any loss that depends on the output

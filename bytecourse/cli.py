@@ -12,7 +12,7 @@ from . import checkpoints
 CHAPTERS = {
     "primer": "bytecourse.diffusion.primer",
     "classifier": "bytecourse.diffusion.classifier",
-    "video": "bytecourse.diffusion.videobase",
+    "video": "bytecourse.diffusion.videomotion",
     "sag": "bytecourse.sag.chapter",
     "adjointdpm": "bytecourse.adjointdpm.chapter",
     "boximator": "bytecourse.boximator.chapter",

@@ -59,8 +59,14 @@ class ResBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    """Pre-norm transformer over the H·W tokens of a feature map: self-attention → caption cross-attention
-    → feed-forward (the Stable Diffusion block, minus the linear projections in and out)."""
+    """Pre-norm transformer over the H·W tokens of a feature map: self-attention → [``post_spatial``] →
+    caption cross-attention → feed-forward (the Stable Diffusion block, minus the linear projections in and out).
+
+    ``post_spatial`` is empty (so the image model's weights and outputs are unchanged); a video chapter may
+    insert layers called as ``m(tokens, frames=T, extra=extra) → tokens`` between self- and cross-attention,
+    where GLIGEN and Boximator put their gated box attention. Keyword arguments of ``forward`` (``frames``,
+    ``extra``) reach both attentions' processors (e.g. MagicAnimate's reference K/V) with ``role="spatial"`` or
+    ``role="cross"``."""
 
     def __init__(self, dim: int, context_dim: int, heads: int = 4):
         super().__init__()
@@ -70,12 +76,16 @@ class SpatialTransformer(nn.Module):
         self.cross_attn = Attention(dim, context_dim, heads=heads)
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
+        self.post_spatial = nn.ModuleList()
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int = 1, extra: dict | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
+        extra = extra or {}
         tokens = x.flatten(2).transpose(1, 2)
-        tokens = tokens + self.self_attn(self.norm1(tokens))
-        tokens = tokens + self.cross_attn(self.norm2(tokens), context)
+        tokens = tokens + self.self_attn(self.norm1(tokens), role="spatial", frames=frames, extra=extra)
+        for layer in self.post_spatial:
+            tokens = layer(tokens, frames=frames, extra=extra)
+        tokens = tokens + self.cross_attn(self.norm2(tokens), context, role="cross", frames=frames, extra=extra)
         tokens = tokens + self.ff(self.norm3(tokens))
         return tokens.transpose(1, 2).reshape(b, c, h, w)
 

@@ -8,6 +8,7 @@ diffusers ``UNet2DConditionModel`` of the same width — fast enough to train on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,15 +82,56 @@ class ImageDenoiser(nn.Module):
         return nn.ModuleList(mods)
 
     @staticmethod
-    def _run(stage: nn.Module, h: torch.Tensor, temb: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+    def _run(stage: nn.Module, h: torch.Tensor, temb: torch.Tensor, ctx: torch.Tensor, **attn_kwargs) -> torch.Tensor:
         if isinstance(stage, nn.ModuleList):
             for m in stage:
-                h = m(h, temb) if isinstance(m, ResBlock) else m(h, ctx)
+                h = m(h, temb) if isinstance(m, ResBlock) else m(h, ctx, **attn_kwargs)
             return h
         return stage(h)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float | int, tokens: torch.Tensor) -> torch.Tensor:
-        """ε̂(x, t, c): ``tokens`` is a caption ``(B, L)`` of token ids, or its embedding ``(B, L, text_dim)`` directly."""
+    def stage_points(self) -> list[tuple[str, int, int]]:
+        """The places ``forward``'s ``after_stage`` is called, in order: ``(name, channels, downsampling)``.
+
+        ``"stem"`` after the input convolution, ``"down{i}"``/``"up{i}"`` after each ResBlock(+transformer)
+        stage of the down/up path (``i`` its index in ``self.down``/``self.up``), ``"mid"`` after the middle
+        block. Video models built on this one (:mod:`bytecourse.diffusion.inflate`) put their motion modules
+        and first-frame features at these points."""
+        s = self.config.unshuffle
+        points, level = [("stem", self.config.widths[0], s)], 0
+        for i, stage in enumerate(self.down):
+            if isinstance(stage, nn.ModuleList):
+                points.append((f"down{i}", stage[0].conv2.out_channels, s * 2**level))
+            else:
+                level += 1
+        points.append(("mid", self.mid[2].conv2.out_channels, s * 2**level))
+        for i, stage in enumerate(self.up):
+            if isinstance(stage, nn.ModuleList):
+                points.append((f"up{i}", stage[0].conv2.out_channels, s * 2**level))
+            else:
+                level -= 1
+        return points
+
+    def spatial_transformers(self) -> dict[str, SpatialTransformer]:
+        """Every :class:`SpatialTransformer` by the stage point it belongs to (``"down3"``, ``"mid"``, …): the
+        attention processors and ``post_spatial`` slots that chapters plug into."""
+        out = {}
+        for prefix, stages in (("down", self.down), ("up", self.up)):
+            for i, stage in enumerate(stages):
+                if isinstance(stage, nn.ModuleList):
+                    out |= {f"{prefix}{i}": m for m in stage if isinstance(m, SpatialTransformer)}
+        out["mid"] = self.mid[1]
+        return out
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor | float | int, tokens: torch.Tensor, *,
+        after_stage: Callable[[str, torch.Tensor], torch.Tensor] | None = None, frames: int = 1,
+        extra: dict | None = None,
+    ) -> torch.Tensor:
+        """ε̂(x, t, c): ``tokens`` is a caption ``(B, L)`` of token ids, or its embedding ``(B, L, text_dim)`` directly.
+
+        ``after_stage(name, h) → h`` (optional) is called at every :meth:`stage_points` entry; ``frames`` and
+        ``extra`` are passed on to the attention processors and ``post_spatial`` layers. With the defaults the
+        image model runs exactly as trained."""
         cfg = self.config
         if x.dim() != 4 or x.shape[1] != cfg.channels or x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
             raise ValueError(
@@ -106,16 +148,21 @@ class ImageDenoiser(nn.Module):
             ctx = tokens.to(x.dtype)
         else:
             ctx = self.text(tokens)
-        h = self.conv_in(self.stem(x))
+        hook = after_stage or (lambda name, h: h)
+        kw = {"frames": frames, "extra": extra}
+        h = hook("stem", self.conv_in(self.stem(x)))
         hs = [h]
-        for stage in self.down:
-            h = self._run(stage, h, temb, ctx)
+        for i, stage in enumerate(self.down):
+            h = self._run(stage, h, temb, ctx, **kw)
+            if isinstance(stage, nn.ModuleList):
+                h = hook(f"down{i}", h)
             hs.append(h)
         h = self.mid[0](h, temb)
-        h = self.mid[1](h, ctx)
-        h = self.mid[2](h, temb)
-        for stage in self.up:
+        h = self.mid[1](h, ctx, **kw)
+        h = hook("mid", self.mid[2](h, temb))
+        for i, stage in enumerate(self.up):
             if isinstance(stage, nn.ModuleList):
-                h = torch.cat([h, hs.pop()], dim=1)
-            h = self._run(stage, h, temb, ctx)
+                h = hook(f"up{i}", self._run(stage, torch.cat([h, hs.pop()], dim=1), temb, ctx, **kw))
+            else:
+                h = self._run(stage, h, temb, ctx)
         return self.unstem(self.out(h))

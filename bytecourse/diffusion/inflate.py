@@ -1,0 +1,273 @@
+"""Inflating the primer's text-to-image model into a video model with motion modules (AnimateDiff-style).
+
+AnimateDiff (Guo et al. 2024), ModelScope, MagicVideo-V2 and MagicAnimate all start from a pretrained
+text-to-image UNet and *inflate* it: every spatial layer runs on each frame of a clip as on an image, by
+folding time into the batch, ``(B, T, C, H, W) → (B·T, C, H, W)``; between the spatial stages, new
+**motion modules** mix information across the T frames at each spatial location,
+``(B·T, C, H, W) → (B·H·W, T, C)``. Each motion module is residual with a zero-initialised output
+projection, so at initialisation the inflated model *is* the image model applied frame by frame
+(:func:`tests.test_inflate`), and training the motion modules only adds temporal structure to what the
+image model already draws.
+
+    h ← h + W_out · MotionTransformer(W_in · GroupNorm(h)),   W_out = 0 at initialisation
+
+The motion transformer (AnimateDiff's ``TemporalTransformer3DModel``: two temporal self-attentions and a
+feed-forward, sinusoidal frame positions added before each attention) gets one addition here, explained
+below: a cross-attention to the full caption between its two temporal attentions.
+
+**How long captions and motion words enter.** The primer's caption encoder has 12 positions and never saw
+a motion word, while Motion captions run to 23 words ("a red circle enters from the left and a blue square
+bounces"). Rather than stretch the primer's encoder (a longer position table and untrained word embeddings
+would change what its frozen cross-attentions read, so the spatial layers would no longer draw what they
+learnt), the caption is *routed*:
+
+- the spatial layers read the caption's **object phrases** ("a red circle and a blue square", see
+  :func:`object_tokens`) through the primer's own encoder — exactly the distribution they were trained on;
+- the motion modules read the **whole caption** through a new 24-position caption encoder (its word
+  embeddings start as a copy of the primer's, so colours and shapes start meaningful; positions and the
+  motion words are learnt) by a cross-attention whose queries carry the token's frame index and its 2-D
+  position in the feature map — "moves right" must become "be at the left early and at the right late",
+  which needs both *when* and *where*. (The primer's spatial attention has no position encoding; the motion
+  modules' absolute positions are our addition, as are the caption cross-attentions: AnimateDiff's motion
+  modules read no text because SD's CLIP encoder already knows motion words.)
+
+**Extension points** for the video chapters: every :class:`SpatialTransformer` keeps its ``post_spatial``
+slot and its swappable attention processors (``extra`` and ``frames`` reach them); the 16×16 level, which
+has no spatial attention in the primer, gets a ``post_spatial`` slot at the input of its motion module
+(:meth:`InflatedVideoDenoiser.post_spatial_slots`, Boximator's box layer); ``first_frame`` conditioning (I2V)
+adds zero-initialised features of a given clean frame to every frame after the stem.
+
+**LoRA** (Hu et al. 2022): the second training stage may tune the spatial attention projections through
+low-rank deltas ``W x + (α/r)·B A x`` (``B = 0`` at initialisation), kept in their own module so that the
+shipped checkpoint holds only what differs from the primer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import text
+from .attention import Attention, FeedForward
+from .layers import CaptionEncoder, JSONConfig, norm, timestep_embedding
+from .unet import ImageDenoiser
+
+_COLOUR_IDS = [text.WORD_TO_ID[w] for w in text.COLOUR_NAMES]
+_SHAPE_IDS = [text.WORD_TO_ID[w] for w in text.SHAPE_NAMES]
+
+
+def object_tokens(tokens: torch.Tensor, length: int) -> torch.Tensor:
+    """The object phrases of captions ``(B, L)`` as a Shapes caption ``(B, length)``: "a red circle moves left
+    and a blue square bounces" → "a red circle and a blue square". The null caption stays null, and a caption
+    that is already a Shapes caption comes back unchanged (up to padding)."""
+    if tokens.dim() != 2 or tokens.is_floating_point():
+        raise ValueError(f"tokens must be (B, L) token ids, got {tuple(tokens.shape)} {tokens.dtype}")
+    out = torch.full((tokens.shape[0], length), text.PAD_ID, dtype=torch.long)
+    a, and_ = text.WORD_TO_ID["a"], text.WORD_TO_ID["and"]
+    for b, row in enumerate(tokens.tolist()):
+        ids: list[int] = []
+        for w0, w1 in zip(row[:-1], row[1:]):
+            if w0 in _COLOUR_IDS and w1 in _SHAPE_IDS:
+                ids += ([and_] if ids else []) + [a, w0, w1]
+        if len(ids) > length:
+            raise ValueError(f"caption {text.decode(tokens[b])[0]!r} names more objects than {length} tokens hold")
+        out[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out.to(tokens.device)
+
+
+def grid_position_embedding(height: int, width: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sinusoidal positions ``(H·W, dim)``: half the channels encode the row, half the column."""
+    if dim % 4:
+        raise ValueError(f"dim must be divisible by 4, got {dim}")
+    ys = timestep_embedding(torch.arange(height).float() * (64 / height), dim // 2, max_period=256.0)
+    xs = timestep_embedding(torch.arange(width).float() * (64 / width), dim // 2, max_period=256.0)
+    return torch.cat([ys[:, None].expand(height, width, -1), xs[None].expand(height, width, -1)], -1).reshape(height * width, dim)
+
+
+class MotionModule(nn.Module):
+    """AnimateDiff's motion module at one level: ``h (B·T, C, H, W) → h + W_out·(...)``, identity at init.
+
+    Inside (pre-norm residual sublayers, ``p_t`` the sinusoidal frame position, ``p_xy`` the 2-D position):
+    temporal self-attention over the T frames at each location (queries/keys ``x + p_t``) → caption
+    cross-attention over all T·H·W tokens of a clip (queries ``x + p_t + p_xy``) → temporal self-attention →
+    feed-forward. ``post_spatial`` (empty) runs on the tokens before the module, for box layers at levels
+    without spatial attention."""
+
+    def __init__(self, dim: int, context_dim: int, size: int, heads: int = 4, max_frames: int = 24,
+                 caption_cross_attention: bool = True):
+        super().__init__()
+        self.size = size
+        self.post_spatial = nn.ModuleList()
+        self.norm_in = norm(dim)
+        self.proj_in = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads=heads)
+        self.cross = Attention(dim, context_dim, heads=heads) if caption_cross_attention else None
+        self.norm_cross = nn.LayerNorm(dim) if caption_cross_attention else None
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, heads=heads)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim)
+        self.proj_out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+        self.register_buffer("frame_pos", timestep_embedding(torch.arange(max_frames), dim), persistent=False)
+        self.register_buffer("grid_pos", grid_position_embedding(size, size, dim), persistent=False)
+
+    def forward(self, h: torch.Tensor, frames: int, motion_context: torch.Tensor | None, extra: dict | None = None) -> torch.Tensor:
+        bt, c, hh, ww = h.shape
+        b = bt // frames
+        if self.post_spatial:
+            tok = h.flatten(2).transpose(1, 2)
+            for layer in self.post_spatial:
+                tok = layer(tok, frames=frames, extra=extra or {})
+            h = tok.transpose(1, 2).reshape(bt, c, hh, ww)
+        x = self.proj_in(self.norm_in(h).flatten(2).transpose(1, 2))  # (B·T, HW, C)
+        x = x.view(b, frames, hh * ww, c).transpose(1, 2).reshape(b * hh * ww, frames, c)  # (B·HW, T, C)
+        pt = self.frame_pos[:frames]
+        x = x + self.attn1(self.norm1(x) + pt, role="temporal", frames=frames)
+        if self.cross is not None and motion_context is not None:
+            y = x.view(b, hh * ww, frames, c)
+            q = self.norm_cross(y) + pt[None, None] + self.grid_pos[None, :, None]
+            y = y + self.cross(q.reshape(b, hh * ww * frames, c), motion_context, role="motion_cross").view_as(y)
+            x = y.view(b * hh * ww, frames, c)
+        x = x + self.attn2(self.norm2(x) + pt, role="temporal", frames=frames)
+        x = x + self.ff(self.norm_ff(x))
+        x = self.proj_out(x).view(b, hh * ww, frames, c).transpose(1, 2).reshape(bt, hh * ww, c)
+        return h + x.transpose(1, 2).reshape(bt, c, hh, ww)
+
+
+class LoRA(nn.Module):
+    """A low-rank delta ``(α/r)·B A x`` on a frozen ``nn.Linear`` (Hu et al. 2022, Eq. 3), added by a forward
+    hook so that the base layer's parameter names stay the primer's. ``B = 0`` at initialisation."""
+
+    def __init__(self, base: nn.Linear, rank: int = 4, alpha: float | None = None):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.scale = (alpha or rank) / rank
+        self.down = nn.Linear(base.in_features, rank, bias=False)
+        self.up = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.up.weight)
+        base.register_forward_hook(self.add_delta)  # a bound method, so a deep copy (the EMA) hooks its own copy
+
+    def add_delta(self, _base: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        return out + self.scale * self.up(self.down(inputs[0]))
+
+
+@dataclass(frozen=True)
+class InflationConfig(JSONConfig):
+    """Where motion modules go (stage points of the image model, see :meth:`ImageDenoiser.stage_points`) and
+    what else is added. The default puts one module after each down stage, the middle block and the last
+    stage of each up level — 16×16, 8×8 and 4×4 — which fits the video model's 2.5 MB share (a module after
+    every up stage, as AnimateDiff, would not)."""
+
+    frames: int = 8
+    motion_points: tuple[str, ...] = ("down0", "down2", "down4", "mid", "up1", "up4", "up7")
+    heads: int = 4
+    caption_length: int = 24
+    caption_layers: int = 2
+    caption_cross_attention: bool = True
+    lora_rank: int = 0  # 0: the spatial layers stay exactly the primer's
+    first_frame: bool = False  # I2V: zero-initialised features of a clean first frame added to every frame
+
+
+class InflatedVideoDenoiser(nn.Module):
+    """``forward(x (B,T,C,H,W), t (B,), tokens (B, caption_length), extra=None, first_frame=None) → ε̂``.
+
+    ``spatial`` is the image model (its weights untouched; frozen unless LoRA is on), ``motion`` the motion
+    modules by stage point, ``motion_text`` the whole-caption encoder."""
+
+    def __init__(self, spatial: ImageDenoiser, config: InflationConfig = InflationConfig()):
+        super().__init__()
+        self.config = config
+        self.spatial = spatial
+        points = {name: (ch, down) for name, ch, down in spatial.stage_points()}
+        unknown = [p for p in config.motion_points if p not in points or p == "stem"]
+        if unknown:
+            raise ValueError(f"motion_points {unknown} are not stage points of the image model {sorted(points)}")
+        scfg = spatial.config
+        self.motion_text = CaptionEncoder(scfg.text_dim, config.caption_length, config.caption_layers, config.heads)
+        with torch.no_grad():
+            self.motion_text.embed.weight.copy_(spatial.text.embed.weight)
+        self.motion = nn.ModuleDict({
+            p: MotionModule(points[p][0], scfg.text_dim, scfg.image_size // points[p][1], config.heads,
+                            caption_cross_attention=config.caption_cross_attention)
+            for p in config.motion_points
+        })
+        self.first_frame_in = None
+        if config.first_frame:
+            s = scfg.unshuffle
+            self.first_frame_in = nn.Conv2d(scfg.channels * s * s, scfg.widths[0], 3, padding=1)
+            nn.init.zeros_(self.first_frame_in.weight)
+            nn.init.zeros_(self.first_frame_in.bias)
+        self.lora = nn.ModuleDict()
+        if config.lora_rank:
+            for point, block in spatial.spatial_transformers().items():
+                for attn_name in ("self_attn", "cross_attn"):
+                    attn = getattr(block, attn_name)
+                    for proj in ("to_q", "to_k", "to_v", "to_out"):
+                        key = f"{point}_{attn_name}_{proj}"
+                        self.lora[key] = LoRA(getattr(attn, proj), config.lora_rank)
+
+    def post_spatial_slots(self) -> dict[str, nn.ModuleList]:
+        """One ``post_spatial`` slot per spatial stage: inside the stage's transformer (between self- and
+        cross-attention, GLIGEN's place) where it has one, else at the input of its motion module."""
+        slots = {p: b.post_spatial for p, b in self.spatial.spatial_transformers().items()}
+        for p, m in self.motion.items():
+            slots.setdefault(p, m.post_spatial)
+        return slots
+
+    def trainable_parameters(self, spatial: bool = False) -> list[nn.Parameter]:
+        """What the video stages train: the motion modules, the caption encoder, first-frame input and LoRA."""
+        keep = [p for n, p in self.named_parameters() if not n.startswith("spatial.")]
+        return keep + (list(self.spatial.parameters()) if spatial else [])
+
+    def delta_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only what differs from the image model (the shipped video checkpoint)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("spatial.")}
+
+    def load_delta(self, state: dict[str, torch.Tensor]) -> None:
+        own = self.delta_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"video delta does not match this inflation: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.load_state_dict(state, strict=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, tokens: torch.Tensor, extra: dict | None = None,
+                first_frame: torch.Tensor | None = None) -> torch.Tensor:
+        scfg, cfg = self.spatial.config, self.config
+        if x.dim() != 5 or x.shape[2] != scfg.channels or x.shape[-2:] != (scfg.image_size, scfg.image_size):
+            raise ValueError(f"x must be (B, T, {scfg.channels}, {scfg.image_size}, {scfg.image_size}), got {tuple(x.shape)}")
+        if tokens.dim() != 2 or tokens.shape != (x.shape[0], cfg.caption_length) or tokens.is_floating_point():
+            raise ValueError(f"tokens must be ({x.shape[0]}, {cfg.caption_length}) token ids, got {tuple(tokens.shape)}")
+        b, frames = x.shape[:2]
+        if frames > 24:
+            raise ValueError(f"at most 24 frames are supported (the motion modules' position table), got {frames}")
+        t = torch.as_tensor(t, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(b)
+        spatial_ctx = self.spatial.text(object_tokens(tokens, scfg.caption_length)).repeat_interleave(frames, 0)
+        motion_ctx = self.motion_text(tokens) if cfg.caption_cross_attention else None
+        ff = None
+        if first_frame is not None:
+            if self.first_frame_in is None:
+                raise ValueError("first_frame given, but this model was built with first_frame=False")
+            if first_frame.shape != (b, *x.shape[2:]):
+                raise ValueError(f"first_frame must be {(b, *x.shape[2:])}, got {tuple(first_frame.shape)}")
+            ff = self.first_frame_in(self.spatial.stem(first_frame)).repeat_interleave(frames, 0)
+
+        def after_stage(name: str, h: torch.Tensor) -> torch.Tensor:
+            if name == "stem" and ff is not None:
+                return h + ff
+            if name in self.motion:
+                return self.motion[name](h, frames, motion_ctx, extra)
+            return h
+
+        eps = self.spatial(x.flatten(0, 1), t.repeat_interleave(frames), spatial_ctx, after_stage=after_stage,
+                           frames=frames, extra=extra)
+        return eps.view_as(x)

@@ -1,0 +1,247 @@
+"""The course's video model: the primer's image model inflated with motion modules, trained on the Motion world.
+
+``python -m bytecourse train video --stage 1`` trains the motion modules (and the whole-caption encoder) with
+every spatial weight frozen, as AnimateDiff trains its motion modules on a frozen SD; ``--stage 2`` continues
+from stage 1 with low-rank (LoRA) deltas on the spatial attention and image–video joint training (single
+Shapes images as one-frame clips, as MagicAnimate and MagicVideo-V2 do). Each stage is one resumable command
+of ≤45 min on a 2-core CPU (``--max-minutes``, ``--resume``). What ships, ``data/video_motion.safetensors``,
+holds only what differs from the primer's weights; its manifest entry records the primer checkpoint's sha256
+as its parent.
+
+``python -m bytecourse eval video`` computes the comparison table (frame-wise oracle accuracy and realism,
+motion-direction accuracy, identity consistency, background flicker, training wall time) for the image model
+applied frame by frame, the inflated model, the old from-scratch video model and the real clips.
+
+``--variant scratch`` still trains the old from-scratch :class:`~bytecourse.diffusion.video.VideoDenoiser`
+(:mod:`bytecourse.diffusion.videobase`), which Boximator's shipped control modules were trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import checkpoints, text
+from ..worlds import ShapesConfig, make_shapes
+from ..worlds.motion import MotionConfig, make_motion
+from .inflate import InflatedVideoDenoiser, InflationConfig
+from .primer import CHECKPOINT as PRIMER_CHECKPOINT
+from .primer import load_primer_model
+from .sampling import to_model_space
+from .schedule import make_train_scheduler
+from .trainer import train_loop
+from .training import diffusion_loss
+
+CHECKPOINT = "video_motion"
+STAGE_SEED_OFFSET = 500_000  # each stage draws its own data stream
+
+
+@dataclass
+class VideoStage:
+    """One training stage: ``lora_rank`` > 0 tunes the spatial attention through LoRA; ``p_image`` is the
+    fraction of steps that train on single Shapes images (one-frame clips) instead of Motion clips."""
+
+    name: str
+    steps: int
+    lr: float
+    lora_rank: int = 0
+    p_image: float = 0.0
+
+
+@dataclass
+class InflatedVideoConfig:
+    """Toy defaults (the shipped run): one or two objects per clip, every Motion kind, plain background."""
+
+    inflation: InflationConfig = field(default_factory=InflationConfig)
+    stages: tuple[VideoStage, ...] = (
+        VideoStage("stage 1: motion modules, spatial layers frozen", steps=5000, lr=5e-4),
+        VideoStage("stage 2: + spatial LoRA, image-video joint training", steps=2500, lr=2e-4, lora_rank=4, p_image=0.2),
+    )
+    max_objects: int = 2
+    object_probs: tuple[float, ...] = (0.6, 0.4)
+    batch: int = 8
+    warmup: int = 200
+    ema_decay: float = 0.999
+    p_uncond: float = 0.1
+    seed: int = 0
+
+    def world(self) -> MotionConfig:
+        return MotionConfig(frames=self.inflation.frames, size=32, max_objects=self.max_objects,
+                            object_probs=self.object_probs, caption_length=self.inflation.caption_length)
+
+    def inflation_for(self, stage: int) -> InflationConfig:
+        """The inflation a stage trains (LoRA exists from the first stage that asks for it on)."""
+        from dataclasses import replace
+
+        rank = max((s.lora_rank for s in self.stages[:stage]), default=0)
+        return replace(self.inflation, lora_rank=rank)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["inflation"] = self.inflation.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InflatedVideoConfig:
+        d = dict(d)
+        d["inflation"] = InflationConfig.from_dict(d["inflation"])
+        d["stages"] = tuple(VideoStage(**s) for s in d["stages"])
+        d["object_probs"] = tuple(d["object_probs"])
+        return cls(**d)
+
+
+def build_video_model(config: InflatedVideoConfig, stage: int, device: str | torch.device = "cpu") -> InflatedVideoDenoiser:
+    """The primer's shipped image model, inflated as ``stage`` trains it (motion modules fresh)."""
+    image_model, _ = load_primer_model(device)
+    return InflatedVideoDenoiser(image_model, config.inflation_for(stage)).to(device)
+
+
+def video_stage_loss(config: InflatedVideoConfig, stage: int, scheduler):
+    """``loss_fn(model, step, device)``: a fresh seeded batch per step — Motion clips, or (with probability
+    ``p_image``) single Shapes images as one-frame clips with their Shapes captions."""
+    spec = config.stages[stage - 1]
+    world = config.world()
+    images = ShapesConfig(size=32, max_objects=config.max_objects, object_probs=config.object_probs,
+                          caption_length=config.inflation.caption_length)
+
+    def loss_fn(model, step: int, device: torch.device) -> torch.Tensor:
+        data_seed = config.seed * 1_000_003 + stage * STAGE_SEED_OFFSET + step
+        g = torch.Generator().manual_seed(data_seed + 7)
+        if spec.p_image > 0 and float(torch.rand((), generator=g)) < spec.p_image:
+            batch = make_shapes(config.batch * config.inflation.frames, data_seed, images)
+            x0 = to_model_space(batch.images)[:, None]
+        else:
+            batch = make_motion(config.batch, data_seed, world)
+            x0 = to_model_space(batch.videos)
+        return diffusion_loss(model, x0.to(device), batch.tokens.to(device), scheduler, g, config.p_uncond)
+
+    return loss_fn
+
+
+def _run_dir(root: Path, stage: int) -> Path:
+    return root / f"stage{stage}"
+
+
+def train_video_stage(
+    config: InflatedVideoConfig, stage: int, *, device: str = "auto", run_root: Path = Path("runs/video_motion"),
+    resume: bool = False, max_minutes: float | None = None, ship: bool = True, progress: bool = True, on_step=None,
+) -> tuple[InflatedVideoDenoiser, dict]:
+    """Train (or continue) one stage. Stage k > 1 starts from stage k−1's final EMA weights (its run
+    directory). When the stage completes and ``ship``, the delta is written as ``data/video_motion`` with
+    every finished stage's command, steps and wall time in its manifest entry."""
+    if not 1 <= stage <= len(config.stages):
+        raise ValueError(f"stage must be in 1..{len(config.stages)}, got {stage}")
+    spec = config.stages[stage - 1]
+    commit = checkpoints.git_commit()
+    torch.manual_seed(config.seed + stage)  # initialisation of what this stage adds
+    model = build_video_model(config, stage)
+    history: list[dict] = []
+    if stage > 1:
+        prev = _run_dir(run_root, stage - 1)
+        meta = json.loads((prev / "state.json").read_text()) if (prev / "state.json").exists() else None
+        if meta is None or meta["state"]["step"] < config.stages[stage - 2].steps:
+            raise ValueError(f"stage {stage} starts from a finished stage {stage - 1} in {prev}; run that first")
+        from safetensors.torch import load_file
+
+        ema = {k[4:]: v for k, v in load_file(str(prev / "state.safetensors")).items() if k.startswith("ema.")}
+        missing = set(model.state_dict()) - set(ema)
+        if any(not k.startswith("lora.") for k in missing):
+            raise ValueError(f"stage {stage - 1}'s weights do not fit stage {stage}'s model")
+        model.load_state_dict(ema, strict=False)
+        history = meta.get("history", [])
+    model.spatial.requires_grad_(False)
+    run_dir = _run_dir(run_root, stage)
+    ema, state, acc = train_loop(
+        model, video_stage_loss(config, stage, make_train_scheduler()), total_steps=spec.steps, lr=spec.lr,
+        run_dir=run_dir, config=config.to_dict() | {"stage": stage}, warmup=config.warmup,
+        ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes, device=device, progress=progress,
+        on_step=on_step,
+    )
+    summary = {"stage": stage, "step": state.step, "total_steps": spec.steps, "wall_time_s": round(state.elapsed_s, 1),
+               "stages": state.stages, "final_loss": state.last_loss, "device": str(acc.device)}
+    if state.step >= spec.steps and acc.is_main_process:
+        record = {"stage": stage, "name": spec.name, "steps": spec.steps, "lr": spec.lr, "wall_time_s": round(state.elapsed_s, 1),
+                  "final_loss": round(state.last_loss, 5), "commands": state.commands, "git_commit": commit}
+        history = [h for h in history if h["stage"] < stage] + [record]
+        meta = json.loads((run_dir / "state.json").read_text())
+        meta["history"] = history
+        (run_dir / "state.json").write_text(json.dumps(meta, indent=2))
+        if ship:
+            parent = checkpoints.manifest_entry(PRIMER_CHECKPOINT)
+            checkpoints.save_checkpoint(CHECKPOINT, ema.model.delta_state_dict(), {
+                "chapter": "video",
+                "config": config.to_dict() | {"trained_stages": stage},
+                "command": " && ".join(c for h in history for c in h["commands"]),
+                "stage_history": history,
+                "parent": {"checkpoint": PRIMER_CHECKPOINT, "sha256": parent["sha256"]},
+                "seed": config.seed,
+                "git_commit": commit,
+                "device": checkpoints.device_description(acc.device),
+                "wall_time_s": round(sum(h["wall_time_s"] for h in history), 1),
+                "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": sum(h["steps"] for h in history)},
+                "parameters": sum(v.numel() for v in ema.model.delta_state_dict().values()),
+            })
+    return ema.model, summary
+
+
+def load_inflated_video_model(device: str | torch.device = "cpu") -> tuple[InflatedVideoDenoiser, InflatedVideoConfig, dict]:
+    """The shipped inflated video model (primer + motion delta, both hash-verified; frozen, eval mode), its
+    config and manifest entry. Raises if the primer on disk is not the parent the delta was trained on."""
+    state, entry = checkpoints.load_checkpoint(CHECKPOINT)
+    parent = checkpoints.manifest_entry(PRIMER_CHECKPOINT)
+    if parent["sha256"] != entry["parent"]["sha256"]:
+        raise checkpoints.CheckpointError(
+            f"{CHECKPOINT} was trained on primer_unet {entry['parent']['sha256'][:12]}…, but primer_unet on disk is "
+            f"{parent['sha256'][:12]}…; retrain it with `python -m bytecourse train video --stage 1` (then 2)"
+        )
+    config = InflatedVideoConfig.from_dict({k: v for k, v in entry["config"].items() if k != "trained_stages"})
+    model = build_video_model(config, entry["config"]["trained_stages"], device)
+    model.load_delta({k: v.to(device) for k, v in state.items()})
+    return model.eval().requires_grad_(False), config, entry
+
+
+def quick_train_video_model(steps: int = 40, seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[InflatedVideoDenoiser, dict]:
+    """A short live run of stage 1's training code (the notebook's demo and its fallback without weights)."""
+    import tempfile
+
+    config = InflatedVideoConfig(seed=seed, warmup=min(20, steps))
+    config.stages = (VideoStage("live demo: motion modules", steps=steps, lr=5e-4),)
+    losses: list[float] = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, summary = train_video_stage(config, 1, device=device, run_root=Path(tmp), ship=False, progress=progress,
+                                           on_step=lambda s, loss: losses.append(loss))
+    return model.eval().requires_grad_(False), summary | {"losses": losses, "seconds": time.time() - t0}
+
+
+def cli_train(args) -> dict:
+    if args.variant not in (None, "inflated", "scratch"):
+        raise SystemExit(f"train video: --variant must be 'inflated' (default) or 'scratch', got {args.variant!r}")
+    if args.variant == "scratch":
+        from . import videobase
+
+        return videobase.cli_train(args)
+    config = InflatedVideoConfig(seed=args.seed)
+    stage = args.stage or 1
+    if args.steps is not None:
+        config.stages = tuple(
+            VideoStage(**{**asdict(s), "steps": args.steps}) if i == stage - 1 else s for i, s in enumerate(config.stages)
+        )
+    _, summary = train_video_stage(config, stage, device=args.device, resume=args.resume, max_minutes=args.max_minutes)
+    return summary
+
+
+def cli_eval(args) -> dict:
+    from .video_eval import evaluate_video_models
+
+    return evaluate_video_models(args.seeds, args.device)
+
+
+__all__ = [
+    "CHECKPOINT", "InflatedVideoConfig", "VideoStage", "build_video_model", "load_inflated_video_model",
+    "quick_train_video_model", "text", "train_video_stage", "video_stage_loss",
+]

@@ -67,3 +67,35 @@ def parse_shapes_caption(text: str) -> list[tuple[int, int]]:
     if not objects:
         raise ValueError(f"caption {text!r} names no '<colour> <shape>' object")
     return objects
+
+
+#: motion kinds and directions as the Motion world writes them (``bytecourse.worlds.motion``)
+MOTION_KIND_WORDS: dict[str, str] = {"moves": "linear", "curves": "curved", "bounces": "bouncing", "enters": "entering", "leaves": "leaving"}
+DIRECTION_NAMES: tuple[str, ...] = ("left", "right", "up", "down")
+SIDE_NAMES: tuple[str, ...] = ("left", "right", "top", "bottom")  # in DIRECTION_NAMES order: "top" is the "up" side
+
+
+def parse_motion_caption(text: str) -> list[tuple[int, int, str, int | None]]:
+    """``[(colour, shape, kind, direction), ...]`` from a Motion caption, one per object phrase.
+
+    ``kind`` is one of ``linear, curved, bouncing, entering, leaving``; ``direction`` indexes
+    :data:`DIRECTION_NAMES` — the direction of travel for linear/curved, the *side* for entering (the side it
+    enters from) and leaving (the side it leaves to), ``None`` for bouncing. Raises ``ValueError`` for a phrase
+    without a motion."""
+    objects = []
+    for phrase in text.split(" and "):
+        words = phrase.split()
+        if len(words) < 4 or words[0] != "a" or words[1] not in COLOUR_NAMES or words[2] not in SHAPE_NAMES:
+            raise ValueError(f"{phrase!r} in caption {text!r} is not 'a <colour> <shape> <motion>'")
+        kind = MOTION_KIND_WORDS.get(words[3])
+        rest = words[4:]
+        if kind in ("linear", "curved") and len(rest) == 1 and rest[0] in DIRECTION_NAMES:
+            direction: int | None = DIRECTION_NAMES.index(rest[0])
+        elif kind == "bouncing" and not rest:
+            direction = None
+        elif kind in ("entering", "leaving") and len(rest) == 3 and rest[:2] in (["from", "the"], ["to", "the"]) and rest[2] in SIDE_NAMES:
+            direction = SIDE_NAMES.index(rest[2])
+        else:
+            raise ValueError(f"{phrase!r} in caption {text!r} has no motion this world draws")
+        objects.append((COLOUR_NAMES.index(words[1]), SHAPE_NAMES.index(words[2]), kind, direction))
+    return objects

@@ -1,0 +1,152 @@
+"""The inflated video model (primer + motion modules) and the motion oracle."""
+
+import pytest
+import torch
+
+from bytecourse import checkpoints, text
+from bytecourse.diffusion import ImageDenoiser, UNetConfig
+from bytecourse.diffusion.inflate import InflatedVideoDenoiser, InflationConfig, MotionModule, object_tokens
+from bytecourse.oracle.motion import background_flicker, motion_correct, motion_scores, track_objects
+from bytecourse.worlds.motion import MotionConfig, make_motion
+
+TINY = UNetConfig(image_size=16, widths=(16, 16, 16), attn_levels=(1, 2), text_dim=16, text_layers=1, caption_length=12, heads=2)
+
+
+def _image_model(seed: int = 0) -> ImageDenoiser:
+    torch.manual_seed(seed)
+    m = ImageDenoiser(TINY)
+    with torch.no_grad():  # the output convolution is zero-initialised: give it weights
+        m.out[-1].weight.normal_(0, 0.1)
+    return m.eval()
+
+
+def _wake(module: torch.nn.Module, seed: int = 1) -> None:
+    """Give the zero-initialised output projections weights, as training would."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "proj_out" in name or "first_frame_in" in name or ".up." in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def test_object_tokens_route_object_phrases_and_keep_shapes_captions():
+    motion = text.encode(["a red circle moves left and a blue square enters from the top", "", "a green triangle"], 24)
+    out = object_tokens(motion, 12)
+    assert text.decode(out) == ["a red circle and a blue square", "", "a green triangle"]
+    with pytest.raises(ValueError, match="more objects"):
+        object_tokens(text.encode(["a red circle and a blue square and a green circle and a cyan square"], 24), 12)
+
+
+def test_inflated_model_equals_image_model_per_frame_at_initialisation():
+    image = _image_model()
+    video = InflatedVideoDenoiser(image, InflationConfig(frames=4)).eval()
+    captions = ["a red circle", "a blue square and a green triangle"]
+    x = torch.randn(2, 4, 3, 16, 16)
+    t = torch.tensor([100, 800])
+    with torch.no_grad():
+        eps = video(x, t, text.encode(captions, 24))
+        per_frame = image(x.flatten(0, 1), t.repeat_interleave(4), text.encode([c for c in captions for _ in range(4)], 12))
+    assert torch.allclose(eps, per_frame.view_as(x), atol=1e-6)
+
+
+def test_permutation_equivariant_at_init_and_not_once_motion_modules_speak():
+    video = InflatedVideoDenoiser(_image_model(), InflationConfig(frames=4)).eval()
+    x, t, tok = torch.randn(2, 4, 3, 16, 16), torch.tensor([500, 500]), text.encode(["a red circle moves left"] * 2, 24)
+    perm = torch.tensor([2, 0, 3, 1])
+
+    def gap() -> float:
+        with torch.no_grad():
+            f = video(x, t, tok)
+            return float((video(x[:, perm], t, tok) - f[:, perm]).norm() / f.norm())
+
+    assert gap() < 1e-6
+    _wake(video.motion)
+    assert gap() >= 0.05
+
+
+def test_lora_and_first_frame_start_as_identity_and_ship_only_the_delta():
+    image = _image_model()
+    plain = InflatedVideoDenoiser(image, InflationConfig(frames=4)).eval()
+    full = InflatedVideoDenoiser(image, InflationConfig(frames=4, lora_rank=2, first_frame=True)).eval()
+    x, t, tok = torch.randn(1, 4, 3, 16, 16), torch.tensor([300]), text.encode(["a red circle bounces"], 24)
+    with torch.no_grad():
+        assert torch.allclose(full(x, t, tok, first_frame=x[:, 0]), plain(x, t, tok), atol=1e-6)
+        _wake(full)
+        assert not torch.allclose(full(x, t, tok, first_frame=x[:, 0]), plain(x, t, tok), atol=1e-4)
+    delta = full.delta_state_dict()
+    assert delta and not any(k.startswith("spatial.") for k in delta)
+    assert any(k.startswith("lora.") for k in delta) and any(k.startswith("first_frame_in") for k in delta)
+    with pytest.raises(ValueError, match="does not match"):
+        plain.load_delta(delta)
+    with pytest.raises(ValueError, match="first_frame"):
+        plain(x, t, tok, first_frame=x[:, 0])
+
+
+def test_post_spatial_slots_cover_every_level_and_receive_extra():
+    video = InflatedVideoDenoiser(_image_model(), InflationConfig(frames=4)).eval()
+    slots = video.post_spatial_slots()
+    sizes = {p: m.size for p, m in video.motion.items()}
+    assert 8 in sizes.values()  # the 16×16 image's unshuffled top level: no spatial attention, a motion-module slot
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, tokens, frames, extra):
+            seen.append((tokens.shape, frames, extra.get("tag")))
+            return tokens + 1.0
+
+    for slot in slots.values():
+        slot.append(Probe())
+    x, t, tok = torch.randn(1, 4, 3, 16, 16), torch.tensor([300]), text.encode(["a red circle bounces"], 24)
+    with torch.no_grad():
+        video(x, t, tok, extra={"tag": "box"})
+    assert len(seen) == len(slots) and all(f == 4 and tag == "box" for _, f, tag in seen)
+
+
+def test_bad_inputs_raise_value_errors():
+    video = InflatedVideoDenoiser(_image_model(), InflationConfig(frames=4))
+    with pytest.raises(ValueError, match="x must be"):
+        video(torch.randn(1, 3, 16, 16), 5, text.encode(["a red circle"], 24))
+    with pytest.raises(ValueError, match="tokens must be"):
+        video(torch.randn(1, 4, 3, 16, 16), 5, text.encode(["a red circle"], 12))
+    with pytest.raises(ValueError, match="motion_points"):
+        InflatedVideoDenoiser(_image_model(), InflationConfig(motion_points=("nowhere",)))
+    with pytest.raises(ValueError, match="no motion"):
+        text.parse_motion_caption("a red circle sits")
+
+
+def test_motion_module_is_residual_identity_at_init():
+    m = MotionModule(16, 16, size=4)
+    h = torch.randn(8, 16, 4, 4)
+    assert torch.equal(m(h, 4, torch.randn(2, 5, 16)), h)
+
+
+def test_motion_oracle_reads_real_clips_back():
+    batch = make_motion(120, 4321, MotionConfig(max_objects=1))
+    scores = motion_scores(batch.videos, batch.captions)
+    assert scores["direction"] >= 0.95
+    assert scores["identity"] >= 0.95
+    assert scores["flicker"] == 0.0
+    two = make_motion(40, 99, MotionConfig(max_objects=2, object_probs=(0.0, 1.0)))
+    assert motion_scores(two.videos, two.captions)["direction"] >= 0.95
+
+
+def test_motion_oracle_rejects_frozen_and_reversed_clips():
+    batch = make_motion(60, 77, MotionConfig(max_objects=1, kinds=("linear", "entering", "leaving")))
+    frozen = batch.videos[:, :1].expand_as(batch.videos)
+    assert motion_scores(frozen, batch.captions)["direction"] <= 0.1
+    assert motion_scores(batch.videos.flip(1), batch.captions)["direction"] <= 0.1
+    noisy = (batch.videos + 0.05 * torch.randn_like(batch.videos)).clamp(0, 1)
+    assert float(background_flicker(noisy).mean()) > 0.02
+    tr = track_objects(batch.videos[0], batch.captions[0])[0]
+    assert motion_correct(tr) and tr.seen.any()
+
+
+@pytest.mark.skipif(not checkpoints.checkpoint_available("video_motion"), reason="the inflated video model is not shipped")
+def test_shipped_inflated_model_couples_frames():
+    from bytecourse.diffusion.video_eval import eval_clips, permutation_gap
+    from bytecourse.diffusion.videomotion import load_inflated_video_model
+
+    model, _, entry = load_inflated_video_model()
+    assert entry["parent"]["sha256"] == checkpoints.manifest_entry("primer_unet")["sha256"]
+    batch = eval_clips(0, n=2)
+    assert permutation_gap(model, batch, "cpu") >= 0.05

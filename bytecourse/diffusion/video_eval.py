@@ -77,8 +77,9 @@ def permutation_gap(model, batch, device, t: int = 500, seed: int = 0) -> float:
     return float((fp - f.flip(1)).norm() / f.norm())
 
 
-def _row(name: str, per_seed: list[dict], wall_time_s: float | None, note: str) -> dict:
-    return {"setting": name, "metrics": summarise(per_seed), "train_wall_time_s": wall_time_s, "note": note}
+def _row(name: str, per_seed: list[dict], wall_time_s: float | None, note: str, sha256: str | None = None) -> dict:
+    return {"setting": name, "metrics": summarise(per_seed), "train_wall_time_s": wall_time_s, "note": note,
+            "checkpoint_sha256": sha256}
 
 
 def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
@@ -93,22 +94,27 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
     primer, primer_entry = load_primer_model(device)
     models = {"Image model, frame by frame (inflated, untrained motion modules)":
               (InflatedVideoDenoiser(primer).to(device).eval(), primer_entry["wall_time_s"],
-               "the primer's image model on each frame; no temporal coupling")}
+               "the primer's image model on each frame; no temporal coupling", primer_entry["sha256"])}
+    earlier: list[dict] = []
     if checkpoints.checkpoint_available(CHECKPOINT):
         inflated, config, entry = load_inflated_video_model(device)
         stages = entry["config"]["trained_stages"]
         models[f"Inflated video model (after stage {stages})"] = (
             inflated, primer_entry["wall_time_s"] + entry["wall_time_s"],
-            f"primer {primer_entry['wall_time_s']:.0f} s + motion stages {entry['wall_time_s']:.0f} s",
+            f"primer {primer_entry['wall_time_s']:.0f} s + motion stages {entry['wall_time_s']:.0f} s", entry["sha256"],
         )
+        earlier = entry.get("earlier_stage_rows", [])
     if checkpoints.checkpoint_available(SCRATCH_CHECKPOINT):
         scratch, _ = load_video_model(device)
+        scratch_entry = checkpoints.manifest_entry(SCRATCH_CHECKPOINT)
         models["From-scratch video model (old base)"] = (
-            scratch, checkpoints.manifest_entry(SCRATCH_CHECKPOINT)["wall_time_s"], "VideoDenoiser trained on Motion clips only")
+            scratch, scratch_entry["wall_time_s"], "VideoDenoiser trained on Motion clips only", scratch_entry["sha256"])
     rows, coupling = [], []
-    for name, (model, wall, note) in models.items():
+    for name, (model, wall, note, sha) in models.items():
         per_seed = [score_clips(sample_clips(model, eval_clips(s), s, device), eval_clips(s)) for s in seeds]
-        rows.append(_row(name, per_seed, wall, note))
+        rows.append(_row(name, per_seed, wall, note, sha))
+        if name.startswith("Inflated"):
+            rows[1:1] = [r for r in earlier if r["setting"] != name]
         gaps = [{"permutation_gap": permutation_gap(model, eval_clips(s), device, seed=s)} for s in seeds]
         coupling.append({"setting": name, "metrics": summarise(gaps)})
     rows.append(_row("Real clips (the oracle's ceiling)", [score_clips(eval_clips(s).videos, eval_clips(s)) for s in seeds],

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoints, text
+from .. import checkpoints
 from ..worlds import ShapesConfig, make_shapes
 from ..worlds.motion import MotionConfig, make_motion
 from .inflate import InflatedVideoDenoiser, InflationConfig
@@ -172,7 +172,9 @@ def train_video_stage(
         (run_dir / "state.json").write_text(json.dumps(meta, indent=2))
         if ship:
             parent = checkpoints.manifest_entry(PRIMER_CHECKPOINT)
+            earlier = _earlier_stage_rows(stage)
             checkpoints.save_checkpoint(CHECKPOINT, ema.model.delta_state_dict(), {
+                "earlier_stage_rows": earlier,
                 "chapter": "video",
                 "config": config.to_dict() | {"trained_stages": stage},
                 "command": " && ".join(c for h in history for c in h["commands"]),
@@ -186,6 +188,20 @@ def train_video_stage(
                 "parameters": sum(v.numel() for v in ema.model.delta_state_dict().values()),
             })
     return ema.model, summary
+
+
+def _earlier_stage_rows(stage: int) -> list[dict]:
+    """The evaluated rows of earlier stages' checkpoints, kept when a later stage replaces the shipped file
+    (``eval video`` shows them beside the new model's row; each names the checkpoint sha256 it was computed on)."""
+    if CHECKPOINT not in checkpoints.read_manifest()["checkpoints"]:
+        return []
+    entry = checkpoints.manifest_entry(CHECKPOINT)
+    rows = list(entry.get("earlier_stage_rows", []))
+    if entry["config"].get("trained_stages", stage) < stage:
+        for r in (entry.get("tables") or {}).get("models", {}).get("rows", []):
+            if r.get("checkpoint_sha256") == entry["sha256"]:
+                rows.append(r | {"note": r["note"] + f" (stored by an earlier `eval video` of checkpoint {entry['sha256'][:12]}…)"})
+    return rows
 
 
 def load_inflated_video_model(device: str | torch.device = "cpu") -> tuple[InflatedVideoDenoiser, InflatedVideoConfig, dict]:
@@ -243,5 +259,12 @@ def cli_eval(args) -> dict:
 
 __all__ = [
     "CHECKPOINT", "InflatedVideoConfig", "VideoStage", "build_video_model", "load_inflated_video_model",
-    "quick_train_video_model", "text", "train_video_stage", "video_stage_loss",
+    "quick_train_video_model", "stored_tables", "train_video_stage", "video_stage_loss",
 ]
+
+
+def stored_tables() -> dict | None:
+    """The tables ``python -m bytecourse eval video`` stored for the shipped model (None if absent)."""
+    if not checkpoints.checkpoint_available(CHECKPOINT):
+        return None
+    return checkpoints.manifest_entry(CHECKPOINT).get("tables") or None

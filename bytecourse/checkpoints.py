@@ -38,7 +38,14 @@ def read_manifest() -> dict:
     p = manifest_path()
     if not p.exists():
         return {"checkpoints": {}}
-    return json.loads(p.read_text())
+    try:
+        manifest = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{p} is not valid JSON ({e}); restore it with `git checkout -- {p.name}` or regenerate it") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("checkpoints", {}), dict):
+        raise CheckpointError(f"{p} must hold an object with a 'checkpoints' object; restore it with `git checkout -- {p.name}`")
+    manifest.setdefault("checkpoints", {})
+    return manifest
 
 
 def write_manifest(manifest: dict) -> None:
@@ -101,6 +108,9 @@ def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict)
     return path
 
 
+REQUIRED_ENTRY_KEYS = ("file", "sha256", "command")
+
+
 def manifest_entry(name: str) -> dict:
     entry = read_manifest()["checkpoints"].get(name)
     if entry is None:
@@ -108,13 +118,25 @@ def manifest_entry(name: str) -> dict:
             f"checkpoint {name!r} is not listed in {manifest_path()}; regenerate it with "
             f"`python -m bytecourse train <chapter>` (see the README)"
         )
+    missing = [k for k in REQUIRED_ENTRY_KEYS if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        raise CheckpointError(f"the manifest entry of {name!r} lacks {missing}; regenerate it with `python -m bytecourse train <chapter>`")
     return entry
+
+
+def checkpoint_path(entry: dict) -> Path:
+    """The entry's file inside ``data/`` (a manifest ``file`` such as ``../../x`` is refused)."""
+    root = data_dir().resolve()
+    path = (root / entry["file"]).resolve()
+    if path.parent != root:
+        raise CheckpointError(f"manifest file entry {entry['file']!r} points outside {root}")
+    return path
 
 
 def load_checkpoint(name: str, dtype: torch.dtype = torch.float32) -> tuple[dict[str, torch.Tensor], dict]:
     """Verified load: ``(state_dict, manifest_entry)``. Float tensors are cast to ``dtype``."""
     entry = manifest_entry(name)
-    path = data_dir() / entry["file"]
+    path = checkpoint_path(entry)
     how = f"regenerate it with `{entry['command']}`"
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} is missing; {how}")
@@ -128,10 +150,25 @@ def load_checkpoint(name: str, dtype: torch.dtype = torch.float32) -> tuple[dict
     return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}, entry
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
 def checkpoint_available(name: str) -> bool:
-    """True if the checkpoint is listed and its file exists (the hash is checked on load)."""
-    entry = read_manifest()["checkpoints"].get(name)
-    return entry is not None and (data_dir() / entry["file"]).exists()
+    """True if the checkpoint is listed, its file exists inside ``data/`` and matches its manifest sha256."""
+    try:
+        entry = manifest_entry(name)
+        path = checkpoint_path(entry)
+    except CheckpointError:
+        return False
+    return path.exists() and _cached_sha256(path) == entry["sha256"]
 
 
 def store_tables(name: str, tables: dict, command: str, commit: str | None = None) -> None:

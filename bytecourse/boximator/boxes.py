@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..validation import check_int
+
 SLOTS = 8
 
 #: Object-ID colours (RGB in [0, 1]) for slots 0..7, chosen ≥0.3 away from every object colour of the
@@ -74,6 +76,11 @@ class BoxConditions:
         if self.ids.shape != (bsz, n) or self.hard.shape != (bsz, t, n) or self.active.shape != (bsz, t, n):
             raise ValueError(f"ids must be {(bsz, n)} and hard/active {(bsz, t, n)}, got {tuple(self.ids.shape)}, "
                              f"{tuple(self.hard.shape)}, {tuple(self.active.shape)}")
+        for name, flags in (("hard", self.hard), ("active", self.active)):
+            if flags.dtype != torch.bool and not bool(((flags == 0) | (flags == 1)).all()):
+                raise ValueError(f"{name} must be 0/1 (or bool) per box, got values {sorted(set(flags.flatten().tolist()))[:6]}")
+        if self.ids.is_floating_point() and not bool((self.ids == self.ids.round()).all()):
+            raise ValueError(f"ids must be whole ID-colour indices, got {self.ids.tolist()}")
         on = self.active.bool()
         used = b[on]
         if not torch.isfinite(used).all():
@@ -158,9 +165,12 @@ def _check_box(box: torch.Tensor, what: str) -> torch.Tensor:
 def interpolate_keyframes(keyframes: dict[int, torch.Tensor], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Boxes on a few frames → boxes ``(T, 4)`` on every frame by linear interpolation (held constant before
     the first and after the last key frame), and ``drawn (T,)``: True on the key frames."""
-    if not keyframes:
+    frames = check_int("frames", frames, 1)
+    if not isinstance(keyframes, dict) or not keyframes:
         raise ValueError("an empty trajectory: give a box on at least one frame")
-    keys = sorted(keyframes)
+    for k in keyframes:
+        check_int("key frame", k, 0, frames - 1)
+    keys = sorted(int(k) for k in keyframes)
     if keys[0] < 0 or keys[-1] >= frames:
         raise ValueError(f"key frames must be in [0, {frames}), got {keys}")
     kb = torch.stack([_check_box(keyframes[k], f"the box on frame {k}") for k in keys])
@@ -184,6 +194,7 @@ def motion_path(box: torch.Tensor, path: torch.Tensor, frames: int) -> tuple[tor
     (normalised points, the first being where the box starts) at constant speed over the clip. Returns boxes
     ``(T, 4)`` (cut at the border if they leave the frame) and ``drawn (T,)`` (True on the first and last
     frame, where the box is exactly the drawn one; relax the others)."""
+    frames = check_int("frames", frames, 1)
     box = _check_box(box, "the box")
     path = torch.as_tensor(path, dtype=torch.float32)
     if path.dim() != 2 or path.shape[-1] != 2 or path.shape[0] < 1:
@@ -219,7 +230,11 @@ def request(
         raise ValueError("an empty trajectory: constrain at least one object")
     if len(trajectories) > SLOTS:
         raise ValueError(f"at most {SLOTS} objects can be constrained, got {len(trajectories)}")
+    if len(drawn) != len(trajectories):
+        raise ValueError(f"drawn must hold one mask per trajectory: {len(trajectories)} trajectories, {len(drawn)} masks")
     frames = trajectories[0].shape[0]
+    if frames < 1:
+        raise ValueError("trajectories must cover at least one frame")
     cond = empty_conditions(1, frames)
     for j, (traj, d) in enumerate(zip(trajectories, drawn)):
         if traj.shape != (frames, 4) or d.shape != (frames,):

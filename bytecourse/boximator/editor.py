@@ -11,6 +11,7 @@ import torch
 
 from .. import text
 from ..oracle import box_iou, detect_objects
+from ..validation import check_int
 from .boxes import ID_COLOURS, ID_NAMES, SOFT_MARGIN_MEAN, BoxConditions, empty_conditions, interpolate_keyframes, motion_path, relax, to_frame
 
 EDITOR_CAPTIONS = (
@@ -25,8 +26,16 @@ EDITOR_CAPTIONS = (
 
 
 def caption_objects(caption: str) -> list[str]:
-    """The caption's objects, in slot order (slot j ↔ ID colour j)."""
-    return [" ".join(part.split()[1:3]) for part in caption.split(" and ")]
+    """The caption's objects, in slot order (slot j ↔ ID colour j). Raises ``ValueError`` for a caption that
+    is not a Motion caption ("a <colour> <shape> <motion> [and ...]") in the world's vocabulary."""
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"caption must be a non-empty Motion caption, got {caption!r}")
+    try:
+        text.encode([caption], 24)
+        objects = text.parse_motion_caption(caption)
+    except ValueError as e:
+        raise ValueError(f"caption {caption!r} is not a Motion caption: {e}") from None
+    return [f"{text.COLOUR_NAMES[c]} {text.SHAPE_NAMES[s]}" for c, s, _, _ in objects]
 
 
 def box_from_centre(cx: float, cy: float, size: float) -> torch.Tensor:
@@ -44,6 +53,8 @@ def plan_request(
     middle frame), interpolated (``"key frames"``) or slid along the path at constant speed
     (``"motion path"``), then relaxed into soft boxes except where drawn. Other objects stay unconstrained."""
     objects = caption_objects(caption)
+    frames = check_int("frames", frames, 2)
+    obj = check_int("object", obj, 0, len(objects) - 1)
     if not 0 <= obj < len(objects):
         raise ValueError(f"object must be in [0, {len(objects)}) for {caption!r}, got {obj}")
     if mode not in ("key frames", "motion path"):

@@ -170,10 +170,11 @@ def sample_captions(
     """Images ``(B,3,H,W)`` in [0, 1] for captions, from seeded noise. ``sampler``: ``"ddim"`` (``steps``
     steps) or ``"ddpm"`` (all 1000 ancestral steps)."""
     from .. import text
+    from ..validation import check_choice, check_strings
     from .sampling import ddim_sample, ddpm_sample, initial_noise, to_image_space
 
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    check_choice("sampler", sampler, ("ddim", "ddpm"))
+    captions = check_strings("captions", captions)
     cfg = model.config
     device = next(model.parameters()).device
     tokens = text.encode(captions, cfg.caption_length).to(device)
@@ -275,8 +276,11 @@ def cli_eval(args) -> dict:
 def sample_with_verdicts(model: ImageDenoiser, caption: str, cfg_scale: float, steps: int, seed: int = 0, n: int = 8) -> dict:
     """Pure function behind the widget: ``n`` samples of one caption and the oracle's verdict on each."""
     from ..oracle import detect_objects, realism, score_caption
+    from ..validation import check_int
 
-    captions = [caption] * n
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"caption must be a non-empty string, got {caption!r}")
+    captions = [caption] * check_int("n", n, 1)
     images = sample_captions(model, captions, steps=steps, cfg_scale=cfg_scale, seed=seed)
     dets = detect_objects(images)
     scores = [score_caption(caption, d) for d in dets]

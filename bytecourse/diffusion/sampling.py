@@ -18,8 +18,9 @@ import torch
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from ..text import PAD_ID
-from .schedule import make_ddim_scheduler
+from ..text import PAD_ID, VOCAB_SIZE
+from ..validation import _show, check_finite, check_float, check_int, check_tokens
+from .schedule import NUM_TRAIN_TIMESTEPS, make_ddim_scheduler
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -87,6 +88,8 @@ def guided_eps(
     """ε̂ with classifier-free guidance; both branches in one batched call. ``cfg_scale = 1`` is the plain
     conditional model (one call), ``0`` the unconditional one."""
     t = torch.as_tensor(t, device=x.device)
+    if t.numel() and (float(t.min()) < 0 or float(t.max()) > NUM_TRAIN_TIMESTEPS - 1):
+        raise ValueError(f"t must be a timestep in [0, {NUM_TRAIN_TIMESTEPS - 1}], got {t.tolist()}")
     if t.dim() == 0:
         t = t.expand(x.shape[0])
     if cfg_scale == 1.0:
@@ -101,13 +104,21 @@ def initial_noise(shape: tuple[int, ...], seed: int | torch.Generator, device=No
     return torch.randn(shape, generator=g).to(device)
 
 
-def _validate(cfg_scale: float, eta: float, x: torch.Tensor, cond: torch.Tensor) -> None:
-    if not 0.0 <= cfg_scale <= 50.0:
-        raise ValueError(f"cfg_scale must be in [0, 50], got {cfg_scale}")
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if cond.shape[0] != x.shape[0]:
-        raise ValueError(f"cond has batch {cond.shape[0]} but the noise has batch {x.shape[0]}")
+def _validate(model: EpsModel, cfg_scale: float, eta: float, x: torch.Tensor, cond: torch.Tensor) -> None:
+    check_float("cfg_scale", cfg_scale, 0.0, 50.0)
+    check_float("eta", eta, 0.0, 1.0)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"noise must be a floating-point tensor, got {_show(x)}")
+    check_finite("noise", x)
+    params = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    if params is not None and params.is_floating_point() and x.dtype != params.dtype:
+        raise ValueError(f"noise must have the model's dtype {params.dtype}, got {x.dtype} (use noise.to({params.dtype}))")
+    if not isinstance(cond, torch.Tensor) or cond.shape[0] != x.shape[0]:
+        raise ValueError(f"cond must have one row per noise sample ({x.shape[0]}), got {_show(cond)}")
+    if cond.is_floating_point():
+        check_finite("cond", cond)
+    else:
+        check_tokens("cond", cond, VOCAB_SIZE)
 
 
 @torch.no_grad()
@@ -130,7 +141,8 @@ def ddim_sample(
     The update is diffusers' ``DDIMScheduler.step``; ε-prediction models, any shape of x (images or videos).
     ``seed`` drives the fresh noise of η > 0; ``clip_x0`` see :func:`make_ddim_scheduler`.
     """
-    _validate(cfg_scale, eta, noise, cond)
+    _validate(model, cfg_scale, eta, noise, cond)
+    steps = check_int("steps", steps, 1, train_scheduler.config.num_train_timesteps)
     sched = make_ddim_scheduler(train_scheduler, steps, clip_x0)
     g = torch.Generator().manual_seed(int(seed))
     acp = sched.alphas_cumprod
@@ -170,7 +182,7 @@ def ddpm_sample(
 ) -> torch.Tensor:
     """Ancestral DDPM sampling over all training timesteps (DDPM Alg. 2) with ``DDPMScheduler.step``
     (x̂₀ clipped to [−1, 1] as in Ho et al.'s sampler unless ``clip_x0=False``)."""
-    _validate(cfg_scale, 0.0, noise, cond)
+    _validate(model, cfg_scale, 0.0, noise, cond)
     sched = DDPMScheduler.from_config(train_scheduler.config, clip_sample=clip_x0, clip_sample_range=1.0)
     sched.set_timesteps(train_scheduler.config.num_train_timesteps)
     g = torch.Generator().manual_seed(int(seed))

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import torch
 
 from ..text import parse_shapes_caption
+from ..validation import _show, check_boxes, check_finite, check_float, check_strings
 from .segment import DetectedObject
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU ``(N, M)`` of boxes ``a (N,4)`` and ``b (M,4)`` as (x0, y0, x1, y1)."""
-    if a.shape[-1] != 4 or b.shape[-1] != 4:
-        raise ValueError(f"boxes must have 4 coordinates, got {tuple(a.shape)} and {tuple(b.shape)}")
+    check_boxes("a", a)
+    check_boxes("b", b)
     a, b = a.float(), b.float()
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
@@ -32,8 +33,15 @@ def average_precision(
     its image if that IoU ≥ threshold (a true positive), else it is a false positive."""
     if not (len(pred_boxes) == len(pred_scores) == len(gt_boxes)):
         raise ValueError("pred_boxes, pred_scores and gt_boxes must have one entry per image")
-    if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    check_float("iou_threshold", iou_threshold, 0.0, 1.0)
+    if iou_threshold == 0.0:
+        raise ValueError("iou_threshold must be in (0, 1], got 0.0")
+    for i, (pb, ps, gb) in enumerate(zip(pred_boxes, pred_scores, gt_boxes)):
+        check_boxes(f"pred_boxes[{i}]", pb)
+        check_boxes(f"gt_boxes[{i}]", gb)
+        if not isinstance(ps, torch.Tensor) or ps.dim() != 1 or len(ps) != len(pb):
+            raise ValueError(f"pred_scores[{i}] must be a 1-D tensor with one score per box ({len(pb)}), got {_show(ps)}")
+        check_finite(f"pred_scores[{i}]", ps)
     n_gt = sum(len(g) for g in gt_boxes)
     if n_gt == 0:
         raise ValueError("average_precision needs at least one ground-truth box")
@@ -95,6 +103,7 @@ def score_caption(caption: str, detections: list[DetectedObject]) -> CaptionScor
 
 def caption_accuracy(captions: list[str], detections: list[list[DetectedObject]]) -> dict[str, float]:
     """Mean colour, shape, both-per-object and exact-set accuracy over a batch."""
+    check_strings("captions", captions)
     if len(captions) != len(detections):
         raise ValueError(f"{len(captions)} captions but {len(detections)} detection lists")
     scores = [score_caption(c, d) for c, d in zip(captions, detections)]

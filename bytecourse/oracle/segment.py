@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..validation import check_images
 from ..worlds.render import PALETTE, PLAIN_BACKGROUND, TEXTURE_RANGE
 
 
@@ -47,8 +48,7 @@ class DetectedObject:
 
 def classify_pixels(images: torch.Tensor, config: OracleConfig = OracleConfig()) -> tuple[torch.Tensor, torch.Tensor]:
     """``(colour_index (B,H,W), background (B,H,W) bool)``; colour_index is −1 where no palette colour fits."""
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
+    check_images("images", images)
     x = images.float().clamp(0, 1)
     pal = PALETTE.to(x.device)
     dist = (x[:, None] - pal[None, :, :, None, None]).norm(dim=2)  # (B,P,H,W)
@@ -81,7 +81,8 @@ def connected_components(mask: torch.Tensor) -> torch.Tensor:
 
 
 def detect_objects(images: torch.Tensor, config: OracleConfig = OracleConfig()) -> list[list[DetectedObject]]:
-    """Objects found in each image, largest first."""
+    """Objects found in each image ``(B, 3, H, W)`` in [0, 1], largest first."""
+    check_images("images", images)
     b, _, h, w = images.shape
     colour, _ = classify_pixels(images, config)
     planes = colour[:, None] == torch.arange(len(PALETTE), device=colour.device)[None, :, None, None]  # (B,P,H,W)
@@ -170,6 +171,7 @@ def realism(images: torch.Tensor, config: OracleConfig = OracleConfig()) -> torc
     """Fraction of pixels ``(B,)`` that the world's rendering rules explain: background pixels that fit the
     background, plus pixels of palette-coloured components that are well-formed shapes. 1.0 on the world's
     own images; speckle, off-palette colours and malformed blobs lower it."""
+    check_images("images", images)
     b, _, h, w = images.shape
     colour, background = classify_pixels(images, config)
     planes = colour[:, None] == torch.arange(len(PALETTE), device=colour.device)[None, :, None, None]

@@ -37,6 +37,9 @@ def widened_qk(attn: llama.LlamaAttention, hidden_states: torch.Tensor, position
     input_shape = hidden_states.shape[:-1]
     if visual_mask.shape != input_shape:
         raise ValueError(f"visual_mask must have the tokens' shape {tuple(input_shape)}, got {tuple(visual_mask.shape)}")
+    if visual_mask.dtype != torch.bool and not bool(((visual_mask == 0) | (visual_mask == 1)).all()):
+        raise ValueError(f"visual_mask must be 0/1 (or bool): 1 on visual tokens, 0 on text; got values "
+                         f"{sorted(set(visual_mask.flatten().tolist()))[:6]}")
     hidden_shape = (*input_shape, -1, attn.head_dim)
     q = attn.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
     k = attn.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)

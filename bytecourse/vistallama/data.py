@@ -116,8 +116,12 @@ def check_narration(narration: str, ep: Episodes, i: int) -> list[Fact]:
     """Every fact the narration states, checked against episode i: item k's object must be segment k's object (this
     checks the order of events too), and its motion phrase must be segment k's motion. Items past the last segment
     are false."""
+    from ..validation import check_int
     from ..worlds.motion import _motion_phrase
 
+    if not isinstance(narration, str):
+        raise ValueError(f"narration must be a string, got {type(narration).__name__}")
+    i = check_int("i", i, 0, len(ep.segments) - 1)
     facts = []
     k = int(ep.segments[i])
     for item, words in enumerate(parse_narration(narration)):

@@ -8,6 +8,7 @@ learner would see, without a browser.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any
 
@@ -52,17 +53,27 @@ class FunctionView:
         self.refresh()
 
     def refresh(self) -> Any:
-        """Recompute from the controls' current values and redraw."""
+        """Recompute from the controls' current values and redraw.
+
+        A ``ValueError`` (bad input from a control) is shown in the status line and clears ``result``, so a
+        test never reads a stale result as the answer to the new values; any other error is shown too (the
+        status never stays at "computing…") and then raised, so it is not hidden."""
         self.status.value = "<i>computing…</i>"
         try:
-            self.result = self.compute(**self.values())
+            result = self.compute(**self.values())
             self.calls += 1
             self.output.clear_output(wait=True)
             with self.output:
-                self.render(self.result)
+                self.render(result)
+            self.result = result
             self.status.value = ""
         except ValueError as e:  # bad input from a control: say so in the widget instead of a traceback
-            self.status.value = f"<span style='color:#b00'>{e}</span>"
+            self.result = None
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+        except Exception as e:
+            self.result = None
+            self.status.value = f"<span style='color:#b00'>error: {html.escape(type(e).__name__ + ': ' + str(e))}</span>"
+            raise
         return self.result
 
     def show(self) -> FunctionView:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .. import text
+from ..validation import check_int
 from .render import background, masks_to_boxes
 from .shapes import ShapesConfig, render_layout, sample_layout
 
@@ -29,8 +30,9 @@ class MotionConfig:
     caption_length: int = 24
 
     def validate(self) -> None:
-        if not 2 <= self.frames <= 64:
-            raise ValueError(f"frames must be in [2, 64], got {self.frames}")
+        check_int("frames", self.frames, 2, 64)
+        check_int("max_objects", self.max_objects, 1)
+        check_int("caption_length", self.caption_length, 1)
         bad = [k for k in self.kinds if k not in MOTION_KINDS]
         if bad or not self.kinds:
             raise ValueError(f"kinds must be a non-empty subset of {MOTION_KINDS}, got {self.kinds}")
@@ -145,10 +147,14 @@ def make_motion(
 ) -> MotionBatch:
     """A seeded batch of the Motion world (same seed → same batch on every machine)."""
     config = config or MotionConfig()
+    if not isinstance(config, MotionConfig):
+        raise ValueError(f"config must be a MotionConfig, got {type(config).__name__}")
     config.validate()
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    g = torch.Generator().manual_seed(int(seed))
+    batch = check_int("batch", batch, 1)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
+    if num_objects is not None:
+        num_objects = check_int("num_objects", num_objects, 1, config.max_objects)
+    g = torch.Generator().manual_seed(seed)
     scfg = config.shapes_config()
     layout = sample_layout(batch, scfg, g, num_objects)
     k, frames, size = config.max_objects, config.frames, config.size

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .. import text
+from ..validation import check_flag, check_float, check_int
 from .render import (
     NUM_COLOURS,
     NUM_SHAPES,
@@ -30,16 +31,20 @@ class ShapesConfig:
     caption_length: int = 12
 
     def validate(self) -> None:
-        if not 8 <= self.size <= 512:
-            raise ValueError(f"size must be in [8, 512], got {self.size}")
-        if not 1 <= self.max_objects <= NUM_COLOURS:
-            raise ValueError(f"max_objects must be in [1, {NUM_COLOURS}], got {self.max_objects}")
+        check_int("size", self.size, 8, 512)
+        check_int("max_objects", self.max_objects, 1, NUM_COLOURS)
+        check_int("caption_length", self.caption_length, 1)
+        check_flag("textured", self.textured)
         if self.object_probs is not None:
-            if len(self.object_probs) != self.max_objects or min(self.object_probs) < 0 or sum(self.object_probs) <= 0:
+            for i, p in enumerate(self.object_probs):
+                check_float(f"object_probs[{i}]", p, 0.0)
+            if len(self.object_probs) != self.max_objects or sum(self.object_probs) <= 0:
                 raise ValueError(
                     f"object_probs must be {self.max_objects} non-negative weights, got {self.object_probs}"
                 )
-        lo, hi = self.radius_range
+        if len(self.radius_range) != 2:
+            raise ValueError(f"radius_range must be (lo, hi), got {self.radius_range}")
+        lo, hi = (check_float(f"radius_range[{i}]", r) for i, r in enumerate(self.radius_range))
         if not 0 < lo <= hi < 0.5:
             raise ValueError(f"radius_range must satisfy 0 < lo <= hi < 0.5, got {self.radius_range}")
         if self.caption_length < 4 * self.max_objects - 1:
@@ -95,8 +100,7 @@ def sample_layout(
         probs = torch.tensor(config.object_probs or [1.0] * k, dtype=torch.float)
         counts = torch.multinomial(probs, batch, replacement=True, generator=generator) + 1
     else:
-        if not 1 <= num_objects <= k:
-            raise ValueError(f"num_objects must be in [1, {k}], got {num_objects}")
+        check_int("num_objects", num_objects, 1, k)
         counts = torch.full((batch,), num_objects)
     present = torch.arange(k)[None] < counts[:, None]
     colours = torch.argsort(torch.rand(batch, NUM_COLOURS, generator=generator), dim=1)[:, :k]
@@ -151,10 +155,14 @@ def make_shapes(
     """A seeded batch of the Shapes world. The same ``seed`` gives the same batch on every machine
     (all randomness is drawn on the CPU from one ``torch.Generator``)."""
     config = config or ShapesConfig()
+    if not isinstance(config, ShapesConfig):
+        raise ValueError(f"config must be a ShapesConfig, got {type(config).__name__}")
     config.validate()
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    g = torch.Generator().manual_seed(int(seed))
+    batch = check_int("batch", batch, 1)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
+    if num_objects is not None:
+        num_objects = check_int("num_objects", num_objects, 1, config.max_objects)
+    g = torch.Generator().manual_seed(seed)
     layout = sample_layout(batch, config, g, num_objects)
     bg = background(batch, config.size, config.size, config.textured, g)
     image, visible, depth, class_mask = render_layout(layout, bg)

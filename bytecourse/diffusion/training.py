@@ -21,6 +21,21 @@ def drop_condition(tokens: torch.Tensor, p_uncond: float, generator: torch.Gener
     return torch.where(drop.to(tokens.device)[:, None], torch.full_like(tokens, PAD_ID), tokens)
 
 
+def loss_weights(alphas_cumprod: torch.Tensor, weighting: str = "eps", max_weight: float = 20.0) -> torch.Tensor:
+    """Per-sample weights of the ε-MSE at levels with ᾱ = ``alphas_cumprod``.
+
+    ``"eps"``: 1 (DDPM's L_simple). ``"v"``: 1 + 1/SNR, SNR = ᾱ/(1−ᾱ), capped at ``max_weight`` — the ε-MSE
+    rewritten as the v-prediction loss (Salimans & Ho 2022): ‖v̂ − v‖² = ‖ε̂ − ε‖²/ᾱ = (1 + 1/SNR)‖ε̂ − ε‖².
+    Because x̂₀ − x₀ = −(σ/α)(ε̂ − ε), L_simple weighs an error in the *clean image* by SNR, which is ≪ 1 at the
+    high-noise levels where a sample's layout — and a clip's motion — is decided; the v weighting keeps that
+    signal (the cap stops the last few levels, where x_t carries no image at all, from dominating)."""
+    if weighting == "eps":
+        return torch.ones_like(alphas_cumprod)
+    if weighting == "v":
+        return (1 / alphas_cumprod).clamp(max=max_weight)
+    raise ValueError(f"weighting must be 'eps' or 'v', got {weighting!r}")
+
+
 def diffusion_loss(
     model: nn.Module,
     x0: torch.Tensor,
@@ -28,8 +43,11 @@ def diffusion_loss(
     scheduler: DDPMScheduler,
     generator: torch.Generator,
     p_uncond: float = 0.1,
+    weighting: str = "eps",
+    max_weight: float = 20.0,
 ) -> torch.Tensor:
-    """L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, c)‖² (DDPM Eq. 14), with CFG condition dropout.
+    """L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, c)‖² (DDPM Eq. 14), with CFG condition dropout
+    (and optionally a per-level weight, :func:`loss_weights`).
 
     ``x0`` is in [−1, 1]. All randomness comes from ``generator`` (a CPU generator, so a run is the same on
     every device) and is then moved to ``x0``'s device.
@@ -40,7 +58,11 @@ def diffusion_loss(
     t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
     xt = scheduler.add_noise(x0, noise, t)
     cond = drop_condition(tokens, p_uncond, generator)
-    return F.mse_loss(model(xt, t, cond).float(), noise.float())
+    if weighting == "eps":
+        return F.mse_loss(model(xt, t, cond).float(), noise.float())
+    w = loss_weights(scheduler.alphas_cumprod.to(x0.device)[t].float(), weighting, max_weight)
+    per_sample = (model(xt, t, cond).float() - noise.float()).pow(2).flatten(1).mean(1)
+    return (w * per_sample).mean()
 
 
 class EMA:

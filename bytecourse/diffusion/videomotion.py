@@ -64,6 +64,8 @@ class InflatedVideoConfig:
     max_objects: int = 2
     object_probs: tuple[float, ...] = (0.6, 0.4)
     batch: int = 8
+    loss_weighting: str = "v"  # see training.loss_weights: L_simple barely rewards motion (measured, see below)
+    max_loss_weight: float = 20.0
     warmup: int = 200
     ema_decay: float = 0.999
     p_uncond: float = 0.1
@@ -117,7 +119,8 @@ def video_stage_loss(config: InflatedVideoConfig, stage: int, scheduler):
         else:
             batch = make_motion(config.batch, data_seed, world)
             x0 = to_model_space(batch.videos)
-        return diffusion_loss(model, x0.to(device), batch.tokens.to(device), scheduler, g, config.p_uncond)
+        return diffusion_loss(model, x0.to(device), batch.tokens.to(device), scheduler, g, config.p_uncond,
+                              config.loss_weighting, config.max_loss_weight)
 
     return loss_fn
 

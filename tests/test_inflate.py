@@ -150,3 +150,23 @@ def test_shipped_inflated_model_couples_frames():
     assert entry["parent"]["sha256"] == checkpoints.manifest_entry("primer_unet")["sha256"]
     batch = eval_clips(0, n=2)
     assert permutation_gap(model, batch, "cpu") >= 0.05
+
+
+def test_v_weighting_is_the_v_loss_and_capped():
+    from bytecourse.diffusion import make_train_scheduler
+    from bytecourse.diffusion.training import loss_weights
+
+    acp = make_train_scheduler().alphas_cumprod
+    w = loss_weights(acp, "v", max_weight=1e12)
+    snr = acp / (1 - acp)
+    assert torch.allclose(w, 1 + 1 / snr, rtol=1e-4)
+    assert float(loss_weights(acp, "v").max()) == 20.0 and float(loss_weights(acp, "eps").min()) == 1.0
+    # ‖v̂ − v‖² = w · ‖ε̂ − ε‖² for an ε-prediction, with v = α ε − σ x₀ and x̂₀ from ε̂
+    a = acp[700].double()
+    x0, eps, eps_hat = torch.randn(3, 10, dtype=torch.float64)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    x0_hat = (xt - (1 - a).sqrt() * eps_hat) / a.sqrt()
+    v, v_hat = a.sqrt() * eps - (1 - a).sqrt() * x0, a.sqrt() * eps_hat - (1 - a).sqrt() * x0_hat
+    assert torch.allclose((v_hat - v).pow(2).sum(), (eps_hat - eps).pow(2).sum() / a)
+    with pytest.raises(ValueError, match="weighting"):
+        loss_weights(acp, "x0")

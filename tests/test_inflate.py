@@ -170,3 +170,13 @@ def test_v_weighting_is_the_v_loss_and_capped():
     assert torch.allclose((v_hat - v).pow(2).sum(), (eps_hat - eps).pow(2).sum() / a)
     with pytest.raises(ValueError, match="weighting"):
         loss_weights(acp, "x0")
+
+
+def test_eval_scores_real_clips_as_the_ceiling():
+    from bytecourse.diffusion.video_eval import eval_clips, fully_inside, score_clips
+
+    batch = eval_clips(0, n=12)
+    inside = fully_inside(batch)
+    assert inside.any() and not inside.all()  # entering/leaving objects are partly outside on some frames
+    scores = score_clips(batch.videos, batch)
+    assert scores["colour"] == 1.0 and scores["realism"] > 0.99 and scores["direction"] >= 0.9

@@ -22,6 +22,13 @@ from bytecourse.widgets import FunctionView
 from bytecourse.worlds import ShapesConfig, make_shapes
 from bytecourse.worlds.motion import MotionConfig, make_motion
 
+
+def _motion_scores(videos, captions):
+    from bytecourse.oracle.motion import motion_scores
+
+    return motion_scores(videos, captions)
+
+
 TINY = UNetConfig(image_size=16, widths=(16, 16), attn_levels=(1,), text_dim=16, text_layers=1, caption_length=12, heads=2)
 
 
@@ -70,6 +77,10 @@ CASES = {
     "box_iou NaN": (lambda m: box_iou(BOX, torch.tensor([[0.0, math.nan, 1, 1]])), "NaN"),
     "average_precision 2 boxes 1 score": (lambda m: average_precision([BOX.repeat(2, 1)], [torch.tensor([0.9])], [BOX]), "pred_scores[0]"),
     "average_precision 1-D box": (lambda m: average_precision([BOX[0]], [torch.tensor([0.9])], [BOX]), "pred_boxes[0]"),
+    # the motion oracle and the inflated video model
+    "motion_scores [-1,1] videos": (lambda m: _motion_scores(make_motion(2, 0).videos * 2 - 1, make_motion(2, 0).captions), "videos"),
+    "motion_scores string caption": (lambda m: _motion_scores(make_motion(1, 0).videos, "a red circle bounces"), "caption"),
+    "parse_motion_caption no motion": (lambda m: text.parse_motion_caption("a red circle"), "motion"),
     # samplers
     "ddim steps 2.5": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16), TOK, make_train_scheduler(), steps=2.5), "steps"),
     "ddim float64 noise": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16, dtype=torch.float64), TOK, make_train_scheduler(), steps=2), "dtype"),

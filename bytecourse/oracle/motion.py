@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..text import DIRECTION_NAMES, parse_motion_caption
+from ..validation import check_images
 from .segment import OracleConfig, classify_pixels, detect_objects
 
 #: path length (in units of the frame's free span, 1 − object width) that only bouncing reaches
@@ -48,8 +49,7 @@ class Track:
 
 
 def _check_video(video: torch.Tensor, name: str = "video") -> None:
-    if video.dim() != 4 or video.shape[1] != 3:
-        raise ValueError(f"{name} must be (T, 3, H, W) in [0, 1], got {tuple(video.shape)}")
+    check_images(name, video, layout="(T, 3, H, W)")
 
 
 def track_objects(video: torch.Tensor, caption: str, config: OracleConfig = OracleConfig()) -> list[Track]:
@@ -127,8 +127,7 @@ def identity_consistent(video: torch.Tensor, config: OracleConfig = OracleConfig
 
 def background_flicker(videos: torch.Tensor, config: OracleConfig = OracleConfig()) -> torch.Tensor:
     """Per clip ``(B,)``: mean |x_{t+1} − x_t| over pixels that are background in both frames (0 if none)."""
-    if videos.dim() != 5 or videos.shape[2] != 3:
-        raise ValueError(f"videos must be (B, T, 3, H, W) in [0, 1], got {tuple(videos.shape)}")
+    check_images("videos", videos, dims=5, layout="(B, T, 3, H, W)")
     b, t = videos.shape[:2]
     _, bg = classify_pixels(videos.flatten(0, 1), config)
     bg = bg.view(b, t, *bg.shape[1:])
@@ -140,9 +139,8 @@ def background_flicker(videos: torch.Tensor, config: OracleConfig = OracleConfig
 def motion_scores(videos: torch.Tensor, captions: list[str], config: OracleConfig = OracleConfig()) -> dict[str, float]:
     """Direction accuracy (over every caption object), identity consistency (over one-object clips) and mean
     background flicker of a batch of clips ``(B, T, 3, H, W)`` against their Motion captions."""
-    if videos.dim() != 5 or videos.shape[2] != 3:
-        raise ValueError(f"videos must be (B, T, 3, H, W) in [0, 1], got {tuple(videos.shape)}")
-    if len(captions) != videos.shape[0] or not captions:
+    check_images("videos", videos, dims=5, layout="(B, T, 3, H, W)")
+    if isinstance(captions, str) or len(captions) != videos.shape[0] or not captions:
         raise ValueError(f"need one caption per clip: {len(captions)} captions for {videos.shape[0]} clips")
     hits, ident = [], []
     for video, caption in zip(videos, captions):

@@ -125,6 +125,14 @@ def video_stage_loss(config: InflatedVideoConfig, stage: int, scheduler):
     return loss_fn
 
 
+def _stage_run_config(config: InflatedVideoConfig, stage: int) -> dict:
+    """What a stage's run depends on (checked on ``--resume``): the shared fields and stages 1..k — not the
+    specs of later stages, which may still be changed while this one runs."""
+    d = config.to_dict()
+    d["stages"] = d["stages"][:stage]
+    return d | {"stage": stage}
+
+
 def _run_dir(root: Path, stage: int) -> Path:
     return root / f"stage{stage}"
 
@@ -160,7 +168,7 @@ def train_video_stage(
     run_dir = _run_dir(run_root, stage)
     ema, state, acc = train_loop(
         model, video_stage_loss(config, stage, make_train_scheduler()), total_steps=spec.steps, lr=spec.lr,
-        run_dir=run_dir, config=config.to_dict() | {"stage": stage}, warmup=config.warmup,
+        run_dir=run_dir, config=_stage_run_config(config, stage), warmup=config.warmup,
         ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes, device=device, progress=progress,
         on_step=on_step,
     )

@@ -59,7 +59,7 @@ class InflatedVideoConfig:
     inflation: InflationConfig = field(default_factory=InflationConfig)
     stages: tuple[VideoStage, ...] = (
         VideoStage("stage 1: motion modules, spatial layers frozen", steps=5000, lr=5e-4),
-        VideoStage("stage 2: + spatial LoRA, image-video joint training", steps=4000, lr=3e-4, lora_rank=4, p_image=0.1),
+        VideoStage("stage 2: + spatial LoRA, image-video joint training", steps=3000, lr=3e-4, lora_rank=4, p_image=0.1),
     )
     max_objects: int = 2
     object_probs: tuple[float, ...] = (0.6, 0.4)

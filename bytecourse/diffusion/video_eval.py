@@ -124,3 +124,38 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
                    "guidance_scale": GUIDANCE_SCALE, "seeds": list(seeds)},
         "coupling": {"rows": coupling, "setting_name": "model", "t": 500, "permutation": "frame reversal"},
     }
+
+
+#: the inflated model's targets (the issue that introduced it); a claim is reproduced when its row meets the target
+#: and beats the frame-by-frame image model beyond the seeds' spread
+TARGETS = {"colour": 0.95, "shape": 0.85, "realism": 0.90, "identity": 0.90, "direction": 0.70}
+
+
+def verdicts(tables: dict) -> list[dict]:
+    """Computed verdicts over the stored ``models`` table, one per claim: ``reproduced``, ``not reproduced``
+    or ``inconclusive`` (the inflated and frame-by-frame rows' seed ranges overlap), each with its sentence."""
+    rows = tables["models"]["rows"]
+    frame = next(r for r in rows if r["setting"].startswith("Image model"))
+    inflated = [r for r in rows if r["setting"].startswith("Inflated")]
+    if not inflated:
+        return [{"claim": "inflation", "outcome": "not reproduced", "sentence": "No inflated video model was evaluated."}]
+    model = inflated[-1]
+    out = []
+    for metric, coupled in (("direction", True), ("identity", True), ("colour", False), ("shape", False), ("realism", False)):
+        m, f = model["metrics"][metric], frame["metrics"][metric]
+        target = TARGETS[metric]
+        if coupled:  # what only temporal coupling gives: must beat frame by frame
+            if m["min"] > f["max"] and m["mean"] >= target:
+                outcome = "reproduced"
+            elif m["min"] <= f["max"] and m["max"] >= f["min"]:
+                outcome = "inconclusive"
+            else:
+                outcome = "not reproduced"
+        else:  # what inflation must keep: the image model's quality
+            outcome = "reproduced" if m["mean"] >= target else "not reproduced"
+        out.append({
+            "claim": metric, "outcome": outcome,
+            "sentence": f"{metric}: {model['setting']} {m['mean']:.3f} [{m['min']:.3f}–{m['max']:.3f}] against the image model "
+                        f"frame by frame {f['mean']:.3f} [{f['min']:.3f}–{f['max']:.3f}]; target ≥ {target:.2f} → **{outcome}**.",
+        })
+    return out

@@ -222,11 +222,6 @@ class InflatedVideoDenoiser(nn.Module):
             slots.setdefault(p, m.post_spatial)
         return slots
 
-    def trainable_parameters(self, spatial: bool = False) -> list[nn.Parameter]:
-        """What the video stages train: the motion modules, the caption encoder, first-frame input and LoRA."""
-        keep = [p for n, p in self.named_parameters() if not n.startswith("spatial.")]
-        return keep + (list(self.spatial.parameters()) if spatial else [])
-
     def delta_state_dict(self) -> dict[str, torch.Tensor]:
         """Only what differs from the image model (the shipped video checkpoint)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("spatial.")}

@@ -6,7 +6,7 @@ folding time into the batch, ``(B, T, C, H, W) → (B·T, C, H, W)``; between th
 **motion modules** mix information across the T frames at each spatial location,
 ``(B·T, C, H, W) → (B·H·W, T, C)``. Each motion module is residual with a zero-initialised output
 projection, so at initialisation the inflated model *is* the image model applied frame by frame
-(:func:`tests.test_inflate`), and training the motion modules only adds temporal structure to what the
+(``tests/test_inflate.py`` checks it), and training the motion modules only adds temporal structure to what the
 image model already draws.
 
     h ← h + W_out · MotionTransformer(W_in · GroupNorm(h)),   W_out = 0 at initialisation

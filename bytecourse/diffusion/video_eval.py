@@ -110,14 +110,15 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
         models["From-scratch video model (old base)"] = (
             scratch, scratch_entry["wall_time_s"], "VideoDenoiser trained on Motion clips only", scratch_entry["sha256"])
     rows, coupling = [], []
+    clips = {s: eval_clips(s) for s in seeds}
     for name, (model, wall, note, sha) in models.items():
-        per_seed = [score_clips(sample_clips(model, eval_clips(s), s, device), eval_clips(s)) for s in seeds]
+        per_seed = [score_clips(sample_clips(model, clips[s], s, device), clips[s]) for s in seeds]
         rows.append(_row(name, per_seed, wall, note, sha))
         if name.startswith("Inflated"):
             rows[1:1] = [r for r in earlier if r["setting"] != name]
-        gaps = [{"permutation_gap": permutation_gap(model, eval_clips(s), device, seed=s)} for s in seeds]
+        gaps = [{"permutation_gap": permutation_gap(model, clips[s], device, seed=s)} for s in seeds]
         coupling.append({"setting": name, "metrics": summarise(gaps)})
-    rows.append(_row("Real clips (the oracle's ceiling)", [score_clips(eval_clips(s).videos, eval_clips(s)) for s in seeds],
+    rows.append(_row("Real clips (the oracle's ceiling)", [score_clips(clips[s].videos, clips[s]) for s in seeds],
                      None, "the world's own clips for the same captions"))
     return {
         "models": {"rows": rows, "setting_name": "model", "clips_per_seed": EVAL_CLIPS, "steps": STEPS,

@@ -1,8 +1,9 @@
 """Shipped checkpoints: fp16 safetensors (never pickle) plus one ``data/manifest.json``.
 
-Every entry records the config, the exact command, seed, git commit, device, wall time, the metrics and
-tables that ``python -m bytecourse eval`` computed, and the file's sha256. Loading verifies the hash; a
-missing or tampered file raises :class:`CheckpointError` saying how to regenerate it.
+Every entry records the config, the exact command, seed, git commit, device, wall time, training metrics and the
+file's sha256. Loading verifies the hash; a missing or tampered file raises :class:`CheckpointError` saying how to
+regenerate it. The tables of ``python -m bytecourse eval`` sit beside the entries, under ``tables.<target>``, each
+tied to the sha256 of the checkpoints it was computed from (:mod:`bytecourse.registry`).
 """
 
 from __future__ import annotations
@@ -101,9 +102,7 @@ def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict)
         "bytes": size,
         "git_commit": entry.get("git_commit") or git_commit(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "tables": entry.get("tables") or {},  # new weights: tables come from a fresh `python -m bytecourse eval`
-        "eval_command": entry.get("eval_command"),
-    }
+    }  # tables computed from the old weights now read as stale until `python -m bytecourse eval` recomputes them
     write_manifest(manifest)
     return path
 
@@ -171,34 +170,21 @@ def checkpoint_available(name: str) -> bool:
     return path.exists() and _cached_sha256(path) == entry["sha256"]
 
 
-def store_tables(name: str, tables: dict, command: str, commit: str | None = None) -> None:
-    """Record the full evaluation tables of a checkpoint (``python -m bytecourse eval``) in the manifest."""
-    manifest = read_manifest()
-    if name not in manifest["checkpoints"]:
-        raise CheckpointError(f"checkpoint {name!r} is not in the manifest; train it first")
-    manifest["checkpoints"][name]["tables"] = tables
-    manifest["checkpoints"][name]["eval_command"] = command
-    manifest["checkpoints"][name]["eval_git_commit"] = commit or git_commit()
-    write_manifest(manifest)
+#: The argument list of the running ``python -m bytecourse ...`` command (set by ``cli.main``; None when the code is
+#: called from Python), so a shipped checkpoint records the command that actually made it.
+RUNNING_COMMAND: list[str] | None = None
 
 
-def store_chapter_tables(chapter: str, tables: dict, command: str, commit: str | None = None) -> None:
-    """Tables of a chapter without weights of its own (e.g. training-free SAG): ``manifest["tables"][chapter]``."""
-    manifest = read_manifest()
-    manifest.setdefault("tables", {})[chapter] = {"tables": tables, "eval_command": command, "eval_git_commit": commit or git_commit()}
-    write_manifest(manifest)
-
-
-def train_command_suffix(*positional: str) -> str:
-    """The options of the running ``python -m bytecourse train ...`` command, without the positional words
-    and the resume flags (``--resume``, ``--max-minutes``): they describe how a run was split into stages,
-    not what it computes."""
+def train_command(target: str) -> str:
+    """The running ``python -m bytecourse train <target> ...`` command without the options that only split a run
+    into parts (``--resume``, ``--max-minutes``): they describe how it was run, not what it computes. Outside the
+    CLI: ``python -m bytecourse train <target> (called from Python)``."""
     import shlex
-    import sys
 
-    args = [a for a in sys.argv[1:] if a not in ("train", *positional)]
+    if RUNNING_COMMAND is None:
+        return f"python -m bytecourse train {target} (called from Python)"
     keep, skip = [], False
-    for a in args:
+    for a in RUNNING_COMMAND:
         if skip:
             skip = False
             continue
@@ -208,7 +194,7 @@ def train_command_suffix(*positional: str) -> str:
         if a == "--resume" or a.startswith("--max-minutes="):
             continue
         keep.append(a)
-    return (" " + shlex.join(keep)) if keep else ""
+    return "python -m bytecourse " + shlex.join(keep)
 
 
 def device_description(device) -> str:

@@ -1,4 +1,9 @@
-"""Tables with spread over evaluation seeds, and the notebook's "live slice vs stored table" check."""
+"""Tables with spread over evaluation seeds, and the notebooks' "live slice vs stored table" check.
+
+Every notebook recomputes one evaluation seed of some rows of its chapter's stored tables and calls
+:func:`check_slice`, which raises :class:`SliceMismatch` when a live value falls outside the stated tolerance — so a
+notebook run (and nbmake in CI) fails when the code, the weights or the stored tables disagree.
+"""
 
 from __future__ import annotations
 
@@ -57,8 +62,41 @@ def compare_slice(live: dict, stored: dict, seed_index: int, tolerance: float) -
             problems.append(f"{r['setting']}: not in the stored table")
             continue
         for m, stat in r["metrics"].items():
+            if m not in s["metrics"]:
+                problems.append(f"{r['setting']} / {m}: not in the stored row")
+                continue
             want = s["metrics"][m]["per_seed"][seed_index]
             got = stat["per_seed"][0]
             if abs(got - want) > tolerance:
                 problems.append(f"{r['setting']} / {m}: live {got:.3f} vs stored {want:.3f} (tolerance {tolerance})")
     return problems
+
+
+class SliceMismatch(AssertionError):
+    """A live slice disagrees with the stored tables beyond its tolerance."""
+
+
+def check_slice(live: dict[str, dict], stored: dict | None, tolerance: float | dict[str, float], *, target: str,
+                seed_index: int = 0) -> str:
+    """Check a live one-seed recomputation against the stored tables; return the line to print.
+
+    ``live`` maps a table name to a live table (rows matched to the stored table's by ``setting``); ``tolerance``
+    is one number or one per table. ``stored`` is what :func:`bytecourse.registry.stored_tables` returned: None
+    means a checkpoint the tables depend on is missing, so the notebook ran on a short live training run and there is
+    nothing to compare (said in the returned line). Raises :class:`SliceMismatch` naming the table, row, metric, live
+    and stored value when any value is off by more than the tolerance, or a live row is not in the stored table."""
+    if stored is None:
+        return (f"no shipped checkpoint for {target}: this notebook trained a short run instead, so there is no stored "
+                "table to compare the live slice with")
+    problems = []
+    for name, table in live.items():
+        tol = tolerance[name] if isinstance(tolerance, dict) else tolerance
+        if name not in stored:
+            problems.append(f"{name}: no such stored table")
+            continue
+        problems += [f"{name} / {p}" for p in compare_slice(table, stored[name], seed_index, tol)]
+    if problems:
+        raise SliceMismatch(f"the live slice of {target} disagrees with its stored tables "
+                            f"(`python -m bytecourse eval {target}` recomputes them):\n" + "\n".join(problems))
+    tols = tolerance if isinstance(tolerance, dict) else {name: tolerance for name in live}
+    return "live slice matches the stored tables (" + ", ".join(f"{k} ±{v:g}" for k, v in tols.items() if k in live) + ")"

@@ -10,7 +10,7 @@ from bytecourse.adjointdpm import (
     ode_step,
     time_grid,
 )
-from bytecourse.adjointdpm import chapter as C
+from bytecourse.adjointdpm import applications, widget
 from bytecourse.diffusion import ImageDenoiser, UNetConfig, guided_eps, make_train_scheduler
 from bytecourse.diffusion.memory import SavedTensorMeter, tensor_bytes
 from bytecourse.diffusion.ode import VPLevels, euler_step
@@ -135,7 +135,7 @@ def test_gradients_wrt_a_condition_embedding_and_a_diffusers_unet():
 def test_attack_projection_and_embedding_condition():
     delta = torch.randn(3, 3, 4, 4) * 10
     x_T = torch.randn(3, 3, 4, 4)
-    p = C._project(delta, x_T, 0.2)
+    p = applications._project(delta, x_T, 0.2)
     assert (p.flatten(1).norm(dim=1) <= 0.2 * x_T.flatten(1).norm(dim=1) + 1e-5).all()
     torch.manual_seed(0)
     model = ImageDenoiser(UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
@@ -145,7 +145,7 @@ def test_attack_projection_and_embedding_condition():
     with pytest.raises(ValueError):
         model(torch.zeros(1, 3, 16, 16), 10, torch.zeros(1, 12, 8))
     word = torch.zeros(16)
-    assert torch.allclose(C.with_new_word(model, tokens, word), c)
+    assert torch.allclose(applications.with_new_word(model, tokens, word), c)
 
 
 
@@ -157,7 +157,7 @@ def test_attack_projection_and_embedding_condition():
 def test_widget_callbacks_without_a_browser():
     torch.manual_seed(0)
     model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
-    view = C.adjoint_explorer(model)
+    view = widget.adjoint_explorer(model)
     view.refresh()
     r = view.result["routes"]
     assert view.result["num_steps"] == 10 and r["discrete"]["rel_error"] < 1e-4
@@ -168,4 +168,4 @@ def test_widget_callbacks_without_a_browser():
     assert view.result["coords"] == "t" and view.result["method"] == "heun"
     assert view.result["routes"]["autograd"]["peak_bytes"] > view.result["routes"]["continuous"]["peak_bytes"]
     with pytest.raises(ValueError):
-        C.fidelity_preview(model, 5, method="rk4")
+        widget.fidelity_preview(model, 5, method="rk4")

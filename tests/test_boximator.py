@@ -268,11 +268,11 @@ def test_first_frame_is_kept_and_null_boxes_match_the_base():
     model = tiny_model()
     tok = torch.randint(1, 20, (2, 24))
     frame0 = torch.rand(2, 3, 16, 16)
-    out = generate(model, tok, one_box(), first_frame=frame0, steps=3, w_box=2.0)
+    out = generate(model, tok, one_box(), first_frame=frame0, steps=3, box_guidance_scale=2.0)
     assert out.shape == (2, 4, 3, 16, 16)
     torch.testing.assert_close(out[:, 0], frame0.clamp(0, 1), atol=1e-6, rtol=0)
     # at initialisation (gates closed) the controlled model samples exactly what the base samples
-    a = generate(model, tok, one_box(), steps=3, w_box=3.0)
+    a = generate(model, tok, one_box(), steps=3, box_guidance_scale=3.0)
     model.control.detach()
     b = generate(model.base, tok, None, steps=3)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
@@ -287,7 +287,7 @@ def test_box_cfg_formula():
     boxes, null = model.box_tokens(one_box(), 2, 4), model.control.null_tokens(8)
     e_box, e_null = model(x, t, tok, boxes), model(x, t, tok, null)
     e_unc = model(x, t, torch.full_like(tok, PAD_ID), null)
-    got = guided_eps_model(model, boxes, null, w_box=3.0, w_text=2.0)(x, t, tok)
+    got = guided_eps_model(model, boxes, null, box_guidance_scale=3.0, guidance_scale=2.0)(x, t, tok)
     torch.testing.assert_close(got, e_null + 3.0 * (e_box - e_null) + (e_null - e_unc), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(guided_eps_model(model, boxes, null, 1.0, 1.0)(x, t, tok), e_box, atol=1e-6, rtol=0)
 
@@ -323,7 +323,7 @@ def test_editor_callbacks_without_a_browser():
     editor.controls["caption"].value = "a red square moves right and a blue circle moves down"
     editor.controls["obj"].value = 1
     assert editor.plan["object_name"] == "blue circle"
-    editor.gen_controls["w_box"].value = 2.0  # generation waits for the button
+    editor.gen_controls["box_guidance_scale"].value = 2.0  # generation waits for the button
     assert editor.generator.calls == 0
     editor.generator.button.click()
     assert editor.generator.calls == 1 and editor.result["iou"].shape == (4,)
@@ -331,7 +331,7 @@ def test_editor_callbacks_without_a_browser():
 
 
 def test_variant_stages_run_in_order_and_resume(tmp_path, monkeypatch):
-    from bytecourse.boximator import chapter
+    from bytecourse.boximator import train as chapter
     from bytecourse.diffusion.videobase import VideoBaseConfig
 
     cfg = VideoBaseConfig(unet=TINY)
@@ -356,7 +356,7 @@ def test_variant_stages_run_in_order_and_resume(tmp_path, monkeypatch):
 
 
 def test_protocol_scores_the_real_clips_near_the_ceiling(monkeypatch):
-    from bytecourse.boximator import chapter
+    from bytecourse.boximator import evaluate as chapter
 
     batch = make_motion(8, 5, MotionConfig(max_objects=2))
     cond, paths = chapter.requested_boxes(batch)

@@ -65,22 +65,33 @@ def test_shipped_data_folder_is_consistent():
         p = data / e["file"]
         assert p.stat().st_size <= checkpoints.MAX_CHECKPOINT_BYTES and p.stat().st_size == e["bytes"]
         assert checkpoints.sha256_file(p) == e["sha256"], name
-        for key in ("chapter", "config", "command", "seed", "git_commit", "device", "wall_time_s", "tables"):
+        for key in ("chapter", "config", "command", "seed", "git_commit", "device", "wall_time_s"):
             assert key in e, (name, key)
         assert e["command"].startswith("python -m bytecourse train")
         total += p.stat().st_size
     assert total <= 48 * 2**20
 
 
-def test_chapter_tables_without_a_checkpoint(tmp_data):
-    """A training-free chapter (SAG) stores its tables under manifest["tables"][chapter], with command and commit."""
-    checkpoints.store_chapter_tables("sag", {"t": {"rows": []}}, "python -m bytecourse eval sag", commit="abc")
+def test_tables_are_stored_with_the_checkpoints_they_were_computed_from(tmp_data):
+    """``eval`` stores a target's tables under manifest["tables"][key] with its command, commit and the sha256 of
+    every checkpoint it read; a checkpoint-less, training-free chapter (SAG) is no exception."""
+    from bytecourse import registry
+
+    save_checkpoint("primer_unet", {"w": torch.ones(2)}, ENTRY)
+    save_checkpoint("shapes_classifier", {"w": torch.ones(3)}, ENTRY)
+    registry.store_tables("sag", {"t": {"rows": []}}, "python -m bytecourse eval sag", commit="abc")
     entry = checkpoints.read_manifest()["tables"]["sag"]
-    assert entry == {"tables": {"t": {"rows": []}}, "eval_command": "python -m bytecourse eval sag", "eval_git_commit": "abc"}
-    assert checkpoints.read_manifest()["checkpoints"] == {}
+    shas = {n: checkpoints.manifest_entry(n)["sha256"] for n in ("primer_unet", "shapes_classifier")}
+    assert entry == {"tables": {"t": {"rows": []}}, "eval_command": "python -m bytecourse eval sag", "eval_git_commit": "abc",
+                     "computed_from": shas}
+    assert registry.stored_tables("sag") == {"t": {"rows": []}}
 
 
 def test_shipped_chapter_tables_record_how_they_were_made():
+    from bytecourse import registry
+
     for chapter, entry in checkpoints.read_manifest().get("tables", {}).items():
         assert entry["eval_command"].startswith(f"python -m bytecourse eval {chapter}"), chapter
         assert entry["eval_git_commit"] and entry["tables"], chapter
+        assert set(entry["computed_from"]) == set(registry.target(chapter).table_inputs), chapter
+        assert registry.table_status(chapter) == "current", chapter

@@ -139,7 +139,7 @@ def test_ddim_sampler_matches_plain_diffusers_loop(cfg):
     sched = make_train_scheduler()
     noise = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     cond = _tokens(3)
-    ours = ddim_sample(model, noise, cond, sched, steps=8, cfg_scale=cfg)
+    ours = ddim_sample(model, noise, cond, sched, steps=8, guidance_scale=cfg)
     ref = _diffusers_ddim_loop(model, noise, cond, sched, 8, cfg)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
 
@@ -233,7 +233,7 @@ def test_training_reduces_loss_on_a_fixed_batch():
     "call",
     [
         lambda m, s: ddim_sample(m, torch.randn(1, 3, 16, 16), _tokens(1), s, steps=0),
-        lambda m, s: ddim_sample(m, torch.randn(1, 3, 16, 16), _tokens(1), s, cfg_scale=-1.0),
+        lambda m, s: ddim_sample(m, torch.randn(1, 3, 16, 16), _tokens(1), s, guidance_scale=-1.0),
         lambda m, s: ddim_sample(m, torch.randn(1, 3, 16, 16), _tokens(1), s, eta=2.0),
         lambda m, s: ddim_sample(m, torch.randn(2, 3, 16, 16), _tokens(1), s),
         lambda m, s: m(torch.randn(1, 3, 8, 8), 0, _tokens(1)),

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["bytecourse.diffusion.primer_solutions", "bytecourse.sag.solutions", "bytecourse.adjointdpm.solutions",
+MODULES = ["bytecourse.primer.solutions", "bytecourse.sag.solutions", "bytecourse.adjointdpm.solutions",
            "bytecourse.vistallama.solutions", "bytecourse.boximator.solutions"]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 

@@ -89,8 +89,8 @@ def brightness_loss(x0):
 
 def test_no_guided_steps_is_plain_ddim():
     model, tokens, noise, sched = _tiny_setup()
-    ref = ddim_sample(model, noise, tokens, sched, steps=10, cfg_scale=2.0)
-    out = unguided_sample(model, noise, tokens, sched, brightness_loss, steps=10, cfg_scale=2.0)
+    ref = ddim_sample(model, noise, tokens, sched, steps=10, guidance_scale=2.0)
+    out = unguided_sample(model, noise, tokens, sched, brightness_loss, steps=10, guidance_scale=2.0)
     assert torch.allclose(out.x0, ref, atol=1e-6)
     assert out.nfe == 20 and out.vjp == 0
 
@@ -100,7 +100,7 @@ def test_network_evaluation_count(gradient):
     model, tokens, noise, sched = _tiny_setup()
     steps, n, repeats = 10, 3, 2
     cfg = sag(n, window=(0.3, 0.7), repeats=repeats, gradient=gradient)
-    out = guided_sample(model, noise, tokens, sched, brightness_loss, cfg, steps=steps, cfg_scale=2.0)
+    out = guided_sample(model, noise, tokens, sched, brightness_loss, cfg, steps=steps, guidance_scale=2.0)
     k = len(guided_indices(steps, cfg.window))
     evals = k * repeats  # guided evaluations (time travel repeats each guided step)
     # outer CFG pair per evaluation; inner: n CFG pairs forward (+ n recomputed for the adjoint's VJPs)
@@ -112,8 +112,8 @@ def test_network_evaluation_count(gradient):
 
 def test_adjoint_and_autograd_guidance_give_the_same_samples():
     model, tokens, noise, sched = _tiny_setup()
-    a = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3), steps=8, cfg_scale=2.0, seed=1)
-    b = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3, gradient="autograd"), steps=8, cfg_scale=2.0, seed=1)
+    a = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3), steps=8, guidance_scale=2.0, seed=1)
+    b = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3, gradient="autograd"), steps=8, guidance_scale=2.0, seed=1)
     assert torch.allclose(a.x0, b.x0, atol=1e-5)
 
 
@@ -121,17 +121,17 @@ def test_adjoint_and_autograd_guidance_give_the_same_samples():
                          ids=["freedom", "sag4", "ug", "plain"])
 def test_guidance_lowers_the_loss(config):
     model, tokens, noise, sched = _tiny_setup(b=4)
-    base = unguided_sample(model, noise, tokens, sched, brightness_loss, steps=10, cfg_scale=2.0)
+    base = unguided_sample(model, noise, tokens, sched, brightness_loss, steps=10, guidance_scale=2.0)
     strong = replace(config, window=(0.0, 0.9), strength=3 * config.strength)
-    out = guided_sample(model, noise, tokens, sched, brightness_loss, strong, steps=10, cfg_scale=2.0)
+    out = guided_sample(model, noise, tokens, sched, brightness_loss, strong, steps=10, guidance_scale=2.0)
     assert out.loss.mean() < 0.8 * base.loss.mean(), (float(out.loss.mean()), float(base.loss.mean()))
 
 
 def test_per_sample_step_size_keeps_samples_independent():
     model, tokens, noise, sched = _tiny_setup(b=4)
     cfg = sag(2, repeats=1)  # no time-travel noise: each sample's path depends on its own noise only
-    full = guided_sample(model, noise, tokens, sched, brightness_loss, cfg, steps=8, cfg_scale=2.0)
-    half = guided_sample(model, noise[:2], tokens[:2], sched, brightness_loss, cfg, steps=8, cfg_scale=2.0)
+    full = guided_sample(model, noise, tokens, sched, brightness_loss, cfg, steps=8, guidance_scale=2.0)
+    half = guided_sample(model, noise[:2], tokens[:2], sched, brightness_loss, cfg, steps=8, guidance_scale=2.0)
     assert torch.allclose(full.x0[:2], half.x0, atol=1e-5)
 
 
@@ -148,8 +148,8 @@ def test_bad_guidance_config(bad):
 
 def test_bad_call():
     model, tokens, noise, sched = _tiny_setup(b=2)
-    with pytest.raises(ValueError, match="cfg_scale"):
-        guided_sample(model, noise, tokens, sched, brightness_loss, sag(2), steps=4, cfg_scale=0.0)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        guided_sample(model, noise, tokens, sched, brightness_loss, sag(2), steps=4, guidance_scale=0.0)
     with pytest.raises(ValueError, match="batch"):
         guided_sample(model, noise, tokens[:1], sched, brightness_loss, sag(2), steps=4)
 
@@ -164,7 +164,7 @@ def test_works_with_a_diffusers_unet():
     uncond = torch.zeros_like(cond)
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     sched = make_train_scheduler()
-    out = guided_sample(eps_model, noise, cond, sched, brightness_loss, sag(3), steps=6, cfg_scale=2.0, uncond=uncond)
+    out = guided_sample(eps_model, noise, cond, sched, brightness_loss, sag(3), steps=6, guidance_scale=2.0, uncond=uncond)
     assert out.x0.shape == noise.shape and torch.isfinite(out.x0).all() and out.vjp > 0
     # the symplectic adjoint through the diffusers UNet is the exact gradient of the n-step map
     ts = _sampler_timesteps(6)
@@ -204,17 +204,17 @@ def test_memory_ratio_on_a_unet():
 
 # ------------------------------------------------------------------------------------ chapter, exercises, widget
 
-from bytecourse.sag import chapter  # noqa: E402
+from bytecourse.sag import evaluate, widget  # noqa: E402
 
 
 def test_guidance_table_and_slice_on_a_tiny_model():
     torch.manual_seed(0)
     model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
     rows = [("unguided", None), ("FreeDoM (= SAG n=1)", freedom(window=(0.3, 0.4)))]
-    table = chapter.guidance_table(model, "style", [0, 1], rows=rows, n=2, progress=False)
+    table = evaluate.guidance_table(model, "style", [0, 1], rows=rows, n=2, progress=False)
     assert [r["setting"] for r in table["rows"]] == ["unguided", "FreeDoM (= SAG n=1)"]
     assert {"loss", "content", "realism", "left_hit", "nfe", "vjp"} <= set(table["rows"][0]["metrics"])
-    live = chapter.guidance_table(model, "style", [1], rows=rows, n=2, progress=False)
+    live = evaluate.guidance_table(model, "style", [1], rows=rows, n=2, progress=False)
     for r in live["rows"]:
         r["metrics"].pop("seconds_per_sample")
     from bytecourse.evaluation import compare_slice
@@ -227,7 +227,7 @@ def test_widget_callbacks_without_a_browser():
 
     torch.manual_seed(0)
     model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
-    view = chapter.sag_explorer(model, samples=1, classifier=ShapesClassifier(ClassifierConfig()).eval())
+    view = widget.sag_explorer(model, samples=1, classifier=ShapesClassifier(ClassifierConfig()).eval())
     view.refresh()
     assert view.result["n"] == 4 and view.result["guided"]["nfe"] > view.result["unguided"]["nfe"]
     view.controls["n"].value = 1  # what a learner's slider does
@@ -238,4 +238,4 @@ def test_widget_callbacks_without_a_browser():
     view.controls["task"].value = "position"
     assert view.result["task"] == "position"
     with pytest.raises(ValueError):
-        chapter.make_loss("aesthetics")
+        evaluate.make_loss("aesthetics")

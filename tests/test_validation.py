@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from bytecourse import checkpoints, cli, text
 from bytecourse.boximator.boxes import BoxConditions, empty_conditions, interpolate_keyframes, motion_path, request
 from bytecourse.boximator.editor import plan_request
-from bytecourse.diffusion import ImageDenoiser, UNetConfig, ddim_sample, ddpm_sample, guided_eps, make_train_scheduler, primer
+from bytecourse.diffusion import ImageDenoiser, UNetConfig, ddim_sample, ddpm_sample, guided_eps, make_train_scheduler
+from bytecourse.diffusion.image_model import sample_captions
+from bytecourse.primer.widget import sample_with_verdicts
 from bytecourse.oracle import average_precision, box_iou, caption_accuracy, detect_objects, realism
 from bytecourse.vistallama.data import check_narration, make_episodes
 from bytecourse.widgets import FunctionView
@@ -86,15 +88,15 @@ CASES = {
     "ddim float64 noise": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16, dtype=torch.float64), TOK, make_train_scheduler(), steps=2), "dtype"),
     "ddim token id 99": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16), torch.full((2, 12), 99), make_train_scheduler(), steps=2), "cond"),
     "ddim NaN noise": (lambda m: ddim_sample(m, torch.full((2, 3, 16, 16), math.nan), TOK, make_train_scheduler(), steps=2), "noise"),
-    "ddim cfg_scale NaN": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16), TOK, make_train_scheduler(), steps=2, cfg_scale=math.nan), "cfg_scale"),
+    "ddim guidance_scale NaN": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16), TOK, make_train_scheduler(), steps=2, guidance_scale=math.nan), "guidance_scale"),
     "ddpm batch mismatch": (lambda m: ddpm_sample(m, _noise(3, 3, 16, 16), TOK, make_train_scheduler()), "cond"),
     "guided_eps t=1000": (lambda m: guided_eps(m, _noise(2, 3, 16, 16), 1000, TOK, 2.0), "t must be"),
     "guided_eps t=-5": (lambda m: guided_eps(m, _noise(2, 3, 16, 16), -5, TOK, 2.0), "t must be"),
     # the primer's public sampling
-    "sample_captions string": (lambda m: primer.sample_captions(m, "a red circle", steps=2), "captions"),
-    "sample_captions empty": (lambda m: primer.sample_captions(m, [], steps=2), "captions"),
-    "sample_with_verdicts list": (lambda m: primer.sample_with_verdicts(m, ["a red circle"], 2.0, 2), "caption"),
-    "sample_captions sampler": (lambda m: primer.sample_captions(m, ["a red circle"], sampler="euler"), "sampler"),
+    "sample_captions string": (lambda m: sample_captions(m, "a red circle", steps=2), "captions"),
+    "sample_captions empty": (lambda m: sample_captions(m, [], steps=2), "captions"),
+    "sample_with_verdicts list": (lambda m: sample_with_verdicts(m, ["a red circle"], 2.0, 2), "caption"),
+    "sample_captions sampler": (lambda m: sample_captions(m, ["a red circle"], sampler="euler"), "sampler"),
     # Boximator's boxes and editor
     "BoxConditions hard 2.5": (lambda m: _cond(hard=2.5).validate(), "hard"),
     "BoxConditions active 0.3": (lambda m: BoxConditions(**{**_cond().__dict__, "active": _cond().active.float() * 0.3}).validate(), "active"),
@@ -164,6 +166,11 @@ def test_tampered_checkpoint_is_not_available(tmp_path, monkeypatch):
     (["train", "primer", "--device", "bogus"], "device"),
     (["train", "primer", "--max-minutes", "nan"], "--max-minutes"),
     (["eval", "primer", "--device", "bogus"], "device"),
+    (["train", "sag", "--variant", "x"], "training-free"),
+    (["train", "primer", "--variant", "x"], "does not take --variant"),
+    (["train", "primer", "--stage", "2"], "does not take --stage"),
+    (["train", "boximator", "--variant", "x"], "--variant must be one of full, no_self_tracking, unfrozen"),
+    (["train", "video", "--stage", "3"], "--stage must be in 1..2"),
 ])
 def test_cli_rejects_bad_options_with_a_message(argv, word, capsys):
     with pytest.raises(SystemExit) as info:

@@ -8,7 +8,7 @@ import torch
 
 from ..diffusion.schedule import make_train_scheduler
 from ..exercises import attempt, report
-from .chapter import _project
+from .applications import _project
 from .solvers import PFODE, ode_step, time_grid
 
 

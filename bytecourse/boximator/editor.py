@@ -80,13 +80,13 @@ def plan_request(
             "cond": cond.validate(frames), "soft": soft, "mode": mode}
 
 
-def generate_request(model, plan: dict, *, seed: int = 0, w_box: float = 1.0, w_text: float = 2.0, steps: int = 20) -> dict:
+def generate_request(model, plan: dict, *, seed: int = 0, box_guidance_scale: float = 1.0, guidance_scale: float = 2.0, steps: int = 20) -> dict:
     """Sample one video for a plan; detect the constrained object (by its colour) on every frame and score the
     IoU of its box against the requested (hard) box."""
     from .pipeline import generate
 
     tokens = text.encode([plan["caption"]], model.config.caption_length)
-    video = generate(model, tokens, plan["cond"], steps=steps, w_box=w_box, w_text=w_text, seed=seed)[0]
+    video = generate(model, tokens, plan["cond"], steps=steps, box_guidance_scale=box_guidance_scale, guidance_scale=guidance_scale, seed=seed)[0]
     colour = text.COLOUR_NAMES.index(plan["object_name"].split()[0])
     found = torch.zeros(video.shape[0], 4)
     iou = torch.zeros(video.shape[0])
@@ -96,7 +96,7 @@ def generate_request(model, plan: dict, *, seed: int = 0, w_box: float = 1.0, w_
             found[f] = torch.tensor(match[0].box)
             iou[f] = box_iou(found[f][None], plan["hard"][f][None])[0, 0]
     return {"video": video, "detected": found, "iou": iou, "mean_iou": float(iou.mean()), "plan": plan,
-            "seed": seed, "w_box": w_box}
+            "seed": seed, "box_guidance_scale": box_guidance_scale}
 
 
 def render_plan(plan: dict) -> None:
@@ -127,7 +127,7 @@ def render_generation(result: dict) -> None:
     plan = result["plan"]
     boxes = torch.stack([plan["hard"], result["detected"]], dim=1)[None]  # (1, T, 2, 4)
     titles = [f"frame {f}: IoU {float(v):.2f}" for f, v in enumerate(result["iou"])]
-    print(f"“{plan['caption']}” · {plan['mode']}, {'soft' if plan['soft'] else 'hard'} boxes, w_box {result['w_box']:g}, "
+    print(f"“{plan['caption']}” · {plan['mode']}, {'soft' if plan['soft'] else 'hard'} boxes, box guidance {result['box_guidance_scale']:g}, "
           f"seed {result['seed']} → mean IoU of the {plan['object_name']} {result['mean_iou']:.2f} "
           f"(first frame {float(result['iou'][0]):.2f}, last {float(result['iou'][-1]):.2f})")
     display(animate_video(result["video"][None], boxes=boxes, box_colours=["white", "yellow"], frame_titles=titles, scale=3.0))
@@ -155,7 +155,7 @@ class BoxTrajectoryEditor:
             "soft": W.Checkbox(value=True, description="relax into soft boxes"),
         }
         self.gen_controls = {
-            "w_box": W.FloatSlider(value=1.0, min=0.0, max=6.0, step=0.5, description="box CFG", continuous_update=False),
+            "box_guidance_scale": W.FloatSlider(value=1.0, min=0.0, max=6.0, step=0.5, description="box CFG", continuous_update=False),
             "seed": W.IntSlider(value=seed, min=0, max=20, description="seed", continuous_update=False),
         }
         self.controls["caption"].observe(self._caption_changed, names="value")

@@ -13,8 +13,8 @@ draws it:
   box where the constraint says — the association the paper found essential.
 
 Sampling (§3.4): DDIM with classifier-free guidance whose negative condition keeps the caption and replaces
-every box token by the null token, ε̂ = ε(c, ∅_box) + w_box (ε(c, boxes) − ε(c, ∅_box)); with ``w_text ≠ 1``
-caption guidance is added on top, ε̂ += (w_text − 1)(ε(c, ∅_box) − ε(∅, ∅_box)). F0 overwrites frame 0 of
+every box token by the null token, ε̂ = ε(c, ∅_box) + box_guidance_scale (ε(c, boxes) − ε(c, ∅_box)); with ``guidance_scale ≠ 1``
+caption guidance is added on top, ε̂ += (guidance_scale − 1)(ε(c, ∅_box) − ε(∅, ∅_box)). F0 overwrites frame 0 of
 x_t with the clean given frame before every step (and of the result), exactly as in training: the base was
 frozen, so the control module learnt to read a clean frame 0 next to noisy frames; a frame re-noised to t
 would be a second, untrained convention.
@@ -131,7 +131,7 @@ class FirstFrame(SamplerHook):
         return self._put(state.x_prev)
 
 
-def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tokens: torch.Tensor | None, w_box: float, w_text: float):
+def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tokens: torch.Tensor | None, box_guidance_scale: float, guidance_scale: float):
     """``eps(x, t, caption_tokens)`` with Boximator's CFG (negative: null box tokens) and caption CFG, all
     branches in one batched call. ``box_tokens=None``: no constraints (the base alone if ``null_tokens`` is
     None too, i.e. a model without a control module)."""
@@ -140,22 +140,22 @@ def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tok
     def eps(x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         uncond = torch.full_like(tokens, PAD_ID)
         xs, ts, caps, toks = [x], [t], [tokens], [box_tokens if boxed else null_tokens]
-        if boxed and w_box != 1.0:
+        if boxed and box_guidance_scale != 1.0:
             xs, ts, caps, toks = xs + [x], ts + [t], caps + [tokens], toks + [null_tokens]
-        if w_text != 1.0:
+        if guidance_scale != 1.0:
             xs, ts, caps, toks = xs + [x], ts + [t], caps + [uncond], toks + [null_tokens]
         kwargs = {} if null_tokens is None else {"box_tokens": torch.cat(toks)}
         out = model(torch.cat(xs), torch.cat(ts), torch.cat(caps), **kwargs).chunk(len(xs))
         e_main = out[0]
         i = 1
-        if boxed and w_box != 1.0:
+        if boxed and box_guidance_scale != 1.0:
             e_nobox = out[1]
-            e_main = e_nobox + w_box * (out[0] - e_nobox)
+            e_main = e_nobox + box_guidance_scale * (out[0] - e_nobox)
             i = 2
         else:
             e_nobox = out[0]
-        if w_text != 1.0:
-            e_main = e_main + (w_text - 1.0) * (e_nobox - out[i])
+        if guidance_scale != 1.0:
+            e_main = e_main + (guidance_scale - 1.0) * (e_nobox - out[i])
         return e_main
 
     return eps
@@ -164,7 +164,7 @@ def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tok
 @torch.no_grad()
 def generate(
     model: nn.Module, tokens: torch.Tensor, cond: BoxConditions | None = None, *, first_frame: torch.Tensor | None = None,
-    steps: int = 20, w_box: float = 1.0, w_text: float = 2.0, seed: int = 0, progress: bool = False,
+    steps: int = 20, box_guidance_scale: float = 1.0, guidance_scale: float = 2.0, seed: int = 0, progress: bool = False,
 ) -> torch.Tensor:
     """Videos ``(B, T, 3, H, W)`` in [0, 1]. ``model`` is a :class:`BoximatorModel` or a bare base video
     denoiser (then ``cond`` must be None); ``first_frame (B, 3, H, W)`` in [0, 1] turns on F0."""
@@ -185,7 +185,7 @@ def generate(
             raise ValueError(f"first_frame must be {(b, *shape[2:])}, got {tuple(first_frame.shape)}")
         hook = FirstFrame(to_model_space(first_frame).to(device))
     noise = initial_noise(shape, seed, device)
-    eps = guided_eps_model(model, box_tokens, null_tokens, w_box, w_text)
+    eps = guided_eps_model(model, box_tokens, null_tokens, box_guidance_scale, guidance_scale)
     with autocast(device):
         x = ddim_sample(eps, noise, tokens.to(device), make_train_scheduler(), steps=steps, hook=hook, seed=seed, progress=progress)
     if hook is not None:

@@ -13,14 +13,14 @@ images.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoints
+from .. import checkpoints, seeds
 from ..worlds import ShapesConfig, make_shapes
 from .layers import JSONConfig
 from .sampling import to_model_space
@@ -81,45 +81,46 @@ def classifier_loss(model: ShapesClassifier, x: torch.Tensor, labels: dict[str, 
     return sum(F.cross_entropy(logits[k], labels[k]) for k in HEADS)
 
 
-@torch.enable_grad()  # works even where a notebook has switched gradients off globally
+def classifier_batch_loss(config: ClassifierConfig):
+    """``loss_fn(model, step, device)`` for the trainer: a fresh labelled batch per step, seeded by (seed, step)."""
+
+    def loss_fn(model, step: int, device: torch.device) -> torch.Tensor:
+        x, labels = labelled_batch(config.batch, config.seed * seeds.TRAIN_SEED_STRIDE + step, config.image_size)
+        return classifier_loss(model, x.to(device), {k: v.to(device) for k, v in labels.items()})
+
+    return loss_fn
+
+
 def train_classifier(config: ClassifierConfig = ClassifierConfig(), *, steps: int | None = None, ship: bool = False,
-                     progress: bool = True, command: str = "python -m bytecourse train classifier") -> tuple[ShapesClassifier, dict]:
-    """Adam with cosine decay on fresh batches (seeded by step). Returns the model and a summary; ``ship`` writes
-    the fp16 checkpoint and its manifest entry."""
-    from tqdm.auto import tqdm
+                     progress: bool = True, device: str = "auto", run_dir: Path | None = None, resume: bool = False,
+                     max_minutes: float | None = None) -> tuple[ShapesClassifier, dict]:
+    """Adam with cosine decay to 0 and no warm-up or clipping, on fresh batches (seeded by step), through the shared
+    trainer (resumable; the raw weights ship, there is no EMA). Returns the model and a summary with the per-step
+    ``losses`` and the held-out accuracy; ``ship`` writes the fp16 checkpoint and its manifest entry."""
+    import tempfile
 
-    steps = config.steps if steps is None else steps
-    torch.manual_seed(config.seed)
-    model = ShapesClassifier(config)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    t0, losses = time.time(), []
-    for step in tqdm(range(steps), disable=not progress, desc="classifier"):
-        x, labels = labelled_batch(config.batch, config.seed * 1_000_003 + step, config.image_size)
-        loss = classifier_loss(model, x, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    model.eval().requires_grad_(False)
-    wall = time.time() - t0
-    acc = accuracy(model, seeds=[0])
-    summary = {"steps": steps, "wall_time_s": round(wall, 1), "final_loss": round(losses[-1], 4), "losses": losses,
-               "heldout_accuracy": acc}
-    if ship:
-        from .primer import _device_description
+    from ..trainer import seeded_init, train_and_ship
 
-        checkpoints.save_checkpoint(CHECKPOINT, model.state_dict(), {
-            "chapter": "substrate (sag, adjointdpm)", "config": config.to_dict(), "command": command, "seed": config.seed,
-            "device": _device_description(torch.device("cpu")), "wall_time_s": round(wall, 1),
-            "train_metrics": {"final_loss": round(losses[-1], 5), "steps": steps, "heldout_accuracy": acc},
-            "parameters": sum(p.numel() for p in model.parameters()),
-        })
+    if steps is not None:
+        config = replace(config, steps=steps)
+    model = seeded_init(config.seed, lambda: ShapesClassifier(config))
+    losses: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model, summary = train_and_ship(
+            model, classifier_batch_loss(config), target="classifier", checkpoint=CHECKPOINT, config=config.to_dict(),
+            total_steps=config.steps, lr=config.lr, run_dir=run_dir or Path(tmp), seed=config.seed, ship=ship,
+            ship_ema=False, warmup=0, final_lr_ratio=0.0, clip_grad=None, resume=resume, max_minutes=max_minutes,
+            device=device, progress=progress, on_step=lambda step, loss: losses.append(loss),
+            entry={"train_metrics_note": "held-out accuracy: python -m bytecourse eval classifier"},
+        )
+    model = model.cpu().eval().requires_grad_(False)
+    summary |= {"losses": losses}
+    if summary["finished"]:
+        summary["heldout_accuracy"] = accuracy(model, seeds=[0])
     return model, summary
 
 
-HELDOUT_OFFSET = 50_000_000  # held-out images never coincide with training batches
+HELDOUT_OFFSET = seeds.CLASSIFIER_HELDOUT  # held-out images never coincide with training batches
 
 
 @torch.no_grad()
@@ -150,17 +151,18 @@ def get_classifier(device: str | torch.device = "cpu", progress: bool = False) -
     return model.to(device), "trained now (no shipped checkpoint found)"
 
 
-def cli_train(args) -> dict:
-    config = ClassifierConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
-    _, summary = train_classifier(config, ship=True)
+def cli_train(options) -> dict:
+    config = ClassifierConfig(seed=options.seed, **({"steps": options.steps} if options.steps else {}))
+    _, summary = train_classifier(config, ship=True, device=options.device, run_dir=Path("runs/classifier"),
+                                  resume=options.resume, max_minutes=options.max_minutes)
     summary.pop("losses")
     return summary
 
 
-def cli_eval(args) -> dict:
+def cli_eval(options) -> dict:
     from ..evaluation import summarise
 
     model = load_classifier()
-    per_seed = [accuracy(model, [s]) for s in args.seeds]
-    return {"heldout": {"rows": [{"setting": "clean held-out images", "metrics": summarise(per_seed)}], "seeds": list(args.seeds),
+    per_seed = [accuracy(model, [s]) for s in options.seeds]
+    return {"heldout": {"rows": [{"setting": "clean held-out images", "metrics": summarise(per_seed)}], "seeds": list(options.seeds),
                         "samples_per_seed": 512, "setting_name": "input"}}

@@ -82,21 +82,21 @@ def null_tokens_like(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def guided_eps(
-    model: EpsModel, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor, cfg_scale: float,
+    model: EpsModel, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor, guidance_scale: float,
     uncond: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """ε̂ with classifier-free guidance; both branches in one batched call. ``cfg_scale = 1`` is the plain
+    """ε̂ with classifier-free guidance; both branches in one batched call. ``guidance_scale = 1`` is the plain
     conditional model (one call), ``0`` the unconditional one."""
     t = torch.as_tensor(t, device=x.device)
     if t.numel() and (float(t.min()) < 0 or float(t.max()) > NUM_TRAIN_TIMESTEPS - 1):
         raise ValueError(f"t must be a timestep in [0, {NUM_TRAIN_TIMESTEPS - 1}], got {t.tolist()}")
     if t.dim() == 0:
         t = t.expand(x.shape[0])
-    if cfg_scale == 1.0:
+    if guidance_scale == 1.0:
         return model(x, t, cond)
     uncond = null_tokens_like(cond) if uncond is None else uncond
     eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond])).chunk(2)
-    return eps_u + cfg_scale * (eps_c - eps_u)
+    return eps_u + guidance_scale * (eps_c - eps_u)
 
 
 def initial_noise(shape: tuple[int, ...], seed: int | torch.Generator, device=None) -> torch.Tensor:
@@ -104,8 +104,8 @@ def initial_noise(shape: tuple[int, ...], seed: int | torch.Generator, device=No
     return torch.randn(shape, generator=g).to(device)
 
 
-def _validate(model: EpsModel, cfg_scale: float, eta: float, x: torch.Tensor, cond: torch.Tensor) -> None:
-    check_float("cfg_scale", cfg_scale, 0.0, 50.0)
+def _validate(model: EpsModel, guidance_scale: float, eta: float, x: torch.Tensor, cond: torch.Tensor) -> None:
+    check_float("guidance_scale", guidance_scale, 0.0, 50.0)
     check_float("eta", eta, 0.0, 1.0)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"noise must be a floating-point tensor, got {_show(x)}")
@@ -128,7 +128,7 @@ def ddim_sample(
     cond: torch.Tensor,
     train_scheduler: DDPMScheduler,
     steps: int = 50,
-    cfg_scale: float = 1.0,
+    guidance_scale: float = 1.0,
     eta: float = 0.0,
     uncond: torch.Tensor | None = None,
     hook: SamplerHook | None = None,
@@ -141,7 +141,7 @@ def ddim_sample(
     The update is diffusers' ``DDIMScheduler.step``; ε-prediction models, any shape of x (images or videos).
     ``seed`` drives the fresh noise of η > 0; ``clip_x0`` see :func:`make_ddim_scheduler`.
     """
-    _validate(model, cfg_scale, eta, noise, cond)
+    _validate(model, guidance_scale, eta, noise, cond)
     steps = check_int("steps", steps, 1, train_scheduler.config.num_train_timesteps)
     sched = make_ddim_scheduler(train_scheduler, steps, clip_x0)
     g = torch.Generator().manual_seed(int(seed))
@@ -156,7 +156,7 @@ def ddim_sample(
         state = StepState(i, t, t_prev, x, cond, float(acp[t]), float(acp[t_prev]) if t_prev >= 0 else 1.0)
         if hook is not None and (new := hook.on_step_start(state)) is not None:
             state.x = x = new
-        eps = guided_eps(model, x, t, cond, cfg_scale, uncond)
+        eps = guided_eps(model, x, t, cond, guidance_scale, uncond)
         state.eps = eps
         if hook is not None and (new := hook.on_eps(state)) is not None:
             state.eps = eps = new
@@ -175,20 +175,20 @@ def ddpm_sample(
     noise: torch.Tensor,
     cond: torch.Tensor,
     train_scheduler: DDPMScheduler,
-    cfg_scale: float = 1.0,
+    guidance_scale: float = 1.0,
     seed: int = 0,
     progress: bool = False,
     clip_x0: bool = True,
 ) -> torch.Tensor:
     """Ancestral DDPM sampling over all training timesteps (DDPM Alg. 2) with ``DDPMScheduler.step``
     (x̂₀ clipped to [−1, 1] as in Ho et al.'s sampler unless ``clip_x0=False``)."""
-    _validate(model, cfg_scale, 0.0, noise, cond)
+    _validate(model, guidance_scale, 0.0, noise, cond)
     sched = DDPMScheduler.from_config(train_scheduler.config, clip_sample=clip_x0, clip_sample_range=1.0)
     sched.set_timesteps(train_scheduler.config.num_train_timesteps)
     g = torch.Generator().manual_seed(int(seed))
     x = noise
     for t in tqdm(sched.timesteps.tolist(), disable=not progress, desc="DDPM"):
-        eps = guided_eps(model, x, t, cond, cfg_scale)
+        eps = guided_eps(model, x, t, cond, guidance_scale)
         # a CPU generator: diffusers draws the noise on the CPU and moves it, so runs match across devices
         x = sched.step(eps, t, x, generator=g).prev_sample
     return x

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
+from .. import seeds
 from ..text import PAD_ID
 
 
@@ -83,3 +85,28 @@ class EMA:
             e.lerp_(p.detach(), 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
+
+
+def seeded_diffusion_loss(
+    draw: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]],
+    scheduler: DDPMScheduler,
+    *,
+    seed: int,
+    p_uncond: float,
+    stream: int = 0,
+    weighting: str = "eps",
+    max_weight: float = 20.0,
+) -> Callable[[nn.Module, int, torch.device], torch.Tensor]:
+    """``loss_fn(model, step, device)`` for :func:`bytecourse.trainer.train_loop`: step k of run seed s draws its own
+    batch ``draw(data_seed, generator) → (x0 in model space, tokens)`` with data_seed = s·stride + stream + k (see
+    :mod:`bytecourse.seeds`), and :func:`diffusion_loss` draws t, ε and the CFG dropout from the same CPU generator —
+    so the data stream is identical however a run is split into resumed commands, and on every device."""
+
+    def loss_fn(model: nn.Module, step: int, device: torch.device) -> torch.Tensor:
+        data_seed = seed * seeds.TRAIN_SEED_STRIDE + stream + step
+        generator = torch.Generator().manual_seed(data_seed + seeds.NOISE_SUBSTREAM)
+        x0, tokens = draw(data_seed, generator)
+        return diffusion_loss(model, x0.to(device), tokens.to(device), scheduler, generator, p_uncond, weighting,
+                              max_weight)
+
+    return loss_fn

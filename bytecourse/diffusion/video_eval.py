@@ -23,11 +23,12 @@ from .. import checkpoints
 from ..evaluation import summarise
 from ..oracle import caption_accuracy, detect_objects, realism
 from ..oracle.motion import motion_scores
+from ..seeds import VIDEO_EVAL
 from ..worlds.motion import MotionConfig, make_motion
 from .sampling import ddim_sample, initial_noise, to_image_space
 from .schedule import make_train_scheduler
 
-EVAL_SEED_OFFSET = 20_000  # the old video eval's held-out seeds
+EVAL_SEED_OFFSET = VIDEO_EVAL  # held-out clips and noise (bytecourse.seeds)
 EVAL_CLIPS = 24
 GUIDANCE_SCALE = 2.0
 STEPS = 20
@@ -57,7 +58,7 @@ def score_clips(videos: torch.Tensor, batch) -> dict[str, float]:
 @torch.no_grad()
 def sample_clips(model, batch, seed: int, device, steps: int = STEPS, guidance_scale: float = GUIDANCE_SCALE) -> torch.Tensor:
     noise = initial_noise(tuple(batch.videos.shape), EVAL_SEED_OFFSET + seed, device)
-    x = ddim_sample(model, noise, batch.tokens.to(device), make_train_scheduler(), steps=steps, cfg_scale=guidance_scale)
+    x = ddim_sample(model, noise, batch.tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=guidance_scale)
     return to_image_space(x).float().cpu()
 
 
@@ -84,14 +85,14 @@ def _row(name: str, per_seed: list[dict], wall_time_s: float | None, note: str, 
 
 def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
     from ..device import default_device
+    from .image_model import load_image_model
     from .inflate import InflatedVideoDenoiser
-    from .primer import load_primer_model
     from .videobase import CHECKPOINT as SCRATCH_CHECKPOINT
     from .videobase import load_video_model
     from .videomotion import CHECKPOINT, load_inflated_video_model
 
     device = default_device(device_name)
-    primer, primer_entry = load_primer_model(device)
+    primer, primer_entry = load_image_model(device)
     models = {"Image model, frame by frame (inflated, untrained motion modules)":
               (InflatedVideoDenoiser(primer).to(device).eval(), primer_entry["wall_time_s"],
                "the primer's image model on each frame; no temporal coupling", primer_entry["sha256"])}
@@ -160,3 +161,19 @@ def verdicts(tables: dict) -> list[dict]:
                         f"frame by frame {f['mean']:.3f} [{f['min']:.3f}–{f['max']:.3f}]; target ≥ {target:.2f} → **{outcome}**.",
         })
     return out
+
+
+def cli_eval(options) -> dict:
+    return evaluate_video_models(options.seeds, options.device)
+
+
+SLICE_TOLERANCE = 0.05  # oracle rates over 24 clips: one clip may flip across CPUs
+SLICE_METRICS = ("colour", "shape", "direction", "identity")
+
+
+def live_slice(model, entry: dict, device, metrics: tuple[str, ...] = SLICE_METRICS) -> dict:
+    """Evaluation seed 0 of the shipped inflated model's row (``entry``: its manifest entry), recomputed."""
+    held_out = eval_clips(0)
+    scores = score_clips(sample_clips(model, held_out, 0, device), held_out)
+    setting = f"Inflated video model (after stage {entry['config']['trained_stages']})"
+    return {"models": {"rows": [{"setting": setting, "metrics": summarise([{m: scores[m] for m in metrics}])}]}}

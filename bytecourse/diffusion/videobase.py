@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from .. import checkpoints
+from ..trainer import seeded_init, train_and_ship
 from ..worlds.motion import MotionConfig, make_motion
 from .sampling import to_model_space
 from .schedule import make_train_scheduler
-from .trainer import train_loop
-from .training import diffusion_loss
+from .training import seeded_diffusion_loss
 from .video import VideoDenoiser, VideoUNetConfig
 
 CHECKPOINT = "video_unet"
@@ -63,14 +63,11 @@ def video_batch_loss(config: VideoBaseConfig, scheduler):
     """``loss_fn(model, step, device)``: a fresh Motion batch per step, seeded by (seed, step)."""
     world = config.world()
 
-    def loss_fn(model, step: int, device: torch.device) -> torch.Tensor:
-        data_seed = config.seed * 1_000_003 + step
+    def draw(data_seed: int, generator: torch.Generator):
         batch = make_motion(config.batch, data_seed, world)
-        g = torch.Generator().manual_seed(data_seed + 7)
-        x0 = to_model_space(batch.videos).to(device)
-        return diffusion_loss(model, x0, batch.tokens.to(device), scheduler, g, config.p_uncond)
+        return to_model_space(batch.videos), batch.tokens
 
-    return loss_fn
+    return seeded_diffusion_loss(draw, scheduler, seed=config.seed, p_uncond=config.p_uncond)
 
 
 def train_video_model(
@@ -78,32 +75,13 @@ def train_video_model(
     max_minutes: float | None = None, ship: bool = True, progress: bool = True, on_step=None,
 ) -> tuple[VideoDenoiser, dict]:
     """Train (or continue) the base video model; ship the EMA weights when the schedule completes."""
-    commit = checkpoints.git_commit()
-    torch.manual_seed(config.seed)
-    model = VideoDenoiser(config.unet)
-    scheduler = make_train_scheduler()
-    ema, state, acc = train_loop(
-        model, video_batch_loss(config, scheduler), total_steps=config.steps, lr=config.lr, run_dir=run_dir,
-        config=config.to_dict(), warmup=config.warmup, ema_decay=config.ema_decay, resume=resume,
-        max_minutes=max_minutes, device=device, progress=progress, on_step=on_step,
+    model = seeded_init(config.seed, lambda: VideoDenoiser(config.unet))
+    return train_and_ship(
+        model, video_batch_loss(config, make_train_scheduler()), target="video", checkpoint=CHECKPOINT,
+        config=config.to_dict(), total_steps=config.steps, lr=config.lr, run_dir=run_dir, seed=config.seed, ship=ship,
+        warmup=config.warmup, ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes, device=device,
+        progress=progress, on_step=on_step,
     )
-    summary = {"step": state.step, "total_steps": config.steps, "wall_time_s": round(state.elapsed_s, 1),
-               "stages": state.stages, "final_loss": state.last_loss, "device": str(acc.device)}
-    if ship and state.step >= config.steps and acc.is_main_process:
-        checkpoints.save_checkpoint(CHECKPOINT, ema.model.state_dict(), {
-            "chapter": "video",
-            "config": config.to_dict(),
-            "command": "python -m bytecourse train video" + checkpoints.train_command_suffix("video"),
-            "seed": config.seed,
-            "git_commit": commit,
-            "device": checkpoints.device_description(acc.device),
-            "wall_time_s": round(state.elapsed_s, 1),
-            "stages": state.stages,
-            "stage_commands": state.commands,
-            "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": state.step},
-            "parameters": sum(p.numel() for p in ema.model.parameters()),
-        })
-    return ema.model, summary
 
 
 def load_video_model(device: str | torch.device = "cpu") -> tuple[VideoDenoiser, VideoBaseConfig]:
@@ -126,29 +104,9 @@ def quick_train_video_model(steps: int = 60, seed: int = 0, device: str = "auto"
     return model.eval().requires_grad_(False), summary | {"seconds": time.time() - t0}
 
 
-def cli_train(args) -> dict:
-    config = VideoBaseConfig(seed=args.seed)
-    if args.steps is not None:
-        config.steps = args.steps
-    _, summary = train_video_model(config, device=args.device, resume=args.resume, max_minutes=args.max_minutes)
+def cli_train(options) -> dict:
+    config = VideoBaseConfig(seed=options.seed)
+    if options.steps is not None:
+        config.steps = options.steps
+    _, summary = train_video_model(config, device=options.device, resume=options.resume, max_minutes=options.max_minutes)
     return summary
-
-
-def cli_eval(args) -> dict:
-    """Oracle realism and caption accuracy of the base model's videos (frame-wise), per seed."""
-    from ..device import default_device
-    from ..evaluation import summarise
-    from ..oracle import caption_accuracy, detect_objects, realism
-    from .sampling import ddim_sample, initial_noise, to_image_space
-
-    device = default_device(args.device)
-    model, config = load_video_model(device)
-    per_seed = []
-    for seed in args.seeds:
-        batch = make_motion(16, 20_000 + seed, config.world())
-        noise = initial_noise(tuple(batch.videos.shape), 20_000 + seed, device)
-        x = to_image_space(ddim_sample(model, noise, batch.tokens.to(device), make_train_scheduler(), steps=20, cfg_scale=2.0))
-        frames = x.flatten(0, 1).float().cpu()
-        caps = [c for c in batch.captions for _ in range(config.unet.frames)]
-        per_seed.append({**caption_accuracy(caps, detect_objects(frames)), "realism": float(realism(frames).mean())})
-    return {"samples": summarise(per_seed), "seeds": list(args.seeds)}

@@ -30,19 +30,18 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoints
+from .. import checkpoints, seeds
+from ..trainer import seeded_init, train_and_ship
 from ..worlds import ShapesConfig, make_shapes
 from ..worlds.motion import MotionConfig, make_motion
+from .image_model import CHECKPOINT as PRIMER_CHECKPOINT
+from .image_model import load_image_model
 from .inflate import InflatedVideoDenoiser, InflationConfig
-from .primer import CHECKPOINT as PRIMER_CHECKPOINT
-from .primer import load_primer_model
 from .sampling import to_model_space
 from .schedule import make_train_scheduler
-from .trainer import train_loop
-from .training import diffusion_loss
+from .training import seeded_diffusion_loss
 
 CHECKPOINT = "video_motion"
-STAGE_SEED_OFFSET = 500_000  # each stage draws its own data stream
 
 
 @dataclass
@@ -103,7 +102,7 @@ class InflatedVideoConfig:
 
 def build_video_model(config: InflatedVideoConfig, stage: int, device: str | torch.device = "cpu") -> InflatedVideoDenoiser:
     """The primer's shipped image model, inflated as ``stage`` trains it (motion modules fresh)."""
-    image_model, _ = load_primer_model(device)
+    image_model, _ = load_image_model(device)
     return InflatedVideoDenoiser(image_model, config.inflation_for(stage)).to(device)
 
 
@@ -115,19 +114,16 @@ def video_stage_loss(config: InflatedVideoConfig, stage: int, scheduler):
     images = ShapesConfig(size=32, max_objects=config.max_objects, object_probs=config.object_probs,
                           caption_length=config.inflation.caption_length)
 
-    def loss_fn(model, step: int, device: torch.device) -> torch.Tensor:
-        data_seed = config.seed * 1_000_003 + stage * STAGE_SEED_OFFSET + step
-        g = torch.Generator().manual_seed(data_seed + 7)
-        if spec.p_image > 0 and float(torch.rand((), generator=g)) < spec.p_image:
+    def draw(data_seed: int, generator: torch.Generator):
+        if spec.p_image > 0 and float(torch.rand((), generator=generator)) < spec.p_image:
             batch = make_shapes(config.batch * config.inflation.frames, data_seed, images)
-            x0 = to_model_space(batch.images)[:, None]
-        else:
-            batch = make_motion(config.batch, data_seed, world)
-            x0 = to_model_space(batch.videos)
-        return diffusion_loss(model, x0.to(device), batch.tokens.to(device), scheduler, g, config.p_uncond,
-                              config.loss_weighting, config.max_loss_weight)
+            return to_model_space(batch.images)[:, None], batch.tokens
+        batch = make_motion(config.batch, data_seed, world)
+        return to_model_space(batch.videos), batch.tokens
 
-    return loss_fn
+    return seeded_diffusion_loss(draw, scheduler, seed=config.seed, p_uncond=config.p_uncond,
+                                 stream=stage * seeds.STAGE_STRIDE, weighting=config.loss_weighting,
+                                 max_weight=config.max_loss_weight)
 
 
 def _stage_run_config(config: InflatedVideoConfig, stage: int) -> dict:
@@ -153,8 +149,7 @@ def train_video_stage(
         raise ValueError(f"stage must be in 1..{len(config.stages)}, got {stage}")
     spec = config.stages[stage - 1]
     commit = checkpoints.git_commit()
-    torch.manual_seed(config.seed + stage)  # initialisation of what this stage adds
-    model = build_video_model(config, stage)
+    model = seeded_init(config.seed + stage, lambda: build_video_model(config, stage))  # what this stage adds
     history: list[dict] = []
     if stage > 1:
         prev = _run_dir(run_root, stage - 1)
@@ -171,39 +166,34 @@ def train_video_stage(
         history = meta.get("history", [])
     model.spatial.requires_grad_(False)
     run_dir = _run_dir(run_root, stage)
-    ema, state, acc = train_loop(
-        model, video_stage_loss(config, stage, make_train_scheduler()), total_steps=spec.steps, lr=spec.lr,
-        run_dir=run_dir, config=_stage_run_config(config, stage), warmup=config.warmup,
+
+    def entry(state) -> dict:
+        """Called once the stage is complete: record it in the run's history, which the shipped entry carries."""
+        record = {"stage": stage, "name": spec.name, "steps": spec.steps, "lr": spec.lr,
+                  "wall_time_s": round(state.elapsed_s, 1), "final_loss": round(state.last_loss, 5),
+                  "commands": state.commands, "git_commit": commit}
+        full = [h for h in history if h["stage"] < stage] + [record]
+        meta = json.loads((run_dir / "state.json").read_text())
+        (run_dir / "state.json").write_text(json.dumps(meta | {"history": full}, indent=2))
+        parent = checkpoints.manifest_entry(PRIMER_CHECKPOINT)
+        return {
+            "earlier_stage_rows": _earlier_stage_rows(stage),
+            "config": config.to_dict() | {"trained_stages": stage},
+            "command": " && ".join(c for h in full for c in h["commands"]),
+            "stage_history": full,
+            "parent": {"checkpoint": PRIMER_CHECKPOINT, "sha256": parent["sha256"]},
+            "wall_time_s": round(sum(h["wall_time_s"] for h in full), 1),
+            "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": sum(h["steps"] for h in full)},
+        }
+
+    trained, summary = train_and_ship(
+        model, video_stage_loss(config, stage, make_train_scheduler()), target="video", checkpoint=CHECKPOINT,
+        config=_stage_run_config(config, stage), total_steps=spec.steps, lr=spec.lr, run_dir=run_dir, seed=config.seed,
+        ship=ship, state_dict=lambda m: m.delta_state_dict(), entry=entry, warmup=config.warmup,
         ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes, device=device, progress=progress,
         on_step=on_step,
     )
-    summary = {"stage": stage, "step": state.step, "total_steps": spec.steps, "wall_time_s": round(state.elapsed_s, 1),
-               "stages": state.stages, "final_loss": state.last_loss, "device": str(acc.device)}
-    if state.step >= spec.steps and acc.is_main_process:
-        record = {"stage": stage, "name": spec.name, "steps": spec.steps, "lr": spec.lr, "wall_time_s": round(state.elapsed_s, 1),
-                  "final_loss": round(state.last_loss, 5), "commands": state.commands, "git_commit": commit}
-        history = [h for h in history if h["stage"] < stage] + [record]
-        meta = json.loads((run_dir / "state.json").read_text())
-        meta["history"] = history
-        (run_dir / "state.json").write_text(json.dumps(meta, indent=2))
-        if ship:
-            parent = checkpoints.manifest_entry(PRIMER_CHECKPOINT)
-            earlier = _earlier_stage_rows(stage)
-            checkpoints.save_checkpoint(CHECKPOINT, ema.model.delta_state_dict(), {
-                "earlier_stage_rows": earlier,
-                "chapter": "video",
-                "config": config.to_dict() | {"trained_stages": stage},
-                "command": " && ".join(c for h in history for c in h["commands"]),
-                "stage_history": history,
-                "parent": {"checkpoint": PRIMER_CHECKPOINT, "sha256": parent["sha256"]},
-                "seed": config.seed,
-                "git_commit": commit,
-                "device": checkpoints.device_description(acc.device),
-                "wall_time_s": round(sum(h["wall_time_s"] for h in history), 1),
-                "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": sum(h["steps"] for h in history)},
-                "parameters": sum(v.numel() for v in ema.model.delta_state_dict().values()),
-            })
-    return ema.model, summary
+    return trained, summary | {"stage": stage}
 
 
 def _earlier_stage_rows(stage: int) -> list[dict]:
@@ -214,7 +204,8 @@ def _earlier_stage_rows(stage: int) -> list[dict]:
     entry = checkpoints.manifest_entry(CHECKPOINT)
     rows = list(entry.get("earlier_stage_rows", []))
     if entry["config"].get("trained_stages", stage) < stage:
-        for r in (entry.get("tables") or {}).get("models", {}).get("rows", []):
+        stored = checkpoints.read_manifest().get("tables", {}).get("video", {}).get("tables", {})
+        for r in stored.get("models", {}).get("rows", []):
             if r.get("checkpoint_sha256") == entry["sha256"]:
                 rows.append(r | {"note": r["note"] + f" (stored by an earlier `eval video` of checkpoint {entry['sha256'][:12]}…)"})
     return rows
@@ -250,37 +241,26 @@ def quick_train_video_model(steps: int = 40, seed: int = 0, device: str = "auto"
     return model.eval().requires_grad_(False), summary | {"losses": losses, "seconds": time.time() - t0}
 
 
-def cli_train(args) -> dict:
-    if args.variant not in (None, "inflated", "scratch"):
-        raise SystemExit(f"train video: --variant must be 'inflated' (default) or 'scratch', got {args.variant!r}")
-    if args.variant == "scratch":
+def cli_train(options) -> dict:
+    if options.variant == "scratch":
         from . import videobase
 
-        return videobase.cli_train(args)
-    config = InflatedVideoConfig(seed=args.seed)
-    stage = args.stage or 1
-    if args.steps is not None:
+        if options.stage is not None:
+            raise ValueError("train video --variant scratch has one stage: drop --stage")
+        return videobase.cli_train(options)
+    config = InflatedVideoConfig(seed=options.seed)
+    stage = options.stage or 1
+    if options.steps is not None:
         config.stages = tuple(
-            VideoStage(**{**asdict(s), "steps": args.steps}) if i == stage - 1 else s for i, s in enumerate(config.stages)
+            VideoStage(**{**asdict(s), "steps": options.steps}) if i == stage - 1 else s for i, s in enumerate(config.stages)
         )
-    _, summary = train_video_stage(config, stage, device=args.device, resume=args.resume, max_minutes=args.max_minutes)
+    _, summary = train_video_stage(config, stage, device=options.device, resume=options.resume,
+                                   max_minutes=options.max_minutes)
     return summary
-
-
-def cli_eval(args) -> dict:
-    from .video_eval import evaluate_video_models
-
-    return evaluate_video_models(args.seeds, args.device)
 
 
 __all__ = [
     "CHECKPOINT", "InflatedVideoConfig", "VideoStage", "build_video_model", "load_inflated_video_model",
-    "quick_train_video_model", "stored_tables", "train_video_stage", "video_stage_loss",
+    "quick_train_video_model", "train_video_stage", "video_stage_loss",
 ]
 
-
-def stored_tables() -> dict | None:
-    """The tables ``python -m bytecourse eval video`` stored for the shipped model (None if absent)."""
-    if not checkpoints.checkpoint_available(CHECKPOINT):
-        return None
-    return checkpoints.manifest_entry(CHECKPOINT).get("tables") or None

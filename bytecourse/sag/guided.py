@@ -148,9 +148,9 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def paper_step_size(e_c: torch.Tensor, e_u: torch.Tensor, g: torch.Tensor, cfg_scale: float, strength: float = 1.0) -> torch.Tensor:
+def paper_step_size(e_c: torch.Tensor, e_u: torch.Tensor, g: torch.Tensor, guidance_scale: float, strength: float = 1.0) -> torch.Tensor:
     """SAG's normalised step, per sample: η = strength · 0.2 · w · rms(ε_c − ε_u) / rms(g)  → shape ``(B,)``."""
-    return strength * 0.2 * cfg_scale * _rms(e_c - e_u) / _rms(g).clamp_min(1e-12)
+    return strength * 0.2 * guidance_scale * _rms(e_c - e_u) / _rms(g).clamp_min(1e-12)
 
 
 def time_travel(x_prev: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -185,7 +185,7 @@ def guided_sample(
     config: GuidanceConfig = GuidanceConfig(),
     *,
     steps: int = 20,
-    cfg_scale: float = 2.0,
+    guidance_scale: float = 2.0,
     uncond: torch.Tensor | None = None,
     seed: int = 0,
     clip_x0: bool = True,
@@ -198,8 +198,8 @@ def guided_sample(
     token captions default to the all-padding caption). ``seed`` drives the time-travel noise.
     """
     config.validate()
-    if cfg_scale <= 0:
-        raise ValueError(f"cfg_scale must be > 0 (the step-size rule uses the CFG direction), got {cfg_scale}")
+    if guidance_scale <= 0:
+        raise ValueError(f"guidance_scale must be > 0 (the step-size rule uses the CFG direction), got {guidance_scale}")
     if cond.shape[0] != noise.shape[0]:
         raise ValueError(f"cond has batch {cond.shape[0]} but the noise has batch {noise.shape[0]}")
     uncond = null_tokens_like(cond) if uncond is None else uncond
@@ -222,12 +222,12 @@ def guided_sample(
 
     def eps_fn(x, t):  # CFG ε̂ inside the clean estimate, as the paper's inner solve
         e_c, e_u = eps_pair(x, t)
-        return e_u + cfg_scale * (e_c - e_u)
+        return e_u + guidance_scale * (e_c - e_u)
 
     def step_size(e_c, e_u, g):
         if config.step_rule == "plain":
             return torch.full((b,), config.strength, device=g.device, dtype=g.dtype)
-        return paper_step_size(e_c, e_u, g, cfg_scale, config.strength)
+        return paper_step_size(e_c, e_u, g, guidance_scale, config.strength)
 
     trace: list[dict] = []
     t0 = time.time()
@@ -240,7 +240,7 @@ def guided_sample(
         for j in range(repeats):
             with torch.no_grad():
                 e_c, e_u = eps_pair(x, t)
-            eps = e_u + cfg_scale * (e_c - e_u)
+            eps = e_u + guidance_scale * (e_c - e_u)
             if k in guided and config.strength > 0:
                 grid = clean_estimate_grid(timesteps, k, config.n)
                 losses, g = guidance_gradient(eps_fn, x, grid, levels, loss_fn, config)
@@ -284,11 +284,11 @@ def _universal_guidance_eps(eps, x, g, eta, a_t, a_p, loss_fn, config) -> torch.
     return eps
 
 
-def unguided_sample(model: EpsModel, noise, cond, train_scheduler, loss_fn: LossFn, *, steps: int = 20, cfg_scale: float = 2.0,
+def unguided_sample(model: EpsModel, noise, cond, train_scheduler, loss_fn: LossFn, *, steps: int = 20, guidance_scale: float = 2.0,
                     uncond=None, seed: int = 0, clip_x0: bool = True) -> GuidedResult:
     """The same sampler with guidance off (strength 0): the reference row of every table."""
     return guided_sample(model, noise, cond, train_scheduler, loss_fn, replace(GuidanceConfig(), window=(0.0, 0.0)), steps=steps,
-                         cfg_scale=cfg_scale, uncond=uncond, seed=seed, clip_x0=clip_x0)
+                         guidance_scale=guidance_scale, uncond=uncond, seed=seed, clip_x0=clip_x0)
 
 
 __all__ = [

@@ -92,7 +92,7 @@ def solution_adjoint_sweep(eps_fn, states, grid, levels, lam_end):
 
 # Exercise 3 — the paper's step-size rule
 def check_step_size(fn: Callable, tol: float = 1e-6):
-    """``fn(e_c, e_u, g, cfg_scale, strength) → η (B,)``, per sample."""
+    """``fn(e_c, e_u, g, guidance_scale, strength) → η (B,)``, per sample."""
     gen = torch.Generator().manual_seed(4)
     e_c, e_u = torch.randn(5, 3, 8, 8, generator=gen), torch.randn(5, 3, 8, 8, generator=gen)
     g = torch.randn(5, 3, 8, 8, generator=gen) * torch.logspace(-3, 2, 5).view(5, 1, 1, 1)
@@ -106,9 +106,9 @@ def check_step_size(fn: Callable, tol: float = 1e-6):
     return _report("step_size (relative)", float(((got - ref) / ref).abs().max()), tol)
 
 
-def solution_step_size(e_c, e_u, g, cfg_scale, strength):
+def solution_step_size(e_c, e_u, g, guidance_scale, strength):
     rms = lambda v: v.flatten(1).pow(2).mean(1).sqrt()  # noqa: E731
-    return strength * 0.2 * cfg_scale * rms(e_c - e_u) / rms(g)
+    return strength * 0.2 * guidance_scale * rms(e_c - e_u) / rms(g)
 
 
 # Exercise 4 — time travel keeps the marginal right

@@ -13,12 +13,14 @@ Sequence layout (prompt lengths vary; the loss covers only the answer):
 
 from __future__ import annotations
 
-import time
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from .. import seeds
 from .attention import enable_edvt
 from .data import BOS_ID, EOS_ID, FILL_ID, FRAMES_PER_SEGMENT, PAD_ID, VOCAB, encode_words, make_episodes, order_question
 from .projector import ProjectorConfig, SequentialProjector
@@ -42,16 +44,37 @@ class LMConfig:
 
 
 def build_lm(config: LMConfig = LMConfig(), seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    return enable_edvt(LlamaForCausalLM(config.llama()))
+    """The tiny Llama with EDVT attention installed, its weights drawn from ``seed`` (global RNG untouched)."""
+    from ..trainer import seeded_init
+
+    return enable_edvt(seeded_init(seed, lambda: LlamaForCausalLM(config.llama())))
 
 
-def _warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    import math
+def _train(model, loss_fn, config, *, name: str, weight_decay: float, progress, on_step, run_dir, resume, max_minutes,
+           device, checkpoint, state_dict, entry):
+    """Both stages' shared loop: AdamW, linear warm-up over the first 10 % of steps, cosine decay to 0, gradient
+    clipping at 1, no EMA (the raw weights ship) — through the course's trainer (resumable, ``--device``,
+    ``--max-minutes``)."""
+    import tempfile
 
-    warm = max(1, steps // 10)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    from ..trainer import train_and_ship
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return train_and_ship(
+            model, loss_fn, target="vistallama", checkpoint=checkpoint, config=json_config(config), total_steps=config.steps,
+            lr=config.lr, run_dir=run_dir or Path(tmp) / name, seed=config.seed, ship=checkpoint is not None,
+            ship_ema=False, state_dict=state_dict, entry=entry, warmup=max(1, config.steps // 10), final_lr_ratio=0.0,
+            weight_decay=weight_decay, resume=resume, max_minutes=max_minutes, device=device, progress=progress,
+            on_step=on_step,
+        )
+
+
+def json_config(config) -> dict:
+    """A stage config as the manifest and the resume check store it (nested configs as dicts)."""
+    d = asdict(config)
+    if isinstance(config, NarratorConfig):
+        d["projector"] = config.projector.to_dict()
+    return json.loads(json.dumps(d))
 
 
 def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
@@ -97,8 +120,8 @@ def lm_batch(step: int, config: PretrainConfig) -> tuple[torch.Tensor, torch.Ten
     """Text-only sequences: <bos> [text prefix where the visual tokens will go] <fill>×F prompt answer <eos>; labels on
     prompt and answer. (A frozen LM that never had to read a prefix ignores one: LLaVA-style projector training
     relies on an LM that already uses its context, which this stage provides.)"""
-    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    ep = make_episodes(config.batch, 10_000_000 + config.seed * 100_000 + step, config.segments)
+    g = torch.Generator().manual_seed(config.seed * seeds.TRAIN_SEED_STRIDE + step)
+    ep = make_episodes(config.batch, seeds.VISTALLAMA_LM + config.seed * 100_000 + step, config.segments)
     seqs, labels = [], []
     for i in range(config.batch):
         prompt, answer = text_task(ep, i, "qa" if torch.rand(1, generator=g) < 0.5 else "narrate", g)
@@ -110,29 +133,33 @@ def lm_batch(step: int, config: PretrainConfig) -> tuple[torch.Tensor, torch.Ten
     return _pad(seqs, PAD_ID), _pad(labels, -100)
 
 
-def pretrain_lm(config: PretrainConfig = PretrainConfig(), progress: bool = True, on_step=None) -> tuple[LlamaForCausalLM, dict]:
-    from tqdm.auto import tqdm
-
+def pretrain_lm(config: PretrainConfig = PretrainConfig(), progress: bool = True, on_step=None, *,
+                run_dir: Path | None = None, resume: bool = False, max_minutes: float | None = None, device: str = "cpu",
+                checkpoint: str | None = None) -> tuple[LlamaForCausalLM, dict]:
+    """Stage 1: next-token pretraining of the LM on text-only narrations (:func:`lm_batch`). ``checkpoint``: ship the
+    weights under that name when the schedule completes. Returns the LM (frozen, eval mode) and a summary with the
+    per-step ``losses``."""
     lm = build_lm(config.lm, config.seed)
-    opt = torch.optim.AdamW(lm.parameters(), lr=config.lr, weight_decay=0.0)
-    sched = _warmup_cosine(opt, config.steps)
-    t0, losses = time.time(), []
-    lm.train()
-    with torch.enable_grad():
-        for step in tqdm(range(config.steps), disable=not progress, desc="LM pretraining"):
-            ids, labels = lm_batch(step, config)
-            loss = lm(input_ids=ids, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(step, losses[-1])
+    losses: list[float] = []
+
+    def loss_fn(model, step: int, dev: torch.device) -> torch.Tensor:
+        ids, labels = lm_batch(step, config)
+        return model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
+
+    lm, summary = _train(lm, loss_fn, config, name="lm", weight_decay=0.0, progress=progress,
+                         on_step=_record(losses, on_step), run_dir=run_dir, resume=resume, max_minutes=max_minutes,
+                         device=device, checkpoint=checkpoint, state_dict=None, entry=None)
     lm.eval().requires_grad_(False)
-    return lm, {"steps": config.steps, "wall_time_s": round(time.time() - t0, 1), "final_loss": losses[-1], "losses": losses,
-                "config": asdict(config)}
+    return lm, summary | {"steps": config.steps, "losses": losses, "config": asdict(config)}
+
+
+def _record(losses: list[float], on_step):
+    def hook(step: int, loss: float) -> None:
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step - 1, loss)
+
+    return hook
 
 
 # ------------------------------------------------------------------------------------------------ the narrator
@@ -153,18 +180,19 @@ class Narrator(torch.nn.Module):
         emb = self.lm.get_input_embeddings()
         vis = self.projector(videos)  # (B, V, D)
         b, v = vis.shape[:2]
+        dev = vis.device
         rows, labels, masks = [], [], []
         for i in range(b):
-            pre = torch.tensor([BOS_ID])
-            post = torch.tensor([FILL_ID] * fills[i] + prompts[i] + answers[i], dtype=torch.long)
+            pre = torch.tensor([BOS_ID], device=dev)
+            post = torch.tensor([FILL_ID] * fills[i] + prompts[i] + answers[i], dtype=torch.long, device=dev)
             rows.append(torch.cat([emb(pre), vis[i], emb(post)]))
             labels.append([-100] * (1 + v + fills[i] + len(prompts[i])) + answers[i])
             masks.append([0] + [1] * v + [0] * len(post))
         n = max(r.shape[0] for r in rows)
-        pad = emb(torch.tensor([PAD_ID]))
+        pad = emb(torch.tensor([PAD_ID], device=dev))
         x = torch.stack([torch.cat([r, pad.expand(n - r.shape[0], -1)]) for r in rows])
-        att = torch.tensor([[1] * r.shape[0] + [0] * (n - r.shape[0]) for r in rows])
-        return x, _pad(labels, -100)[:, :n], _pad(masks, 0)[:, :n].float(), att
+        att = torch.tensor([[1] * r.shape[0] + [0] * (n - r.shape[0]) for r in rows], device=dev)
+        return x, _pad(labels, -100)[:, :n].to(dev), _pad(masks, 0)[:, :n].float().to(dev), att
 
     def forward(self, videos, fills, prompts, answers):
         x, labels, vmask, att = self.embed(videos, fills, prompts, answers)
@@ -204,8 +232,8 @@ class Narrator(torch.nn.Module):
             ids.append(nxt)
             if nxt == EOS_ID:
                 break
-            kw = {"visual_mask": torch.zeros(1, 1)} if self.attention == "edvt" else {}
-            out = self.lm(inputs_embeds=emb(torch.tensor([[nxt]])), cache=cache, use_cache=True,
+            kw = {"visual_mask": torch.zeros(1, 1, device=x.device)} if self.attention == "edvt" else {}
+            out = self.lm(inputs_embeds=emb(torch.tensor([[nxt]], device=x.device)), cache=cache, use_cache=True,
                           output_attentions=output_attentions, **kw)
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
         return ids, mass
@@ -224,9 +252,9 @@ class NarratorConfig:
 
 
 def narrator_batch(step: int, config: NarratorConfig):
-    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step + 7)
+    g = torch.Generator().manual_seed(config.seed * seeds.TRAIN_SEED_STRIDE + step + 7)
     k = int(torch.randint(config.segments[0], config.segments[1] + 1, (1,), generator=g))
-    ep = make_episodes(config.batch, 20_000_000 + config.seed * 100_000 + step, (k, k), config.projector.image_size)
+    ep = make_episodes(config.batch, seeds.VISTALLAMA_NARRATOR + config.seed * 100_000 + step, (k, k), config.projector.image_size)
     fills, prompts, answers = [], [], []
     for i in range(config.batch):
         p, a = text_task(ep, i, "qa" if torch.rand(1, generator=g) < 0.5 else "narrate", g)
@@ -236,27 +264,23 @@ def narrator_batch(step: int, config: NarratorConfig):
     return ep.videos[:, : k * FRAMES_PER_SEGMENT], fills, prompts, answers
 
 
-def train_narrator(lm: LlamaForCausalLM, config: NarratorConfig, progress: bool = True, on_step=None) -> tuple[Narrator, dict]:
-    from tqdm.auto import tqdm
+def train_narrator(lm: LlamaForCausalLM, config: NarratorConfig, progress: bool = True, on_step=None, *,
+                   run_dir: Path | None = None, resume: bool = False, max_minutes: float | None = None,
+                   device: str = "cpu", checkpoint: str | None = None) -> tuple[Narrator, dict]:
+    """Stage 2: the projector trained on narrated episodes with the LM frozen (LLaVA-style). ``checkpoint``: ship the
+    projector's weights under that name when the schedule completes."""
+    from ..trainer import seeded_init
 
-    torch.manual_seed(config.seed)
-    model = Narrator(lm, SequentialProjector(config.projector), config.attention)
-    params = list(model.projector.parameters())
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
-    sched = _warmup_cosine(opt, config.steps)
-    t0, losses = time.time(), []
-    model.projector.train()
-    with torch.enable_grad():
-        for step in tqdm(range(config.steps), disable=not progress, desc=f"narrator ({config.attention})"):
-            videos, fills, prompts, answers = narrator_batch(step, config)
-            loss = model(videos, fills, prompts, answers).loss
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(step, losses[-1])
+    model = Narrator(lm, seeded_init(config.seed, lambda: SequentialProjector(config.projector)), config.attention)
+    losses: list[float] = []
+
+    def loss_fn(narrator, step: int, dev: torch.device) -> torch.Tensor:
+        videos, fills, prompts, answers = narrator_batch(step, config)
+        return narrator(videos.to(dev), fills, prompts, answers).loss
+
+    model, summary = _train(model, loss_fn, config, name=f"narrator_{config.attention}", weight_decay=0.01,
+                            progress=progress, on_step=_record(losses, on_step), run_dir=run_dir, resume=resume,
+                            max_minutes=max_minutes, device=device, checkpoint=checkpoint,
+                            state_dict=lambda m: m.projector.state_dict(), entry=None)
     model.eval()
-    return model, {"steps": config.steps, "wall_time_s": round(time.time() - t0, 1), "final_loss": losses[-1], "losses": losses}
+    return model, summary | {"steps": config.steps, "losses": losses}

@@ -141,8 +141,8 @@ def test_boximator_editor_preview_and_generate(lab_page):
     for _ in range(4):  # 1.0 → 3.0 in steps of 0.5
         cfg.press("ArrowRight")
     page.wait_for_timeout(2_000)  # let the last key's value reach the kernel before the click
-    expect(generated).not_to_contain_text("w_box 3", timeout=5_000)
+    expect(generated).not_to_contain_text("box guidance 3", timeout=5_000)
     page.get_by_role("button", name="Generate").click()
-    expect(generated).to_contain_text("w_box 3", timeout=240_000)
+    expect(generated).to_contain_text("box guidance 3", timeout=240_000)
     page.screenshot(path=str(SCREENSHOTS / "04_boximator_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "04_boximator_widget_output.png"))

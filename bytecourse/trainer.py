@@ -1,10 +1,14 @@
-"""A small, resumable training loop shared by every chapter's ``python -m bytecourse train``.
+"""The one training loop and the one train-and-ship helper behind every ``python -m bytecourse train``.
 
 - Runs under 🤗 Accelerate (so ``accelerate launch`` spreads it over several GPUs; bf16 on CUDA).
 - Saves a resumable state every ``save_every`` steps and when ``max_minutes`` is reached, so a schedule
   longer than 45 minutes on a 2-core CPU becomes several commands (``--resume``). A resumed run may extend
   the schedule (a larger ``--steps``); the learning-rate schedule is then recomputed for the new total.
 - The state is safetensors + JSON (model, EMA, AdamW moments, step, elapsed time) — no pickle anywhere.
+- :func:`train_and_ship` wraps it for every chapter: build, train (resumably), and when the schedule is complete
+  write the shipped checkpoint with its manifest entry (the command that actually ran, seed, commit, device, wall
+  time, every stage's command line). :func:`seeded_init` builds a model from a seed without touching the global
+  random state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .training import EMA
+from .diffusion.training import EMA
 
 
 @dataclass
@@ -35,12 +39,21 @@ class TrainState:
     commands: list[str] = field(default_factory=list)  # the command line of every stage that ran, in order
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
+def lr_at(step: int, total: int, peak: float, warmup: int, final_ratio: float = 0.1) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``final_ratio`` × the peak:
+    lr = peak · (r + (1 − r) · ½(1 + cos πp)), p = (step − warmup) / (total − warmup)."""
     if step < warmup:
         return peak * (step + 1) / warmup
     p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+    return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def seeded_init(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with torch's generator seeded by ``seed`` inside :func:`torch.random.fork_rng`, so the
+    parameters are reproducible and the caller's global random state is left exactly as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -63,8 +76,9 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 
 def save_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, state: TrainState, config: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
+    # clone: tied weights (an LM's embedding and head) share storage, which safetensors refuses to write twice
+    tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().clone().contiguous() for k, v in ema.model.state_dict().items()}
     opt_t, opt_meta = _optimizer_tensors(opt)
     tensors |= opt_t
     save_file(tensors, str(run_dir / "state.safetensors"))
@@ -101,6 +115,8 @@ def train_loop(
     warmup: int = 200,
     ema_decay: float = 0.999,
     weight_decay: float = 0.0,
+    final_lr_ratio: float = 0.1,
+    clip_grad: float | None = 1.0,
     resume: bool = False,
     max_minutes: float | None = None,
     save_every: int = 500,
@@ -112,7 +128,9 @@ def train_loop(
     batch for that step, so a resumed run sees exactly the data an uninterrupted one would).
 
     Returns the EMA, the final state (``state.step < total_steps`` when stopped by ``max_minutes``) and the
-    accelerator. ``on_step(step, loss)`` is called after every step (e.g. to record a loss curve)."""
+    accelerator. ``on_step(step, loss)`` is called after every step (e.g. to record a loss curve). The optimiser
+    is AdamW over the parameters that require gradients; ``final_lr_ratio`` and ``warmup`` shape :func:`lr_at`;
+    ``clip_grad=None`` turns gradient clipping off."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     cpu = device == "cpu"
@@ -120,7 +138,7 @@ def train_loop(
     if device not in ("auto", "cpu") and torch.device(device).type != acc.device.type:
         raise ValueError(f"device {device!r} requested but accelerate chose {acc.device}")
     model.to(acc.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     ema = EMA(model, ema_decay)
     state = TrainState()
     if resume and (run_dir / "state.json").exists():
@@ -138,12 +156,13 @@ def train_loop(
     model.train()
     while state.step < total_steps:
         for group in opt.param_groups:
-            group["lr"] = lr_at(state.step, total_steps, lr, warmup)
+            group["lr"] = lr_at(state.step, total_steps, lr, warmup, final_lr_ratio)
         with acc.autocast():
             loss = loss_fn(model, state.step * acc.num_processes + acc.process_index, acc.device)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
+        if clip_grad is not None:
+            acc.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
         ema.update(acc.unwrap_model(model))
         state.step += 1
@@ -161,3 +180,63 @@ def train_loop(
             break
     bar.close()
     return ema, state, acc
+
+
+def train_and_ship(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, int, torch.device], torch.Tensor],
+    *,
+    target: str,
+    checkpoint: str | None,
+    config: dict,
+    total_steps: int,
+    lr: float,
+    run_dir: Path,
+    seed: int,
+    ship: bool = True,
+    ship_ema: bool = True,
+    state_dict: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
+    entry: dict | Callable[[TrainState], dict] | None = None,
+    command: str | None = None,
+    **loop_options,
+) -> tuple[nn.Module, dict]:
+    """Train ``model`` with :func:`train_loop` and, once the schedule is complete and ``ship`` (and
+    ``checkpoint`` is a name), write ``data/<checkpoint>.safetensors`` and its manifest entry.
+
+    ``ship_ema`` ships the EMA weights (diffusion models) or the raw ones (the classifier, Vista-LLaMA's LM and
+    projectors, trained without an EMA in their papers). ``state_dict(model)`` selects what is written (default:
+    the whole state; e.g. only a delta or a projector). ``entry`` adds (or overrides) manifest fields — a dict, or
+    ``entry(state)`` called once the schedule is complete (e.g. a multi-stage history); ``command`` overrides the
+    recorded command (default: ``python -m bytecourse train <target>`` with the options actually given, without
+    the ones that only split a run: ``--resume``, ``--max-minutes``). ``loop_options`` go to :func:`train_loop`.
+
+    Returns the trained model (EMA or raw, as shipped) and a summary; ``summary["finished"]`` is False when
+    ``max_minutes`` stopped the run (continue it with ``resume=True``)."""
+    from . import checkpoints
+
+    commit = checkpoints.git_commit()  # the code that starts the run is the code that trains it
+    ema, state, acc = train_loop(model, loss_fn, total_steps=total_steps, lr=lr, run_dir=run_dir, config=config,
+                                 **loop_options)
+    trained = ema.model if ship_ema else acc.unwrap_model(model)
+    finished = state.step >= total_steps
+    summary = {"step": state.step, "total_steps": total_steps, "finished": finished,
+               "wall_time_s": round(state.elapsed_s, 1), "stages": state.stages, "final_loss": state.last_loss,
+               "device": str(acc.device)}
+    if ship and finished and checkpoint is not None and acc.is_main_process:
+        tensors = (state_dict or (lambda m: m.state_dict()))(trained)
+        checkpoints.save_checkpoint(checkpoint, tensors, {
+            "chapter": target,
+            "config": config,
+            "command": command or checkpoints.train_command(target),
+            "seed": seed,
+            "git_commit": commit,
+            "device": checkpoints.device_description(acc.device),
+            "wall_time_s": round(state.elapsed_s, 1),
+            "stages": state.stages,
+            "stage_commands": state.commands,
+            "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": state.step},
+            "parameters": sum(v.numel() for v in tensors.values()),
+            **((entry(state) if callable(entry) else entry) or {}),
+        })
+        summary["shipped"] = checkpoint
+    return trained, summary

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import torch
 
+from ..diffusion.sampling import guided_eps
+from ..diffusion.schedule import make_ddim_scheduler, make_train_scheduler
 from ..exercises import attempt as _attempt
 from ..exercises import report as _report
-from .sampling import guided_eps
-from .schedule import make_ddim_scheduler, make_train_scheduler
 
 
 # Exercise 1 — the forward process q(x_t | x_0)

@@ -1,12 +1,5 @@
-"""Chapter 04 — Boximator: training the variants, the paper's box-alignment protocol, the trajectory editor.
-
-``python -m bytecourse train boximator --variant V`` trains one variant's control module through the three
-stages (each stage its own resumable run under ``runs/boximator/V/``; ``--stage`` runs one; ``--max-minutes``
-stops resumably) and ships it as ``data/boximator_V.safetensors``:
-
-- ``full``: the paper's recipe (self-tracking in stages 1–2, soft boxes from stage 2, base frozen);
-- ``no_self_tracking``: the same stages and steps, never drawing boxes into the targets;
-- ``unfrozen``: the full recipe with the base model trained too (its base weights ship with it).
+"""Chapter 04's evaluation: the paper's box-alignment protocol (Table 1 and the ablation), the paper's numbers and
+the computed verdicts.
 
 ``python -m bytecourse eval boximator`` runs the paper's protocol (Table 1 and the ablation): generate from
 ground-truth first/last-frame boxes, detect the objects with the oracle, and score AP / IoU against the
@@ -15,173 +8,23 @@ requested boxes (last frame only when the first frame is given).
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, replace
-from pathlib import Path
-
 import torch
 
 from .. import checkpoints
-from ..diffusion.schedule import make_train_scheduler
-from ..diffusion.trainer import train_loop
 from ..diffusion.videobase import load_video_model
 from ..oracle import box_iou, detect_objects, realism
 from ..oracle.metrics import average_precision
 from ..worlds.motion import MotionBatch, make_motion
 from .boxes import BoxConditions, interpolate_keyframes, request, to_frame
-from .control import BoximatorControl
-from .pipeline import BoximatorModel, StageConfig, control_loss, generate
+from .pipeline import generate
+from .train import VARIANTS, checkpoint_name, load_variant
 
-CHAPTER = "boximator"
-VARIANTS = ("full", "no_self_tracking", "unfrozen")
-CONTROL = dict(token_dim=128, hidden=256, heads=4, gate="zero_out", cell_position=True)
-BATCH = 8
-#: The paper's three stages (50k / 50k / 10k iterations at lr 2e-4 / 3e-5 / 3e-5), scaled to a CPU budget.
-STAGES = (
-    StageConfig("stage 1: hard boxes, self-tracking", steps=600, lr=1e-3, p_soft=0.0, self_tracking=True),
-    StageConfig("stage 2: 80% soft boxes, self-tracking", steps=500, lr=2e-4, p_soft=0.8, self_tracking=True),
-    StageConfig("stage 3: 80% soft boxes, no drawn boxes", steps=200, lr=2e-4, p_soft=0.8, self_tracking=False),
-)
-DATA_SEED_OFFSET = 500_000  # control-training clips are not the base model's training clips
-
-
-def checkpoint_name(variant: str) -> str:
-    return f"boximator_{variant}"
-
-
-def variant_stages(variant: str, total_steps: int | None = None) -> list[StageConfig]:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    stages = list(STAGES)
-    if variant == "no_self_tracking":
-        stages = [replace(s, self_tracking=False, name=s.name.replace("self-tracking", "no self-tracking")) for s in stages]
-    if total_steps is not None:
-        full = sum(s.steps for s in STAGES)
-        stages = [replace(s, steps=max(1, round(total_steps * s.steps / full))) for s in stages]
-    return stages
-
-
-def build_model(variant: str, device: str | torch.device = "cpu", seed: int = 0) -> BoximatorModel:
-    """The shipped frozen base with a freshly initialised control module (base trainable for ``unfrozen``)."""
-    base, _ = load_video_model(device)
-    torch.manual_seed(seed)
-    control = BoximatorControl([b.norm_spatial.normalized_shape[0] for b in base.transformer_blocks()], **CONTROL)
-    model = BoximatorModel(base, control.to(device))
-    model.base.requires_grad_(variant == "unfrozen")
-    return model
-
-
-def stage_loss(stage: StageConfig, seed: int, stage_index: int, world):
-    """``loss_fn(model, step, device)`` for :func:`train_loop`: a fresh Motion batch (the base model's world)
-    per step, seeded by (seed, stage, step)."""
-    scheduler = make_train_scheduler()
-
-    def loss_fn(model, step: int, device) -> torch.Tensor:
-        data_seed = DATA_SEED_OFFSET + seed * 1_000_003 + stage_index * 100_000 + step
-        batch = make_motion(BATCH, data_seed, world)
-        g = torch.Generator().manual_seed(data_seed + 11)
-        return control_loss(model, batch, stage, scheduler, g)
-
-    return loss_fn
-
-
-def train_variant(
-    variant: str, *, device: str = "auto", seed: int = 0, only_stage: int | None = None, total_steps: int | None = None,
-    resume: bool = False, max_minutes: float | None = None, run_root: Path = Path("runs/boximator"), ship: bool = True,
-    progress: bool = True, on_step=None,
-) -> tuple[BoximatorModel, dict]:
-    """Run a variant's stages in order (a finished stage is skipped; a stopped one resumes with ``resume``).
-    Ships the final stage's EMA control (and base, for ``unfrozen``) once every stage is done."""
-    from ..device import default_device
-    from ..diffusion.videobase import CHECKPOINT as BASE_CHECKPOINT
-
-    commit = checkpoints.git_commit()
-    dev = default_device(device)
-    model = build_model(variant, dev, seed)
-    world = load_video_model("cpu")[1].world()
-    stages = variant_stages(variant, total_steps)
-    started = time.time()
-    summaries = []
-    ema_model = None
-    for k, stage in enumerate(stages):
-        run_dir = run_root / variant / f"stage{k + 1}"
-        config = {"variant": variant, "stage": asdict(stage), "batch": BATCH, "seed": seed, "control": CONTROL}
-        done = _finished(run_dir, stage.steps)
-        if only_stage is not None and k + 1 != only_stage and not done:
-            if k + 1 < only_stage:
-                raise ValueError(f"stage {k + 1} of {variant!r} has not finished; run it first")
-            break
-        if k > 0 and not (run_dir / "state.json").exists():  # start from the previous stage's weights
-            _load_model_weights(model, run_root / variant / f"stage{k}")
-        remaining = None if max_minutes is None else max_minutes - (time.time() - started) / 60
-        if remaining is not None and remaining <= 0 and not done:
-            break
-        ema, state, _ = train_loop(
-            model, stage_loss(stage, seed, k, world), total_steps=stage.steps, lr=stage.lr, run_dir=run_dir, config=config,
-            warmup=min(100, max(1, stage.steps // 5)), resume=(run_dir / "state.json").exists() and (resume or done or k > 0),
-            max_minutes=remaining, device=str(dev) if device != "auto" else "auto", progress=progress, on_step=on_step,
-        )
-        summaries.append({"stage": stage.name, "steps": state.step, "total_steps": stage.steps, "lr": stage.lr,
-                          "wall_time_s": round(state.elapsed_s, 1), "final_loss": state.last_loss, "commands": state.commands})
-        ema_model = ema.model
-        if state.step < stage.steps:
-            break
-    complete = len(summaries) == len(stages) and all(s["steps"] >= s["total_steps"] for s in summaries)
-    summary = {"variant": variant, "stages": summaries, "complete": complete}
-    if ship and complete and ema_model is not None:
-        state = {f"control.{k}": v for k, v in ema_model.control.state_dict().items()}
-        if variant == "unfrozen":
-            state |= {f"base.{k}": v for k, v in ema_model.base.state_dict().items()}
-        base_entry = checkpoints.manifest_entry(BASE_CHECKPOINT)
-        checkpoints.save_checkpoint(checkpoint_name(variant), state, {
-            "chapter": CHAPTER,
-            "config": {"variant": variant, "control": CONTROL, "batch": BATCH, "stages": [asdict(s) for s in stages],
-                       "base": BASE_CHECKPOINT, "base_sha256": base_entry["sha256"]},
-            "command": "python -m bytecourse train boximator" + checkpoints.train_command_suffix("boximator"),
-            "seed": seed, "git_commit": commit, "device": checkpoints.device_description(dev),
-            "wall_time_s": round(sum(s["wall_time_s"] for s in summaries), 1), "stages": summaries,
-            "parameters": sum(p.numel() for p in ema_model.control.parameters()),
-        })
-    return (ema_model or model).eval(), summary
-
-
-def _finished(run_dir: Path, steps: int) -> bool:
-    meta = run_dir / "state.json"
-    return meta.exists() and json.loads(meta.read_text())["state"]["step"] >= steps
-
-
-def _load_model_weights(model: BoximatorModel, run_dir: Path) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(run_dir / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-
-
-def load_variant(variant: str, device: str | torch.device = "cpu") -> BoximatorModel:
-    """A shipped variant (hash-verified), frozen and in eval mode."""
-    state, _ = checkpoints.load_checkpoint(checkpoint_name(variant))
-    model = build_model(variant, device)
-    model.control.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("control.")})
-    if variant == "unfrozen":
-        model.base.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("base.")})
-    return model.to(device).eval().requires_grad_(False)
-
-
-def cli_train(args) -> dict:
-    variant = getattr(args, "variant", None) or "full"
-    _, summary = train_variant(variant, device=args.device, seed=args.seed, only_stage=getattr(args, "stage", None),
-                               total_steps=args.steps, resume=args.resume, max_minutes=args.max_minutes)
-    return summary
-
-
-# --------------------------------------------------------------------------------------------------------
 # The paper's protocol: boxes from real clips → generate → detect → AP / IoU against the requested boxes.
 
 EVAL_SEED_OFFSET = 30_000
 EVAL_CLIPS = 16
-DEFAULT_W_BOX = 1.0
-DEFAULT_W_TEXT = 2.0
+DEFAULT_BOX_GUIDANCE_SCALE = 1.0
+DEFAULT_GUIDANCE_SCALE = 2.0
 DEFAULT_STEPS = 20
 MODES = {"none": "–", "box": "Box", "f0": "F0", "f0box": "F0+Box"}
 
@@ -246,14 +89,14 @@ def alignment_metrics(videos: torch.Tensor, batch: MotionBatch, paths: torch.Ten
 
 def run_setting(models: dict, setting: dict, seed: int, n: int = EVAL_CLIPS, progress: bool = False) -> dict:
     """One row of the table for one seed. ``setting``: ``model`` (a variant or ``"base"``), ``mode`` (none,
-    box, f0, f0box), ``soft`` (inference soft boxes), ``w_box``."""
+    box, f0, f0box), ``soft`` (inference soft boxes), ``box_guidance_scale``."""
     batch = eval_clips(seed, n)
     model = models[setting["model"]]
     mode = setting["mode"]
     cond, paths = requested_boxes(batch, soft=setting.get("soft", True))
     first = batch.videos[:, 0] if mode in ("f0", "f0box") else None
     videos = generate(model, batch.tokens, cond if mode in ("box", "f0box") else None, first_frame=first,
-                      steps=DEFAULT_STEPS, w_box=setting.get("w_box", DEFAULT_W_BOX), w_text=DEFAULT_W_TEXT,
+                      steps=DEFAULT_STEPS, box_guidance_scale=setting.get("box_guidance_scale", DEFAULT_BOX_GUIDANCE_SCALE), guidance_scale=DEFAULT_GUIDANCE_SCALE,
                       seed=EVAL_SEED_OFFSET + seed, progress=progress)
     frames = videos.shape[1]
     key = [frames - 1] if first is not None else [0, frames - 1]
@@ -293,11 +136,11 @@ def ablation_settings() -> list[dict]:
 
 
 def cfg_settings() -> list[dict]:
-    return [dict(name=f"+ Boximator, Box, w_box {w:g}", model="full", mode="box", w_box=w) for w in (0.0, 1.0, 2.0, 4.0)]
+    return [dict(name=f"+ Boximator, Box, w_box {w:g}", model="full", mode="box", box_guidance_scale=w) for w in (0.0, 1.0, 2.0, 4.0)]
 
 
 def _key(setting: dict, seed: int, n: int) -> tuple:
-    return (setting["model"], setting["mode"], setting.get("soft", True), setting.get("w_box", DEFAULT_W_BOX), seed, n)
+    return (setting["model"], setting["mode"], setting.get("soft", True), setting.get("box_guidance_scale", DEFAULT_BOX_GUIDANCE_SCALE), seed, n)
 
 
 def evaluate(models: dict, settings: list[dict], seeds: list[int], n: int = EVAL_CLIPS, progress: bool = True,
@@ -347,15 +190,11 @@ def cli_eval(args) -> dict:
         "box_cfg": box_cfg,
         "ablation": {**evaluate(models, ablation_settings(), seeds, cache=cache), "setting_name": "variant, extra input"},
         "ceiling": {**world_ceiling(seeds), "setting_name": "videos"},
-        "protocol": {"steps": DEFAULT_STEPS, "w_box": DEFAULT_W_BOX, "w_text": DEFAULT_W_TEXT,
+        "protocol": {"steps": DEFAULT_STEPS, "box_guidance_scale": DEFAULT_BOX_GUIDANCE_SCALE, "guidance_scale": DEFAULT_GUIDANCE_SCALE,
                      "key_frames": "first and last (last only with F0)"},
     }
 
 
-def stored_tables() -> dict | None:
-    """The full tables that ``python -m bytecourse eval boximator`` stored (None if absent)."""
-    entry = (checkpoints.read_manifest().get("tables") or {}).get(CHAPTER)
-    return None if entry is None else entry["tables"]
 
 
 #: The paper's numbers (Boximator, arXiv 2402.01566) as given in ``../shared/papers/video-generation.md`` §1:
@@ -384,14 +223,19 @@ PAPER = {
 
 def budget_facts() -> list[str]:
     """The toy's training budget beside the paper's, and the base model's quality, from the manifest."""
+    from ..registry import stored_tables
+
     manifest = checkpoints.read_manifest()["checkpoints"]
     lines = []
     base = manifest.get("video_unet")
-    if base and base.get("tables"):
-        t = base["tables"]["samples"]
+    video = stored_tables("video") if base else None
+    row = next((r for r in (video or {}).get("models", {}).get("rows", []) if r["setting"].startswith("From-scratch")), None)
+    if row is not None:
+        t = row["metrics"]
         lines.append(f"base video model ({base['train_metrics']['steps']} steps, {base['wall_time_s'] / 60:.0f} min on {base['device']}): "
                      f"oracle colour accuracy {t['colour']['mean']:.2f}, shape {t['shape']['mean']:.2f}, "
-                     f"exact {t['exact']['mean']:.2f}, realism {t['realism']['mean']:.2f} (frame-wise, CFG 2)")
+                     f"exact {t['exact']['mean']:.2f}, realism {t['realism']['mean']:.2f}, motion direction "
+                     f"{t['direction']['mean']:.2f} (`eval video`: one-object captions, frame-wise, CFG 2)")
     paper = PAPER["training"]["steps"] * PAPER["training"]["batch"]
     for v in VARIANTS:
         e = manifest.get(checkpoint_name(v))
@@ -450,3 +294,12 @@ def verdicts(tables: dict, metric: str = "AP50") -> list[str]:
     lines.append(f"Video quality (oracle realism): base {fmt(r_base)}, Boximator + Box {fmt(r_box)}: "
                  f"difference {100 * (r_box['mean'] - r_base['mean']):+.1f} points")
     return lines
+
+
+SLICE_TOLERANCE = 0.05  # AP and IoU over 16 clips: one clip's detection may flip across CPUs
+SLICE_ROWS = ("Base video model", "+ Boximator, Box")
+
+
+def live_slice(models: dict, rows: tuple[str, ...] = SLICE_ROWS) -> dict:
+    """Evaluation seed 0 of Table 1's ``rows``, recomputed (``models``: ``{"base": ..., "full": ...}``)."""
+    return {"table1": evaluate(models, [s for s in table1_settings() if s["name"] in rows], [0], progress=False)}

@@ -1,4 +1,4 @@
-"""Chapter 01's experiments: the tables of ``python -m bytecourse eval sag``, the live slice and the widget.
+"""Chapter 01's evaluation: the tasks, the tables of ``python -m bytecourse eval sag`` and the live slice.
 
 Tasks (both on the primer's caption-conditioned Shapes model, one-object captions, DDIM 20, CFG 2):
 
@@ -15,17 +15,16 @@ SAG has no checkpoint of its own (it is training-free): its tables live under ``
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import torch
 
 from .. import text
 from ..diffusion import initial_noise, make_ddim_scheduler, make_train_scheduler, to_image_space
 from ..diffusion.classifier import get_classifier
+from ..diffusion.image_model import DEFAULT_GUIDANCE_SCALE, EVAL_SEED_OFFSET, eval_captions
 from ..diffusion.losses import AttributeLoss, GramStyleLoss
 from ..diffusion.memory import SavedTensorMeter, tensor_bytes
 from ..diffusion.ode import VPLevels, autograd_grad, solve, symplectic_adjoint_grad
-from ..diffusion.primer import DEFAULT_CFG, EVAL_SEED_OFFSET, eval_captions
 from ..evaluation import summarise
 from ..worlds import ShapesConfig, make_shapes
 from .estimate import clean_estimate_grid
@@ -87,9 +86,9 @@ def run_setting(model, task: str, config: GuidanceConfig | None, seed: int, n: i
     noise = initial_noise((n, model.config.channels, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + seed)
     sched = make_train_scheduler()
     if config is None:
-        r = unguided_sample(model, noise, tokens, sched, loss_fn, steps=STEPS, cfg_scale=DEFAULT_CFG, seed=seed)
+        r = unguided_sample(model, noise, tokens, sched, loss_fn, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed)
     else:
-        r = guided_sample(model, noise, tokens, sched, loss_fn, config, steps=STEPS, cfg_scale=DEFAULT_CFG, seed=seed)
+        r = guided_sample(model, noise, tokens, sched, loss_fn, config, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed)
     out = {"loss": float(r.loss.mean()), **oracle_measures(to_image_space(r.x0), caps), "nfe": r.nfe, "vjp": r.vjp,
            "seconds_per_sample": r.seconds / n}
     return out
@@ -110,10 +109,10 @@ def guidance_table(model, task: str, seeds: list[int], rows=None, n: int = SAMPL
 # ------------------------------------------------------------------------------ exactness, memory, estimates
 
 
-def _eps_fn(model, tokens, cfg_scale=DEFAULT_CFG):
+def _eps_fn(model, tokens, guidance_scale=DEFAULT_GUIDANCE_SCALE):
     from ..diffusion import guided_eps
 
-    return lambda x, t: guided_eps(model, x, t, tokens, cfg_scale)
+    return lambda x, t: guided_eps(model, x, t, tokens, guidance_scale)
 
 
 def exactness_and_memory(model, ns=(1, 2, 4, 8, 16), index: int = 2, batch: int = 1) -> dict:
@@ -208,84 +207,28 @@ def evaluate_sag(model, seeds: list[int], progress: bool = True) -> dict:
     return tables
 
 
-def cli_train(args) -> dict:
-    raise SystemExit("SAG is training-free: nothing to train (its classifier: `python -m bytecourse train classifier`)")
-
-
 def cli_eval(args) -> dict:
     from ..device import default_device
-    from ..diffusion.primer import load_primer_model
+    from ..diffusion.image_model import load_image_model
 
-    model, _ = load_primer_model(default_device(args.device))
+    model, _ = load_image_model(default_device(args.device))
     return evaluate_sag(model, list(args.seeds))
 
 
-def stored_tables() -> dict | None:
-    from .. import checkpoints
-
-    entry = checkpoints.read_manifest().get("tables", {}).get(TABLE_KEY)
-    return None if entry is None else entry["tables"]
+SLICE_TOLERANCE = {"estimate": 1e-3, "style": 0.02}  # same code and seed; guidance rows: a sample may flip a verdict
+SLICE_ROWS = ("FreeDoM (= SAG n=1)", "SAG n=2")
 
 
-# -------------------------------------------------------------------------------------------------- widget
-
-
-def guide_preview(model, strength: float, n: int, window: tuple[float, float], task: str = "style", caption: str = "a red circle",
-                  seed: int = 0, samples: int = 4, classifier=None) -> dict:
-    """Pure function behind the widget: unguided and guided samples from the same noise, with the guidance loss,
-    the oracle's verdicts and the network evaluations."""
-    if samples < 1:
-        raise ValueError(f"samples must be ≥ 1, got {samples}")
-    loss_fn = make_loss(task, classifier)
-    caps = [caption] * samples
-    tokens = text.encode(caps, model.config.caption_length)
-    noise = initial_noise((samples, 3, model.config.image_size, model.config.image_size), seed)
-    sched = make_train_scheduler()
-    base = unguided_sample(model, noise, tokens, sched, loss_fn, steps=STEPS, cfg_scale=DEFAULT_CFG, seed=seed)
-    cfg = replace(sag(int(n)), strength=float(strength), window=(float(window[0]), float(window[1])))
-    r = guided_sample(model, noise, tokens, sched, loss_fn, cfg, steps=STEPS, cfg_scale=DEFAULT_CFG, seed=seed)
-    imgs_b, imgs_g = to_image_space(base.x0), to_image_space(r.x0)
-    return {"task": task, "caption": caption, "strength": strength, "n": int(n), "window": tuple(window),
-            "unguided": {"images": imgs_b, "loss": base.loss, **oracle_measures(imgs_b, caps), "nfe": base.nfe},
-            "guided": {"images": imgs_g, "loss": r.loss, **oracle_measures(imgs_g, caps), "nfe": r.nfe, "vjp": r.vjp,
-                       "seconds": r.seconds}, "trace": r.trace}
-
-
-def render_preview(result: dict) -> None:
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    from ..viz import image_grid
-
-    u, g = result["unguided"], result["guided"]
-    lo, hi = result["window"]
-    print(f"{result['task']} guidance · strength {result['strength']:g} · n={result['n']} · window {lo:.2f}–{hi:.2f} → "
-          f"loss {float(u['loss'].mean()):.3f} → {float(g['loss'].mean()):.3f}, realism {u['realism']:.3f} → {g['realism']:.3f}, "
-          f"content {u['content']:.2f} → {g['content']:.2f}, left {u['left_hit']:.2f} → {g['left_hit']:.2f}, "
-          f"network evaluations {u['nfe']:.0f} → {g['nfe']:.0f} (+{g['vjp']:.0f} VJPs)")
-    images = torch.cat([u["images"], g["images"]])
-    titles = [f"unguided {v:.2f}" for v in u["loss"].tolist()] + [f"guided {v:.2f}" for v in g["loss"].tolist()]
-    target = ("towards the Gram statistics of “" + style_reference()[1] + "” on a textured background" if result["task"] == "style"
-              else "object towards the left third")
-    fig = image_grid(images, titles, ncols=len(u["images"]),
-                     suptitle=f"“{result['caption']}”, {target}: top unguided, bottom guided (loss per sample)")
-    display(fig)
-    plt.close(fig)
-
-
-def sag_explorer(model, samples: int = 4, classifier=None):
-    """The main widget of chapter 01."""
-    import ipywidgets as W
-
-    from ..widgets import FunctionView
-
-    clf = classifier if classifier is not None else get_classifier()[0]
-    controls = {
-        "task": W.Dropdown(options=["style", "position"], value="style", description="task"),
-        "strength": W.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="strength", continuous_update=False),
-        "n": W.SelectionSlider(options=[1, 2, 4, 8], value=4, description="n (NFE/x̂₀)", continuous_update=False),
-        "window": W.FloatRangeSlider(value=(0.3, 0.7), min=0.0, max=1.0, step=0.05, description="guided steps", continuous_update=False),
-        "seed": W.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
-    }
-    return FunctionView(controls, lambda **v: guide_preview(model, samples=samples, classifier=clf, **v), render_preview,
-                        title="Training-free guidance: the n-step estimate")
+def live_slice(model, tables: tuple[str, ...] = ("estimate", "style"), rows: tuple[str, ...] = SLICE_ROWS) -> dict:
+    """Evaluation seed 0 of the estimate-accuracy table (two levels) and of the style-guidance table (``rows``),
+    recomputed; wall times are dropped (they differ between machines). Checked with
+    :func:`bytecourse.evaluation.check_slice` at :data:`SLICE_TOLERANCE`."""
+    out = {}
+    if "estimate" in tables:
+        out["estimate"] = estimate_accuracy(model, [0], indices=(2, 10), progress=False)
+    if "style" in tables:
+        out["style"] = guidance_table(model, "style", [0], rows=[r for r in method_rows() if r[0] in rows],
+                                      progress=False)
+        for r in out["style"]["rows"]:
+            r["metrics"].pop("seconds_per_sample")
+    return out

@@ -1,0 +1,99 @@
+"""Chapter 00's training command: ``python -m bytecourse train primer``.
+
+Trains the caption-conditioned Shapes image model (DDPM ε-loss with CFG condition dropout; resumable, ≤45 min per
+command on a 2-core CPU) and ships its EMA weights as ``data/primer_unet.safetensors`` — the image model every
+later chapter loads through :func:`bytecourse.diffusion.image_model.load_image_model`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..diffusion.image_model import CHECKPOINT
+from ..diffusion.sampling import to_model_space
+from ..diffusion.schedule import make_train_scheduler
+from ..diffusion.training import seeded_diffusion_loss
+from ..diffusion.unet import ImageDenoiser, UNetConfig
+from ..trainer import seeded_init, train_and_ship
+from ..worlds import ShapesConfig, make_shapes
+
+
+@dataclass
+class PrimerConfig:
+    """Toy defaults (the shipped run). More objects are rarer so one-object captions are learnt first."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    object_probs: tuple[float, ...] = (0.5, 0.3, 0.2)
+    steps: int = 7000
+    batch: int = 64
+    lr: float = 6e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    p_uncond: float = 0.1
+    seed: int = 0
+
+    def world(self) -> ShapesConfig:
+        return ShapesConfig(size=self.unet.image_size, object_probs=self.object_probs,
+                            caption_length=self.unet.caption_length)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["unet"] = self.unet.to_dict()
+        return d
+
+
+def primer_batch_loss(config: PrimerConfig, scheduler):
+    """``loss_fn(model, step, device)`` for the trainer: a fresh Shapes batch per step, seeded by (seed, step),
+    so the data stream is the same however the run is split into commands."""
+    world = config.world()
+
+    def draw(data_seed: int, generator: torch.Generator):
+        batch = make_shapes(config.batch, data_seed, world)
+        return to_model_space(batch.images), batch.tokens
+
+    return seeded_diffusion_loss(draw, scheduler, seed=config.seed, p_uncond=config.p_uncond)
+
+
+def train_primer(
+    config: PrimerConfig, *, device: str = "auto", run_dir: Path = Path("runs/primer"), resume: bool = False,
+    max_minutes: float | None = None, ship: bool = True, progress: bool = True, on_step=None,
+) -> tuple[ImageDenoiser, dict]:
+    """Train (or continue) the primer model; when the schedule completes and ``ship``, write the EMA
+    weights and the manifest entry. Returns the EMA model and a summary dict."""
+    model = seeded_init(config.seed, lambda: ImageDenoiser(config.unet))
+    return train_and_ship(
+        model, primer_batch_loss(config, make_train_scheduler()), target="primer", checkpoint=CHECKPOINT,
+        config=config.to_dict(), total_steps=config.steps, lr=config.lr, run_dir=run_dir, seed=config.seed,
+        ship=ship, warmup=config.warmup, ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes,
+        device=device, progress=progress, on_step=on_step,
+    )
+
+
+def quick_train_primer(
+    steps: int = 150, seed: int = 0, device: str = "auto", progress: bool = True
+) -> tuple[ImageDenoiser, dict]:
+    """A short live run of the same training code (the notebook's *Train* section and its fallback when the
+    shipped checkpoint is missing). Nothing is written to ``data/``. Returns the EMA model and a summary
+    with the per-step ``losses`` and ``seconds``."""
+    import tempfile
+
+    config = PrimerConfig(steps=steps, seed=seed, warmup=min(50, steps))
+    losses: list[float] = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, summary = train_primer(config, device=device, run_dir=Path(tmp), ship=False, progress=progress,
+                                      on_step=lambda step, loss: losses.append(loss))
+    summary |= {"losses": losses, "seconds": time.time() - t0}
+    return model.eval(), summary
+
+
+def cli_train(options) -> dict:
+    config = PrimerConfig(seed=options.seed)
+    if options.steps is not None:
+        config.steps = options.steps
+    _, summary = train_primer(config, device=options.device, resume=options.resume, max_minutes=options.max_minutes)
+    return summary

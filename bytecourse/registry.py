@@ -1,0 +1,157 @@
+"""Every target of ``python -m bytecourse {train,eval,list}``, declared once.
+
+A :class:`Target` is a chapter (``primer``, ``sag``, …) or a shared model (``video``, ``classifier``): its title, its
+notebook, the checkpoints it ships, the checkpoints its stored tables are computed from, where its train and eval
+entry points live (imported only when called, so this substrate module never imports a chapter) and the training
+options it supports. ``cli.py`` reads nothing else.
+
+Stored tables live in ``data/manifest.json`` under ``tables.<key>`` with the sha256 of every checkpoint they were
+computed from; :func:`stored_tables` refuses tables whose checkpoints have changed since.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from . import checkpoints
+
+COMMON_OPTIONS = frozenset({"device", "steps", "seed", "resume", "max_minutes"})
+
+
+class StaleTablesError(checkpoints.CheckpointError):
+    """Stored tables are missing although their checkpoints are there (``kind="missing"``), or were computed from
+    other weights than the ones on disk (``kind="stale"``)."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    title: str
+    notebook: str | None
+    checkpoints: tuple[str, ...]  # the files ``train`` writes
+    table_inputs: tuple[str, ...]  # the checkpoints ``eval`` reads (its tables are tied to their sha256)
+    train: str | None  # "module:function", called with the parsed options; None: nothing to train
+    evaluate: str | None  # "module:function" returning the tables
+    train_options: frozenset[str] = COMMON_OPTIONS
+    variants: tuple[str, ...] = ()
+    stages: int = 0  # > 0: ``--stage k`` runs one stage of a multi-stage schedule
+    no_train_reason: str = ""
+    eval_minutes: str = ""  # measured wall time of ``eval`` on the 2-core CPU (README, ``list``)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def eval_command(self) -> str:
+        return f"python -m bytecourse eval {self.key}"
+
+    def entry_point(self, which: str):
+        spec = self.train if which == "train" else self.evaluate
+        if spec is None:
+            raise ValueError(f"{self.key}: {self.no_train_reason or f'nothing to {which}'}")
+        module, function = spec.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+_ALL = (
+    Target("primer", "Primer: DDPM, DDIM, classifier-free guidance", "00_primer.ipynb", ("primer_unet",), ("primer_unet",),
+           "bytecourse.primer.train:cli_train", "bytecourse.primer.evaluate:cli_eval"),
+    Target("sag", "SAG — symplectic adjoint guidance", "01_sag.ipynb", (), ("primer_unet", "shapes_classifier"),
+           None, "bytecourse.sag.evaluate:cli_eval", frozenset(),
+           no_train_reason="SAG is training-free: nothing to train (its classifier: `python -m bytecourse train classifier`)"),
+    Target("adjointdpm", "AdjointDPM — adjoint gradients through the sampler", "02_adjointdpm.ipynb", (),
+           ("primer_unet", "shapes_classifier"), None, "bytecourse.adjointdpm.evaluate:cli_eval", frozenset(),
+           no_train_reason="AdjointDPM's applications optimise at run time: nothing to train"),
+    Target("boximator", "Boximator — box and trajectory control for video", "04_boximator.ipynb",
+           ("boximator_full", "boximator_no_self_tracking", "boximator_unfrozen"),
+           ("video_unet", "boximator_full", "boximator_no_self_tracking", "boximator_unfrozen"),
+           "bytecourse.boximator.train:cli_train", "bytecourse.boximator.evaluate:cli_eval",
+           COMMON_OPTIONS | {"variant", "stage"}, variants=("full", "no_self_tracking", "unfrozen"), stages=3),
+    Target("vistallama", "Vista-LLaMA — equal-distance visual tokens", "09_vistallama.ipynb",
+           ("vistallama_lm", "vistallama_projector_rope", "vistallama_projector_edvt",
+            "vistallama_projector_edvt_independent"),
+           ("vistallama_lm", "vistallama_projector_rope", "vistallama_projector_edvt",
+            "vistallama_projector_edvt_independent"),
+           "bytecourse.vistallama.train:cli_train", "bytecourse.vistallama.evaluate:cli_eval"),
+    Target("video", "The course's video model (the primer's image model inflated with motion modules)", None,
+           ("video_motion", "video_unet"), ("primer_unet", "video_motion", "video_unet"),
+           "bytecourse.diffusion.videomotion:cli_train", "bytecourse.diffusion.video_eval:cli_eval",
+           COMMON_OPTIONS | {"variant", "stage"}, variants=("inflated", "scratch"), stages=2),
+    Target("classifier", "The clean-image Shapes classifier (SAG's and AdjointDPM's guidance energy)", None,
+           ("shapes_classifier",), ("shapes_classifier",), "bytecourse.diffusion.classifier:cli_train",
+           "bytecourse.diffusion.classifier:cli_eval"),
+)
+TARGETS: dict[str, Target] = {t.key: t for t in _ALL}
+
+
+def target(key: str) -> Target:
+    if key not in TARGETS:
+        raise ValueError(f"unknown target {key!r}; available: {', '.join(TARGETS)}")
+    return TARGETS[key]
+
+
+def check_train_options(t: Target, given: dict) -> None:
+    """``given``: the options the user set (name → value). Raises one ``ValueError`` naming the target and what
+    it supports when an option does not apply to it (or a variant / stage is out of range)."""
+    if t.train is None:
+        raise ValueError(t.no_train_reason)
+    unsupported = sorted(k for k, v in given.items() if v is not None and v is not False and k not in t.train_options)
+    if unsupported:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
+        ok = ", ".join("--" + k.replace("_", "-") for k in sorted(t.train_options)) or "none"
+        raise ValueError(f"train {t.key} does not take {flags}; it supports {ok}")
+    if given.get("variant") is not None and given["variant"] not in t.variants:
+        raise ValueError(f"train {t.key}: --variant must be one of {', '.join(t.variants)}, got {given['variant']!r}")
+    if given.get("stage") is not None and not 1 <= given["stage"] <= t.stages:
+        raise ValueError(f"train {t.key}: --stage must be in 1..{t.stages}, got {given['stage']}")
+
+
+def table_inputs_sha256(key: str) -> dict[str, str]:
+    """The manifest sha256 of every checkpoint ``key``'s tables are computed from (what ``eval`` records)."""
+    return {name: checkpoints.manifest_entry(name)["sha256"] for name in target(key).table_inputs}
+
+
+def store_tables(key: str, tables: dict, command: str, commit: str | None = None) -> None:
+    """Record ``eval``'s tables under ``manifest["tables"][key]``, tied to the checkpoints they were computed from."""
+    computed_from = table_inputs_sha256(key)
+    manifest = checkpoints.read_manifest()
+    manifest.setdefault("tables", {})[key] = {
+        "tables": tables, "eval_command": command, "eval_git_commit": commit or checkpoints.git_commit(),
+        "computed_from": computed_from,
+    }
+    checkpoints.write_manifest(manifest)
+
+
+def table_status(key: str) -> str:
+    """``current``, ``no checkpoint`` (an input is missing or tampered), ``missing`` or ``stale``."""
+    try:
+        return "current" if stored_tables(key) is not None else "no checkpoint"
+    except StaleTablesError as e:
+        return e.kind
+
+
+def stored_tables(key: str) -> dict | None:
+    """The tables ``python -m bytecourse eval <key>`` stored, checked against the weights on disk.
+
+    None when a checkpoint they are computed from is missing (or does not match its manifest hash): the notebook
+    then trains a short run instead and says so. Raises :class:`StaleTablesError` when the checkpoints are
+    there but the tables are not, or when they were computed from other weights than the ones on disk — naming
+    the table and the command that recomputes it."""
+    t = target(key)
+    if not all(checkpoints.checkpoint_available(name) for name in t.table_inputs):
+        return None
+    record = checkpoints.read_manifest().get("tables", {}).get(key)
+    if record is None:
+        raise StaleTablesError(f"no stored tables for {key!r} although its checkpoints are present: "
+                               f"compute them with `{t.eval_command}`", "missing")
+    have = table_inputs_sha256(key)
+    made_from = record.get("computed_from", {})
+    for name, sha in have.items():
+        if made_from.get(name) != sha:
+            was = (made_from.get(name) or "unrecorded weights")[:12]
+            raise StaleTablesError(f"stale tables {key!r}: they were computed from {name} {was}…, but {name} on disk is "
+                                   f"{sha[:12]}…; recompute them with `{t.eval_command}`", "stale")
+    return record["tables"]

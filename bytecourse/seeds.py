@@ -1,0 +1,47 @@
+"""Every seed offset of the course in one registry.
+
+A seed names a stream of data: training batches, held-out evaluation captions and noise, a chapter's own
+examples. Each stream starts at its offset below, so no evaluation ever draws a training batch and no two
+chapters' streams collide silently (``tests/test_project.py`` checks that the ranges are disjoint). Library code
+draws every random number from a ``torch.Generator`` seeded from here; it never seeds or reads the global
+generator (:func:`bytecourse.trainer.seeded_init` builds parameters inside :func:`torch.random.fork_rng`).
+
+``STREAMS`` lists each offset with the width of the range its users may add to it (``offset + seed`` for a
+handful of evaluation seeds, ``offset + seed * TRAIN_SEED_STRIDE + step`` for training).
+"""
+
+from __future__ import annotations
+
+TRAIN_SEED_STRIDE = 1_000_003  # training batch of run seed s at step k: s * TRAIN_SEED_STRIDE + (stream) + k
+NOISE_SUBSTREAM = 7  # the diffusion loss's generator is seeded from the batch's seed + 7 (t, ε, CFG dropout)
+STAGE_STRIDE = 500_000  # a multi-stage run's stage k draws its batches from k * STAGE_STRIDE on
+
+# held-out evaluation streams: offset + evaluation seed
+PRIMER_EVAL = 10_000  # the image model's evaluation captions and noise (primer, SAG, AdjointDPM)
+VIDEO_EVAL = 20_000  # the video models' evaluation clips and noise (eval video)
+BOXIMATOR_EVAL = 30_000  # Boximator's evaluation clips
+ADJOINTDPM_EFFECT = 70_000  # AdjointDPM (b): examples of the effect to learn
+ADJOINTDPM_STYLE = 80_000  # AdjointDPM (c): stylisation fine-tuning captions
+ADJOINTDPM_STYLE_NOISE = 85_000  # AdjointDPM (c): its noise
+ADJOINTDPM_WORD_NOISE = 90_000  # AdjointDPM (b): noise for samples with the learnt word
+CLASSIFIER_HELDOUT = 50_000_000  # the clean-image classifier's held-out images
+VISTALLAMA_LM = 10_000_000  # Vista-LLaMA: LM pretraining narrations (+ seed * 100_000 + step)
+VISTALLAMA_NARRATOR = 20_000_000  # Vista-LLaMA: narrator training episodes (+ seed * 100_000 + step)
+VISTALLAMA_EVAL = 30_000_000  # Vista-LLaMA: evaluation episodes (+ 500_000 / 700_000 / 900_000 per table)
+BOXIMATOR_DATA = 500_000  # Boximator's control-training clips (+ seed * TRAIN_SEED_STRIDE + stage * 100_000 + step)
+
+STYLE_REFERENCE = 5  # the textured world image ("a cyan square") that SAG and AdjointDPM stylise towards
+
+STREAMS: dict[str, tuple[int, int]] = {  # name: (offset, width of the range its users draw from)
+    "primer eval": (PRIMER_EVAL, 1_000),
+    "video eval": (VIDEO_EVAL, 1_000),
+    "boximator eval": (BOXIMATOR_EVAL, 1_000),
+    "adjointdpm effect": (ADJOINTDPM_EFFECT, 10_000),
+    "adjointdpm style": (ADJOINTDPM_STYLE, 5_000),
+    "adjointdpm style noise": (ADJOINTDPM_STYLE_NOISE, 5_000),
+    "adjointdpm word noise": (ADJOINTDPM_WORD_NOISE, 1_000),
+    "vistallama lm": (VISTALLAMA_LM, 10_000_000),
+    "vistallama narrator": (VISTALLAMA_NARRATOR, 10_000_000),
+    "vistallama eval": (VISTALLAMA_EVAL, 1_000_000),
+    "classifier heldout": (CLASSIFIER_HELDOUT, 1_000),
+}

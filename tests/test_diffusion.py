@@ -272,7 +272,7 @@ def test_configs_roundtrip_through_json_and_video_frame_limit():
 
 
 def test_train_loop_resumes_and_extends_a_schedule(tmp_path):
-    from bytecourse.diffusion.trainer import train_loop
+    from bytecourse.trainer import train_loop
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)

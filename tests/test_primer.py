@@ -2,8 +2,8 @@ import pytest
 
 from bytecourse.checkpoints import checkpoint_available
 from bytecourse.diffusion import ImageDenoiser, UNetConfig, image_model
-from bytecourse.primer import evaluate, train, widget
 from bytecourse.evaluation import compare_slice, format_table
+from bytecourse.primer import evaluate, train, widget
 
 TINY = UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
 

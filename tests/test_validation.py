@@ -17,8 +17,8 @@ from bytecourse.boximator.boxes import BoxConditions, empty_conditions, interpol
 from bytecourse.boximator.editor import plan_request
 from bytecourse.diffusion import ImageDenoiser, UNetConfig, ddim_sample, ddpm_sample, guided_eps, make_train_scheduler
 from bytecourse.diffusion.image_model import sample_captions
-from bytecourse.primer.widget import sample_with_verdicts
 from bytecourse.oracle import average_precision, box_iou, caption_accuracy, detect_objects, realism
+from bytecourse.primer.widget import sample_with_verdicts
 from bytecourse.vistallama.data import check_narration, make_episodes
 from bytecourse.widgets import FunctionView
 from bytecourse.worlds import ShapesConfig, make_shapes

@@ -101,7 +101,7 @@ def security_audit(model, classifier, seed: int, n: int = 8, iters: int = 10, bu
     grad_route = ROUTES[route]
     for it in range(iters):
         g = grad_route(ode, x_T + delta, loss_fn)
-        step = g.x_T / g.x_T.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * x_T.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        step = g.grad_x / g.grad_x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * x_T.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         delta = _project(delta - lr * step, x_T, budget)
         if on_iter is not None:
             on_iter(it, float(g.loss), delta)
@@ -162,7 +162,7 @@ def learn_effect_word(model, examples: torch.Tensor, captions: list[str], iters:
         g = discrete_adjoint_gradients(ode, x_T, lambda x0: ((x0 - target) ** 2).mean(dim=(1, 2, 3)).sum(), [c_leaf])
         opt.zero_grad()
         with torch.enable_grad():
-            (gw,) = torch.autograd.grad(c, word, g.params[0])
+            (gw,) = torch.autograd.grad(c, word, g.grad_params[0])
         word.grad = gw
         opt.step()
         losses.append(float(g.loss) / n)
@@ -213,7 +213,7 @@ def stylize(model, iters: int = 20, lr: float = 3e-4, batch: int = 4, num_steps:
         ode = make_ode(tuned, tokens, num_steps, "rho")
         g = discrete_adjoint_gradients(ode, x_T, lambda x0: loss(x0).sum(), theta)
         opt.zero_grad()
-        for p, gp in zip(theta, g.params):
+        for p, gp in zip(theta, g.grad_params):
             p.grad = gp / batch
         opt.step()
         losses.append(float(g.loss) / batch)

@@ -59,14 +59,14 @@ def fidelity(model, seed: int, ns=N_GRID, methods=("euler",), batch: int = 2) ->
                     ref = autograd_gradients(ode, x_T, loss_fn, [c, *theta], method)
                     cont = continuous_adjoint_gradients(ode, x_T, loss_fn, [c, *theta], method)
                     disc = discrete_adjoint_gradients(ode, x_T, loss_fn, [c, *theta], method)
-                    th_ref = torch.cat([g.flatten() for g in ref.params[1:]])
-                    th_cont = torch.cat([g.flatten() for g in cont.params[1:]])
-                    th_disc = torch.cat([g.flatten() for g in disc.params[1:]])
+                    th_ref = torch.cat([g.flatten() for g in ref.grad_params[1:]])
+                    th_cont = torch.cat([g.flatten() for g in cont.grad_params[1:]])
+                    th_disc = torch.cat([g.flatten() for g in disc.grad_params[1:]])
                     rows.append({"method": method, "coords": coords, "N": n,
-                                 "cont_rel_x": relative_error(cont.x_T, ref.x_T), "cont_cos_x": cosine(cont.x_T, ref.x_T),
-                                 "cont_rel_c": relative_error(cont.params[0], ref.params[0]), "cont_cos_c": cosine(cont.params[0], ref.params[0]),
+                                 "cont_rel_x": relative_error(cont.grad_x, ref.grad_x), "cont_cos_x": cosine(cont.grad_x, ref.grad_x),
+                                 "cont_rel_c": relative_error(cont.grad_params[0], ref.grad_params[0]), "cont_cos_c": cosine(cont.grad_params[0], ref.grad_params[0]),
                                  "cont_rel_theta": relative_error(th_cont, th_ref), "cont_cos_theta": cosine(th_cont, th_ref),
-                                 "disc_rel_x": relative_error(disc.x_T, ref.x_T), "disc_rel_c": relative_error(disc.params[0], ref.params[0]),
+                                 "disc_rel_x": relative_error(disc.grad_x, ref.grad_x), "disc_rel_c": relative_error(disc.grad_params[0], ref.grad_params[0]),
                                  "disc_rel_theta": relative_error(th_disc, th_ref)})
     finally:
         for p, flag in zip(theta, was):

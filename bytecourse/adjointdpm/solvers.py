@@ -34,7 +34,7 @@ from typing import Literal
 
 import torch
 
-from ..diffusion.ode import discrete_adjoint
+from ..diffusion.ode import Gradients, VPLevels, autograd_through, check_grid, discrete_adjoint
 
 Coords = Literal["rho", "t"]
 Method = Literal["euler", "heun"]
@@ -61,10 +61,8 @@ class PFODE:
     def __post_init__(self):
         if self.coords not in ("rho", "t"):
             raise ValueError(f"coords must be 'rho' or 't', got {self.coords!r}")
-        g = [int(t) for t in self.grid]
-        if len(g) < 2 or any(b >= a for a, b in zip(g, g[1:])) or g[-1] < 0 or g[0] >= len(self.alphas_cumprod):
-            raise ValueError(f"grid must be a strictly decreasing list of ≥2 timesteps in [0, {len(self.alphas_cumprod) - 1}], got {g}")
-        self.grid = g
+        self.grid = check_grid(self.grid, clean_end=False, num_levels=len(self.alphas_cumprod))
+        self.levels = VPLevels(self.alphas_cumprod)
         acp = self.alphas_cumprod.to(torch.float64)
         self._abar = acp
         # β(t) = −d log ᾱ/dt, by the centred difference of the discrete table (one-sided at the ends)
@@ -75,8 +73,8 @@ class PFODE:
         self._beta = -d
 
     def alpha_sigma(self, m: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self._abar[self.grid[m]]
-        return a.sqrt().to(dtype), (1 - a).sqrt().to(dtype)
+        """α, σ at grid level m (the substrate's :class:`~bytecourse.diffusion.ode.VPLevels`)."""
+        return self.levels.alpha_sigma(self.grid[m], dtype)
 
     def s(self, m: int) -> float:
         """The integration variable at level m: ρ = σ/α, or t."""
@@ -124,31 +122,20 @@ def generate(ode: PFODE, x_T: torch.Tensor, method: Method = "euler") -> torch.T
     return ode.to_x(y)
 
 
-@dataclass
-class Gradients:
-    loss: torch.Tensor
-    x_T: torch.Tensor
-    params: list[torch.Tensor]  # one per tensor in ``wrt`` (a condition embedding, weights)
-    x_0: torch.Tensor
-
-
 def autograd_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler") -> Gradients:
-    xg = x_T.detach().requires_grad_(True)
-    with torch.enable_grad():
-        x0 = generate(ode, xg, method)
-        loss = loss_fn(x0)
-        g = torch.autograd.grad(loss, [xg, *wrt], allow_unused=True)
-    return Gradients(loss.detach(), g[0], [torch.zeros_like(p) if v is None else v for p, v in zip(wrt, g[1:])], x0.detach())
+    """The reference: plain backpropagation through the whole solve."""
+    return autograd_through(lambda x: generate(ode, x, method), x_T, loss_fn, wrt)
 
 
 def discrete_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler",
                                on_step=None) -> Gradients:
     """Exact gradients of the discretised map, by the substrate's discrete (symplectic) adjoint in y-coordinates."""
     y_T = ode.to_y(x_T.detach())
-    loss, lam, grads, y_end, _ = discrete_adjoint(lambda y, m: ode_step(ode, y, m, method), y_T, ode.num_steps,
-                                                  lambda y: loss_fn(ode.to_x(y)), wrt, on_step)
-    g_x = lam / ode.alpha_sigma(0, lam.dtype)[0] if ode.coords == "rho" else lam
-    return Gradients(loss, g_x, grads, ode.to_x(y_end))
+    r = discrete_adjoint(lambda y, m: ode_step(ode, y, m, method), y_T, ode.num_steps, lambda y: loss_fn(ode.to_x(y)),
+                         wrt, on_step)
+    # y = x/α_T at the start, so ∂L/∂x_T = (∂L/∂y_T)/α_T in ρ-coordinates
+    g_x = r.grad_x / ode.alpha_sigma(0, r.grad_x.dtype)[0] if ode.coords == "rho" else r.grad_x
+    return Gradients(r.loss, g_x, r.grad_params, ode.to_x(r.end))
 
 
 def continuous_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler",
@@ -156,12 +143,14 @@ def continuous_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Se
     """The paper's route: forward solve without a graph, then the augmented adjoint ODE solved backwards from the end
     state with the same solver (see the module doc). Holds one augmented state and one evaluation's graph."""
     wrt = list(wrt)
+    # forward without a graph: y(s_0) = to_y(x_T) → y(s_N)
     with torch.no_grad():
         y = ode.to_y(x_T.detach())
         for m in range(ode.num_steps):
             y = ode_step(ode, y, m, method)
     y_end = y.detach()
     x0 = ode.to_x(y_end)
+    # a(s_N) = ∂L/∂y(s_N);  a_θ(s_N) = 0
     y_req = y_end.clone().requires_grad_(True)
     with torch.enable_grad():
         loss = loss_fn(ode.to_x(y_req))
@@ -169,7 +158,7 @@ def continuous_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Se
     a_p = [torch.zeros_like(p) for p in wrt]
 
     def G(y, a, m):
-        """(F, −aᵀ∂F/∂y, −aᵀ∂F/∂θ…) at level m: one forward with a graph and one VJP."""
+        """The augmented field at level m: (F(y), −aᵀ∂F/∂y, −aᵀ∂F/∂θ…) — one forward with a graph and one VJP."""
         yr = y.detach().requires_grad_(True)
         with torch.enable_grad():
             f = ode.F(yr, m)
@@ -179,17 +168,21 @@ def continuous_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Se
         return f.detach(), -vjp[0], [torch.zeros_like(p) if v is None else -v for p, v in zip(wrt, vjp[1:])]
 
     for m in reversed(range(ode.num_steps)):  # integrate from level m+1 back to level m
-        h = ode.s(m) - ode.s(m + 1)  # positive: back towards the noise
+        # h = s_m − s_{m+1} > 0: back towards the noise
+        h = ode.s(m) - ode.s(m + 1)
         f1, da1, dp1 = G(y, a, m + 1)
         if method == "euler":
+            # (y, a, a_θ) ← (y, a, a_θ) + h · G(y, a; s_{m+1})
             y, a = y + h * f1, a + h * da1
             a_p = [p + h * d for p, d in zip(a_p, dp1)]
         elif method == "heun":
+            # k₁ = G(y, a; s_{m+1}),  k₂ = G((y, a) + h k₁; s_m),  (y, a, a_θ) ← (y, a, a_θ) + h (k₁ + k₂)/2
             f2, da2, dp2 = G(y + h * f1, a + h * da1, m)
             y, a = y + 0.5 * h * (f1 + f2), a + 0.5 * h * (da1 + da2)
             a_p = [p + 0.5 * h * (d1 + d2) for p, d1, d2 in zip(a_p, dp1, dp2)]
         else:
             raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
+    # ∂L/∂x_T = a(s_0)/α_T in ρ-coordinates (y = x/α), a(s_0) in t-coordinates
     g_x = a / ode.alpha_sigma(0, a.dtype)[0] if ode.coords == "rho" else a
     return Gradients(loss.detach(), g_x, a_p, x0)
 

@@ -35,12 +35,12 @@ def fidelity_preview(model, num_steps: int, method: str = "euler", coords: str =
             g = route(ode, x_T, loss_fn, (), method)
         grads[name] = g
         out[name] = {"peak_bytes": meter.peak_bytes, "seconds": time.time() - t0}
-    ref = grads["autograd"].x_T
+    ref = grads["autograd"].grad_x
     for name in ("continuous", "discrete"):
-        out[name] |= {"rel_error": relative_error(grads[name].x_T, ref), "cosine": cosine(grads[name].x_T, ref)}
+        out[name] |= {"rel_error": relative_error(grads[name].grad_x, ref), "cosine": cosine(grads[name].grad_x, ref)}
     return {"num_steps": int(num_steps), "method": method, "coords": coords, "caption": caps[0], "routes": out,
-            "x0": to_image_space(grads["autograd"].x_0.clamp(-1, 1)),
-            "grads": {k: v.x_T for k, v in grads.items()}}
+            "x0": to_image_space(grads["autograd"].end.clamp(-1, 1)),
+            "grads": {k: v.grad_x for k, v in grads.items()}}
 
 
 def render_fidelity(result: dict) -> None:

@@ -13,7 +13,7 @@ draws it:
   box where the constraint says — the association the paper found essential.
 
 Sampling (§3.4): DDIM with classifier-free guidance whose negative condition keeps the caption and replaces
-every box token by the null token, ε̂ = ε(c, ∅_box) + box_guidance_scale (ε(c, boxes) − ε(c, ∅_box)); with ``guidance_scale ≠ 1``
+every box token by the null token, ε̂ = ε(c, ∅_box) + w_box (ε(c, boxes) − ε(c, ∅_box)); with ``guidance_scale ≠ 1``
 caption guidance is added on top, ε̂ += (guidance_scale − 1)(ε(c, ∅_box) − ε(∅, ∅_box)). F0 overwrites frame 0 of
 x_t with the clean given frame before every step (and of the result), exactly as in training: the base was
 frozen, so the control module learnt to read a clean frame 0 next to noisy frames; a frame re-noised to t
@@ -131,17 +131,24 @@ class FirstFrame(SamplerHook):
         return self._put(state.x_prev)
 
 
-def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tokens: torch.Tensor | None, box_guidance_scale: float, guidance_scale: float):
+def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tokens: torch.Tensor | None,
+                     box_guidance_scale: float, guidance_scale: float):
     """``eps(x, t, caption_tokens)`` with Boximator's CFG (negative: null box tokens) and caption CFG, all
     branches in one batched call. ``box_tokens=None``: no constraints (the base alone if ``null_tokens`` is
-    None too, i.e. a model without a control module)."""
+    None too, i.e. a model without a control module).
+
+    With w_box = ``box_guidance_scale`` and w = ``guidance_scale`` (Boximator §3.4, CFG of Ho & Salimans):
+    ε̂ = ε(c, ∅_box) + w_box (ε(c, B) − ε(c, ∅_box)) + (w − 1)(ε(c, ∅_box) − ε(∅, ∅_box))."""
     boxed = box_tokens is not None
 
     def eps(x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         uncond = torch.full_like(tokens, PAD_ID)
+        # branch 0: ε(c, B) — or ε(c, ∅_box) when there are no boxes
         xs, ts, caps, toks = [x], [t], [tokens], [box_tokens if boxed else null_tokens]
+        # branch 1 (box CFG only): ε(c, ∅_box)
         if boxed and box_guidance_scale != 1.0:
             xs, ts, caps, toks = xs + [x], ts + [t], caps + [tokens], toks + [null_tokens]
+        # last branch (caption CFG only): ε(∅, ∅_box)
         if guidance_scale != 1.0:
             xs, ts, caps, toks = xs + [x], ts + [t], caps + [uncond], toks + [null_tokens]
         kwargs = {} if null_tokens is None else {"box_tokens": torch.cat(toks)}
@@ -150,11 +157,13 @@ def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tok
         i = 1
         if boxed and box_guidance_scale != 1.0:
             e_nobox = out[1]
+            # ε(c, ∅_box) + w_box (ε(c, B) − ε(c, ∅_box))
             e_main = e_nobox + box_guidance_scale * (out[0] - e_nobox)
             i = 2
         else:
             e_nobox = out[0]
         if guidance_scale != 1.0:
+            # + (w − 1)(ε(c, ∅_box) − ε(∅, ∅_box))
             e_main = e_main + (guidance_scale - 1.0) * (e_nobox - out[i])
         return e_main
 

@@ -114,7 +114,7 @@ def train_classifier(config: ClassifierConfig = ClassifierConfig(), *, steps: in
             entry={"train_metrics_note": "held-out accuracy: python -m bytecourse eval classifier"},
         )
     model = model.cpu().eval().requires_grad_(False)
-    summary |= {"losses": losses}
+    summary |= {"losses": losses, "steps": config.steps}
     if summary["finished"]:
         summary["heldout_accuracy"] = accuracy(model, seeds=[0])
     return model, summary

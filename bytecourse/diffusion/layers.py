@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from typing import Any
 
 import torch
 from torch import nn
 
 from .. import text
+from ..configs import JSONConfig  # noqa: F401 (re-exported: the denoisers import it from here)
 from .attention import Attention, FeedForward
-
-
-class JSONConfig:
-    """Mixin for the denoisers' config dataclasses: a JSON-safe dict for the checkpoint manifest and back
-    (JSON turns tuples into lists; ``from_dict`` turns them back so configs compare equal)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

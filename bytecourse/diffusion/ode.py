@@ -31,13 +31,39 @@ Form = Literal["noise", "data"]
 
 @dataclass(frozen=True)
 class VPLevels:
-    """α, σ at a timestep; ``t = -1`` is the clean end (α = 1, σ = 0)."""
+    """α, σ at a timestep of a VP schedule (α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t)); ``t = -1`` is the clean end (α = 1, σ = 0).
+
+    The one level table behind both PF-ODE solvers: SAG's Euler map here and AdjointDPM's
+    :class:`~bytecourse.adjointdpm.solvers.PFODE`."""
 
     alphas_cumprod: torch.Tensor
 
     def alpha_sigma(self, t: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
         abar = torch.tensor(1.0, dtype=torch.float64) if t < 0 else self.alphas_cumprod[t].to(torch.float64)
         return abar.sqrt().to(dtype), (1 - abar).clamp(min=0).sqrt().to(dtype)
+
+
+@dataclass
+class Gradients:
+    """What every gradient route returns: the loss, ∂loss/∂(start state), ∂loss/∂p for each requested tensor p, the
+    end state of the forward solve, and (discrete adjoint only) every state it kept."""
+
+    loss: torch.Tensor
+    grad_x: torch.Tensor
+    grad_params: list[torch.Tensor]
+    end: torch.Tensor
+    states: list[torch.Tensor] | None = None
+
+
+def check_grid(timesteps: Sequence[int], *, clean_end: bool = True, num_levels: int | None = None) -> list[int]:
+    """The grid as ints, or one ``ValueError``: a strictly decreasing list of ≥ 2 levels, the last ≥ −1 (the clean end,
+    when ``clean_end``) or ≥ 0, and the first < ``num_levels`` (the schedule's length) when given."""
+    ts = [int(t) for t in timesteps]
+    low = -1 if clean_end else 0
+    top = "" if num_levels is None else f", below {num_levels}"
+    if len(ts) < 2 or any(b >= a for a, b in zip(ts, ts[1:])) or ts[-1] < low or (num_levels is not None and ts[0] >= num_levels):
+        raise ValueError(f"timesteps must be a strictly decreasing grid of ≥2 levels ending at ≥ {low}{top}, got {ts}")
+    return ts
 
 
 def euler_step(eps_fn: EpsFn, x: torch.Tensor, t: int, s: int, levels: VPLevels, form: Form = "noise") -> torch.Tensor:
@@ -54,7 +80,9 @@ def euler_step(eps_fn: EpsFn, x: torch.Tensor, t: int, s: int, levels: VPLevels,
     a_s, s_s = levels.alpha_sigma(s, x.dtype)
     eps = eps_fn(x, t)
     if form == "noise":
+        # x_s = α_s (x_t/α_t + (ρ_s − ρ_t) ε̂),  ρ = σ/α
         return a_s * (x / a_t + (s_s / a_s - s_t / a_t) * eps)
+    # x̂₀ = (x_t − σ_t ε̂)/α_t;  x_s = (σ_s/σ_t) x_t + (α_s − σ_s α_t/σ_t) x̂₀  (= σ_s u_t + σ_s (κ_s − κ_t) x̂₀)
     x0 = (x - s_t * eps) / a_t
     return (s_s / s_t) * x + (a_s - s_s * a_t / s_t) * x0
 
@@ -62,19 +90,13 @@ def euler_step(eps_fn: EpsFn, x: torch.Tensor, t: int, s: int, levels: VPLevels,
 def solve(eps_fn: EpsFn, x: torch.Tensor, timesteps: Sequence[int], levels: VPLevels, form: Form = "noise",
           keep_states: bool = False) -> torch.Tensor | list[torch.Tensor]:
     """Euler over a decreasing grid ``timesteps`` (its last entry may be −1); the end state, or all states."""
-    _check_grid(timesteps)
+    ts = check_grid(timesteps)
     states = [x]
-    for t, s in zip(timesteps[:-1], timesteps[1:]):
-        x = euler_step(eps_fn, x, int(t), int(s), levels, form)
+    for t, s in zip(ts[:-1], ts[1:]):
+        x = euler_step(eps_fn, x, t, s, levels, form)
         if keep_states:
             states.append(x)
     return states if keep_states else x
-
-
-def _check_grid(timesteps: Sequence[int]) -> None:
-    ts = [int(t) for t in timesteps]
-    if len(ts) < 2 or any(b >= a for a, b in zip(ts, ts[1:])) or ts[-1] < -1:
-        raise ValueError(f"timesteps must be a strictly decreasing grid of ≥2 levels ending at ≥ −1, got {ts}")
 
 
 def discrete_adjoint(
@@ -84,21 +106,23 @@ def discrete_adjoint(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     params: Sequence[torch.Tensor] = (),
     on_step: Callable[[int], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+) -> Gradients:
     """The exact gradient of any one-step map Φ = φ_{N−1}∘…∘φ_0, ``step(x, m) = φ_m(x)`` (Euler, Heun, any
     coordinates), holding the N+1 states and one step's graph.
 
     Forward under ``no_grad`` keeping the states; backward for m = N−1 … 0: recompute φ_m(x_m) with a graph, one
     VJP λ_m = (∂φ_m/∂x_m)ᵀ λ_{m+1} (and ∂/∂params, accumulated), drop the graph. For explicit Runge–Kutta steps this
     is the symplectic adjoint of Matsubara et al. (2021): the adjoint scheme that is the symplectic partner of the
-    forward one, hence exact for the discretised map. Returns ``(loss, ∂loss/∂x, [∂loss/∂p], x_end, states)``;
-    ``on_step(m)`` is called while step m's graph is alive (memory probes use it)."""
+    forward one, hence exact for the discretised map. ``on_step(m)`` is called while step m's graph is alive (memory
+    probes use it)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    # forward, no graph: x_{m+1} = φ_m(x_m), keeping x_0 … x_N
     states = [x.detach()]
     with torch.no_grad():
         for m in range(num_steps):
             states.append(step(states[-1], m))
+    # λ_N = ∂L/∂x_N
     end = states[-1].detach().requires_grad_(True)
     with torch.enable_grad():
         loss = loss_fn(end)
@@ -107,56 +131,46 @@ def discrete_adjoint(
     for m in reversed(range(num_steps)):
         xm = states[m].detach().requires_grad_(True)
         with torch.enable_grad():
-            out = step(xm, m)
+            out = step(xm, m)  # φ_m(x_m), this step's graph only
             if on_step is not None:
                 on_step(m)
+            # λ_m = (∂φ_m/∂x_m)ᵀ λ_{m+1};  ∂L/∂p += (∂φ_m/∂p)ᵀ λ_{m+1}
             vjp = torch.autograd.grad(out, [xm, *params], lam, allow_unused=True)
         lam = vjp[0]
         for g, v in zip(grads, vjp[1:]):
             if v is not None:
                 g.add_(v)
         del out, vjp
-    return loss.detach(), lam, grads, states[-1], states
+    return Gradients(loss.detach(), lam, grads, states[-1], states)
 
 
-def symplectic_adjoint_grad(
-    eps_fn: EpsFn,
-    x: torch.Tensor,
-    timesteps: Sequence[int],
-    levels: VPLevels,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    form: Form = "noise",
-    params: Sequence[torch.Tensor] = (),
-    on_step: Callable[[int], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """``(loss, ∂loss/∂x, [∂loss/∂p for p in params], x_end)`` through the Euler (= DDIM) map on ``timesteps``, by the
-    exact discrete adjoint (:func:`discrete_adjoint`): forward under ``no_grad`` keeping the n+1 states, then for
-    m = n−1 … 0 recompute φ_m(x_m) with a graph and take one VJP."""
-    _check_grid(timesteps)
-    pairs = [(int(t), int(s)) for t, s in zip(timesteps[:-1], timesteps[1:])]
-    if form not in ("noise", "data"):
-        raise ValueError(f"form must be 'noise' or 'data', got {form!r}")
-
-    def step(xm: torch.Tensor, m: int) -> torch.Tensor:
-        return euler_step(eps_fn, xm, pairs[m][0], pairs[m][1], levels, form)
-
-    loss, lam, grads, end, _ = discrete_adjoint(step, x, len(pairs), loss_fn, params, on_step)
-    return loss, lam, grads, end
-
-
-def autograd_grad(
-    eps_fn: EpsFn,
-    x: torch.Tensor,
-    timesteps: Sequence[int],
-    levels: VPLevels,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    form: Form = "noise",
-    params: Sequence[torch.Tensor] = (),
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """The same gradient by plain backpropagation through the whole solve (n graphs alive at once)."""
+def autograd_through(solve_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                     loss_fn: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.Tensor] = ()) -> Gradients:
+    """The reference route: plain backpropagation through ``solve_fn`` (every step's graph alive at once)."""
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        end = solve(eps_fn, xg, timesteps, levels, form)
+        end = solve_fn(xg)
         loss = loss_fn(end)
         g = torch.autograd.grad(loss, [xg, *params], allow_unused=True)
-    return loss.detach(), g[0], [torch.zeros_like(p) if v is None else v for p, v in zip(params, g[1:])], end.detach()
+    return Gradients(loss.detach(), g[0], [torch.zeros_like(p) if v is None else v for p, v in zip(params, g[1:])],
+                     end.detach())
+
+
+def symplectic_adjoint_grad(eps_fn: EpsFn, x: torch.Tensor, timesteps: Sequence[int], levels: VPLevels,
+                            loss_fn: Callable[[torch.Tensor], torch.Tensor], form: Form = "noise",
+                            params: Sequence[torch.Tensor] = (), on_step: Callable[[int], None] | None = None) -> Gradients:
+    """Gradients through the Euler (= DDIM) map on ``timesteps`` by the exact discrete adjoint
+    (:func:`discrete_adjoint`): forward under ``no_grad`` keeping the n+1 states, then for m = n−1 … 0 recompute
+    φ_m(x_m) with a graph and take one VJP."""
+    ts = check_grid(timesteps)
+    if form not in ("noise", "data"):
+        raise ValueError(f"form must be 'noise' or 'data', got {form!r}")
+    return discrete_adjoint(lambda xm, m: euler_step(eps_fn, xm, ts[m], ts[m + 1], levels, form), x, len(ts) - 1,
+                            loss_fn, params, on_step)
+
+
+def autograd_grad(eps_fn: EpsFn, x: torch.Tensor, timesteps: Sequence[int], levels: VPLevels,
+                  loss_fn: Callable[[torch.Tensor], torch.Tensor], form: Form = "noise",
+                  params: Sequence[torch.Tensor] = ()) -> Gradients:
+    """The same gradients by plain backpropagation through the whole solve (n graphs alive at once)."""
+    return autograd_through(lambda z: solve(eps_fn, z, timesteps, levels, form), x, loss_fn, params)

@@ -110,3 +110,18 @@ def seeded_diffusion_loss(
                               max_weight)
 
     return loss_fn
+
+
+def train_diffusion_model(config, *, target: str, checkpoint: str, run_dir, ship: bool = True, **loop_options):
+    """The primer's and the from-scratch video model's training: ``config.build()`` seeded by ``config.seed``, the
+    ε-loss on ``config.draw(data_seed, generator)`` batches (:func:`seeded_diffusion_loss`), and
+    :func:`bytecourse.trainer.train_and_ship` with ``config``'s steps, peak lr, warm-up and EMA decay. Returns the
+    EMA model and the summary."""
+    from ..trainer import seeded_init, train_and_ship
+    from .schedule import make_train_scheduler
+
+    model = seeded_init(config.seed, config.build)
+    loss_fn = seeded_diffusion_loss(config.draw, make_train_scheduler(), seed=config.seed, p_uncond=config.p_uncond)
+    return train_and_ship(model, loss_fn, target=target, checkpoint=checkpoint, config=config.to_dict(),
+                          total_steps=config.steps, lr=config.lr, run_dir=run_dir, seed=config.seed, ship=ship,
+                          warmup=config.warmup, ema_decay=config.ema_decay, **loop_options)

@@ -11,24 +11,23 @@ video UNets.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .. import checkpoints
-from ..trainer import seeded_init, train_and_ship
+from ..configs import JSONConfig
 from ..worlds.motion import MotionConfig, make_motion
 from .sampling import to_model_space
-from .schedule import make_train_scheduler
-from .training import seeded_diffusion_loss
+from .training import train_diffusion_model
 from .video import VideoDenoiser, VideoUNetConfig
 
 CHECKPOINT = "video_unet"
 
 
 @dataclass
-class VideoBaseConfig:
+class VideoBaseConfig(JSONConfig):
     """Toy defaults (the shipped run): one or two objects per clip, every Motion kind, plain background."""
 
     unet: VideoUNetConfig = field(default_factory=VideoUNetConfig)
@@ -46,42 +45,20 @@ class VideoBaseConfig:
         return MotionConfig(frames=self.unet.frames, size=self.unet.image_size, max_objects=self.max_objects,
                             object_probs=self.object_probs, caption_length=self.unet.caption_length)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["unet"] = self.unet.to_dict()
-        return d
+    def build(self) -> VideoDenoiser:
+        return VideoDenoiser(self.unet)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> VideoBaseConfig:
-        d = dict(d)
-        d["unet"] = VideoUNetConfig.from_dict(d["unet"])
-        d["object_probs"] = tuple(d["object_probs"])
-        return cls(**d)
-
-
-def video_batch_loss(config: VideoBaseConfig, scheduler):
-    """``loss_fn(model, step, device)``: a fresh Motion batch per step, seeded by (seed, step)."""
-    world = config.world()
-
-    def draw(data_seed: int, generator: torch.Generator):
-        batch = make_motion(config.batch, data_seed, world)
+    def draw(self, data_seed: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training batch ``data_seed``: Motion clips in model space and their caption tokens."""
+        batch = make_motion(self.batch, data_seed, self.world())
         return to_model_space(batch.videos), batch.tokens
 
-    return seeded_diffusion_loss(draw, scheduler, seed=config.seed, p_uncond=config.p_uncond)
 
-
-def train_video_model(
-    config: VideoBaseConfig, *, device: str = "auto", run_dir: Path = Path("runs/video"), resume: bool = False,
-    max_minutes: float | None = None, ship: bool = True, progress: bool = True, on_step=None,
-) -> tuple[VideoDenoiser, dict]:
+def train_video_model(config: VideoBaseConfig, *, run_dir: Path = Path("runs/video"), ship: bool = True,
+                      **loop_options) -> tuple[VideoDenoiser, dict]:
     """Train (or continue) the base video model; ship the EMA weights when the schedule completes."""
-    model = seeded_init(config.seed, lambda: VideoDenoiser(config.unet))
-    return train_and_ship(
-        model, video_batch_loss(config, make_train_scheduler()), target="video", checkpoint=CHECKPOINT,
-        config=config.to_dict(), total_steps=config.steps, lr=config.lr, run_dir=run_dir, seed=config.seed, ship=ship,
-        warmup=config.warmup, ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes, device=device,
-        progress=progress, on_step=on_step,
-    )
+    return train_diffusion_model(config, target="video", checkpoint=CHECKPOINT, run_dir=run_dir, ship=ship,
+                                 **loop_options)
 
 
 def load_video_model(device: str | torch.device = "cpu") -> tuple[VideoDenoiser, VideoBaseConfig]:

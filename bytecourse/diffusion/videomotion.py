@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoints, seeds
+from ..configs import JSONConfig
 from ..trainer import seeded_init, train_and_ship
 from ..worlds import ShapesConfig, make_shapes
 from ..worlds.motion import MotionConfig, make_motion
@@ -57,7 +58,7 @@ class VideoStage:
 
 
 @dataclass
-class InflatedVideoConfig:
+class InflatedVideoConfig(JSONConfig):
     """Toy defaults (the shipped run): one or two objects per clip, every Motion kind, plain background."""
 
     inflation: InflationConfig = field(default_factory=InflationConfig)
@@ -85,19 +86,6 @@ class InflatedVideoConfig:
 
         rank = max((s.lora_rank for s in self.stages[:stage]), default=0)
         return replace(self.inflation, lora_rank=rank)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["inflation"] = self.inflation.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> InflatedVideoConfig:
-        d = dict(d)
-        d["inflation"] = InflationConfig.from_dict(d["inflation"])
-        d["stages"] = tuple(VideoStage(**s) for s in d["stages"])
-        d["object_probs"] = tuple(d["object_probs"])
-        return cls(**d)
 
 
 def build_video_model(config: InflatedVideoConfig, stage: int, device: str | torch.device = "cpu") -> InflatedVideoDenoiser:

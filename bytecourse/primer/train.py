@@ -8,22 +8,21 @@ later chapter loads through :func:`bytecourse.diffusion.image_model.load_image_m
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..configs import JSONConfig
 from ..diffusion.image_model import CHECKPOINT
 from ..diffusion.sampling import to_model_space
-from ..diffusion.schedule import make_train_scheduler
-from ..diffusion.training import seeded_diffusion_loss
+from ..diffusion.training import train_diffusion_model
 from ..diffusion.unet import ImageDenoiser, UNetConfig
-from ..trainer import seeded_init, train_and_ship
 from ..worlds import ShapesConfig, make_shapes
 
 
 @dataclass
-class PrimerConfig:
+class PrimerConfig(JSONConfig):
     """Toy defaults (the shipped run). More objects are rarer so one-object captions are learnt first."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -40,37 +39,22 @@ class PrimerConfig:
         return ShapesConfig(size=self.unet.image_size, object_probs=self.object_probs,
                             caption_length=self.unet.caption_length)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["unet"] = self.unet.to_dict()
-        return d
+    def build(self) -> ImageDenoiser:
+        return ImageDenoiser(self.unet)
 
-
-def primer_batch_loss(config: PrimerConfig, scheduler):
-    """``loss_fn(model, step, device)`` for the trainer: a fresh Shapes batch per step, seeded by (seed, step),
-    so the data stream is the same however the run is split into commands."""
-    world = config.world()
-
-    def draw(data_seed: int, generator: torch.Generator):
-        batch = make_shapes(config.batch, data_seed, world)
+    def draw(self, data_seed: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training batch ``data_seed``: Shapes images in model space and their caption tokens."""
+        batch = make_shapes(self.batch, data_seed, self.world())
         return to_model_space(batch.images), batch.tokens
 
-    return seeded_diffusion_loss(draw, scheduler, seed=config.seed, p_uncond=config.p_uncond)
 
-
-def train_primer(
-    config: PrimerConfig, *, device: str = "auto", run_dir: Path = Path("runs/primer"), resume: bool = False,
-    max_minutes: float | None = None, ship: bool = True, progress: bool = True, on_step=None,
-) -> tuple[ImageDenoiser, dict]:
-    """Train (or continue) the primer model; when the schedule completes and ``ship``, write the EMA
-    weights and the manifest entry. Returns the EMA model and a summary dict."""
-    model = seeded_init(config.seed, lambda: ImageDenoiser(config.unet))
-    return train_and_ship(
-        model, primer_batch_loss(config, make_train_scheduler()), target="primer", checkpoint=CHECKPOINT,
-        config=config.to_dict(), total_steps=config.steps, lr=config.lr, run_dir=run_dir, seed=config.seed,
-        ship=ship, warmup=config.warmup, ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes,
-        device=device, progress=progress, on_step=on_step,
-    )
+def train_primer(config: PrimerConfig, *, run_dir: Path = Path("runs/primer"), ship: bool = True,
+                 **loop_options) -> tuple[ImageDenoiser, dict]:
+    """Train (or continue) the primer model; when the schedule completes and ``ship``, write the EMA weights and the
+    manifest entry (:func:`~bytecourse.diffusion.training.train_diffusion_model`; ``loop_options``: ``device``,
+    ``resume``, ``max_minutes``, ``progress``, ``on_step``). Returns the EMA model and a summary dict."""
+    return train_diffusion_model(config, target="primer", checkpoint=CHECKPOINT, run_dir=run_dir, ship=ship,
+                                 **loop_options)
 
 
 def quick_train_primer(

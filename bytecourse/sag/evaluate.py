@@ -136,8 +136,8 @@ def exactness_and_memory(model, ns=(1, 2, 4, 8, 16), index: int = 2, batch: int 
             x = initial_noise((batch, 3, model.config.image_size, model.config.image_size), 7).to(dtype)
             eps = _eps_fn(m, tokens)
             total = lambda z, lf=lf: lf(z).sum()  # noqa: E731
-            _, ga, _, _ = symplectic_adjoint_grad(eps, x, grid, levels, total, "data")
-            _, gb, _, _ = autograd_grad(eps, x, grid, levels, total, "data")
+            ga = symplectic_adjoint_grad(eps, x, grid, levels, total, "data").grad_x
+            gb = autograd_grad(eps, x, grid, levels, total, "data").grad_x
             row["rel_err_float64" if dtype == torch.float64 else "rel_err_float32"] = float((ga - gb).norm() / gb.norm())
         x = initial_noise((batch, 3, model.config.image_size, model.config.image_size), 7)
         eps = _eps_fn(model, tokens)
@@ -182,9 +182,11 @@ def estimate_accuracy(model, seeds: list[int], indices=(2, 6, 10, 14), ns=N_GRID
             a = sched.alphas_cumprod[t]
             xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g)
             fine = [t, *range(t - fine_stride, -1, -fine_stride), -1]
-            _, g_ref, _, x_ref = symplectic_adjoint_grad(eps, xt, fine, levels, total, "data")
+            ref = symplectic_adjoint_grad(eps, xt, fine, levels, total, "data")
+            g_ref, x_ref = ref.grad_x, ref.end
             for n in ns:
-                _, g_n, _, x_n = symplectic_adjoint_grad(eps, xt, clean_estimate_grid(ts, i, n), levels, total, "data")
+                est = symplectic_adjoint_grad(eps, xt, clean_estimate_grid(ts, i, n), levels, total, "data")
+                g_n, x_n = est.grad_x, est.end
                 per.setdefault((i, n), []).append({
                     "rms_error": float((x_n - x_ref).flatten(1).pow(2).mean(1).sqrt().mean()),
                     "grad_cosine": float(torch.nn.functional.cosine_similarity(g_n.flatten(1), g_ref.flatten(1)).mean()),

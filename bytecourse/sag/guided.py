@@ -172,8 +172,8 @@ def guidance_gradient(
         return losses.sum()
 
     route = symplectic_adjoint_grad if config.gradient == "adjoint" else autograd_grad
-    _, g, _, _ = route(eps_fn, x, grid, levels, total, config.form)
-    return per_sample[-1], g
+    grad = route(eps_fn, x, grid, levels, total, config.form).grad_x
+    return per_sample[-1], grad
 
 
 def guided_sample(
@@ -240,20 +240,25 @@ def guided_sample(
         for j in range(repeats):
             with torch.no_grad():
                 e_c, e_u = eps_pair(x, t)
+            # ε̂ = ε(∅) + w (ε(c) − ε(∅))   (CFG)
             eps = e_u + guidance_scale * (e_c - e_u)
             if k in guided and config.strength > 0:
+                # g = ∇_{x_t} L(x̂₀⁽ⁿ⁾(x_t)): n Euler steps from t to 0, gradient by the symplectic adjoint (SAG §3.2–3.3)
                 grid = clean_estimate_grid(timesteps, k, config.n)
                 losses, g = guidance_gradient(eps_fn, x, grid, levels, loss_fn, config)
+                # η_t = strength, or strength · 0.2 · w · rms(ε(c) − ε(∅)) / rms(g)  (paper_step_size)
                 eta = step_size(e_c, e_u, g)
                 trace.append({"index": k, "t": t, "repeat": j, "loss": float(losses.mean()), "eta": float(eta.mean())})
                 if config.method == "ug":
                     eps = _universal_guidance_eps(eps, x, g, eta, a_t, a_p, loss_fn, config)
                     x_prev = sched.step(eps, t, x).prev_sample
                 else:
+                    # x_{t−1} = DDIM(x_t, ε̂) − η_t g   (FreeDoM / SAG update)
                     x_prev = sched.step(eps, t, x).prev_sample - _bcast(eta, x) * g
             else:
                 x_prev = sched.step(eps, t, x).prev_sample
-            if j < repeats - 1:  # time travel: back to level t with fresh noise
+            if j < repeats - 1:
+                # time travel: x_t = √(ᾱ_t/ᾱ_{t−1}) x_{t−1} + √(1 − ᾱ_t/ᾱ_{t−1}) z,  z ~ N(0, I)
                 z = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
                 x = time_travel(x_prev, a_t, a_p, z)
         x = x_prev.detach()

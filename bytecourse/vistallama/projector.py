@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..configs import JSONConfig
 from ..diffusion.attention import Attention, FeedForward
-from ..diffusion.layers import JSONConfig
 
 
 @dataclass(frozen=True)

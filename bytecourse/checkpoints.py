@@ -42,9 +42,13 @@ def read_manifest() -> dict:
     try:
         manifest = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{p} is not valid JSON ({e}); restore it with `git checkout -- {p.name}` or regenerate it") from None
+        raise CheckpointError(
+            f"{p} is not valid JSON ({e}); restore it with `git checkout -- {p.name}` or regenerate it"
+        ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("checkpoints", {}), dict):
-        raise CheckpointError(f"{p} must hold an object with a 'checkpoints' object; restore it with `git checkout -- {p.name}`")
+        raise CheckpointError(
+            f"{p} must hold an object with a 'checkpoints' object; restore it with `git checkout -- {p.name}`"
+        )
     manifest.setdefault("checkpoints", {})
     return manifest
 
@@ -67,8 +71,12 @@ def git_commit() -> str:
     """The current commit (with ``+dirty`` when the tree has uncommitted changes), or ``unknown``."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bytecourse"], cwd=root, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "bytecourse"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -119,7 +127,10 @@ def manifest_entry(name: str) -> dict:
         )
     missing = [k for k in REQUIRED_ENTRY_KEYS if not isinstance(entry, dict) or k not in entry]
     if missing:
-        raise CheckpointError(f"the manifest entry of {name!r} lacks {missing}; regenerate it with `python -m bytecourse train <chapter>`")
+        raise CheckpointError(
+            f"the manifest entry of {name!r} lacks {missing}; regenerate it with `python -m bytecourse train "
+            "<chapter>`"
+        )
     return entry
 
 
@@ -198,7 +209,7 @@ def train_command(target: str) -> str:
 
 
 def device_description(device) -> str:
-    """"cuda (<GPU name>)" or "cpu (<cores> cores, torch <version>)" for the manifest."""
+    """ "cuda (<GPU name>)" or "cpu (<cores> cores, torch <version>)" for the manifest."""
     import os
 
     device = torch.device(device)

@@ -46,8 +46,12 @@ def _list() -> int:
     from .registry import TARGETS, table_status
 
     if not checkpoints.manifest_path().exists():
-        print(f"no manifest at {checkpoints.manifest_path()}: nothing is shipped; train with `python -m bytecourse train "
-              "<target>`", file=sys.stderr)
+        print(
+            f"no manifest at {checkpoints.manifest_path()}: nothing is shipped; train with `python -m bytecourse "
+            "train "
+            "<target>`",
+            file=sys.stderr,
+        )
         return 1
     entries = checkpoints.read_manifest()["checkpoints"]
     for t in TARGETS.values():
@@ -58,7 +62,10 @@ def _list() -> int:
                 print(f"    {name:38s} not shipped  (train: python -m bytecourse train {t.key})")
                 continue
             ok = "ok" if checkpoints.checkpoint_available(name) else "MISSING OR MODIFIED"
-            print(f"    {name:38s} {e['bytes'] / 1e6:5.2f} MB  {ok:6s} {e['device']}  {e['wall_time_s']:.0f} s  {e['command']}")
+            print(
+                f"    {name:38s} {e['bytes'] / 1e6:5.2f} MB  {ok:6s} {e['device']}  {e['wall_time_s']:.0f} s  "
+                f"{e['command']}"
+            )
         if t.evaluate is not None:
             print(f"    tables: {table_status(t.key)}  ({t.eval_command})")
     return 0
@@ -72,13 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="(re)generate a target's shipped checkpoints")
     tr.add_argument("target", choices=list(TARGETS))
-    tr.add_argument("--device", default=None, type=_device, help="auto (cuda → mps → cpu; the default), cpu, cuda, mps")
+    tr.add_argument(
+        "--device", default=None, type=_device, help="auto (cuda → mps → cpu; the default), cpu, cuda, mps"
+    )
     tr.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the target's config)")
     tr.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     tr.add_argument("--resume", action="store_true", help="continue from the run's state under runs/")
     tr.add_argument("--variant", default=None, help="which variant, for targets that train several (e.g. boximator)")
-    tr.add_argument("--stage", type=_positive_int, default=None, help="run only this training stage (multi-stage targets)")
-    tr.add_argument("--max-minutes", type=_positive_float, default=None, help="stop (resumably) after this many minutes")
+    tr.add_argument(
+        "--stage", type=_positive_int, default=None, help="run only this training stage (multi-stage targets)"
+    )
+    tr.add_argument(
+        "--max-minutes", type=_positive_float, default=None, help="stop (resumably) after this many minutes"
+    )
     ev = sub.add_parser("eval", help="compute a target's full tables and store them in data/manifest.json")
     ev.add_argument("target", choices=[k for k, t in TARGETS.items() if t.evaluate])
     ev.add_argument("--device", default="auto", type=_device)
@@ -92,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     t = target(options.target)
     try:
         if options.cmd == "train":
-            given = {k: getattr(options, k) for k in ("device", "steps", "seed", "resume", "variant", "stage", "max_minutes")}
+            given = {
+                k: getattr(options, k)
+                for k in ("device", "steps", "seed", "resume", "variant", "stage", "max_minutes")
+            }
             check_train_options(t, given)
             options.device = options.device or "auto"
             options.seed = 0 if options.seed is None else options.seed
@@ -100,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = t.entry_point("train")(options)
             print(json.dumps(summary, indent=2))
             return 0
-        commit = checkpoints.git_commit()  # the code that computes the tables (not whatever HEAD is when they are stored)
+        commit = (
+            checkpoints.git_commit()
+        )  # the code that computes the tables (not whatever HEAD is when they are stored)
         tables = t.entry_point("eval")(options)
     except ValueError as e:  # bad options or a missing/stale checkpoint: one clear line, not a traceback
         parser.exit(2, f"python -m bytecourse {options.cmd} {options.target}: error: {e}\n")

@@ -76,8 +76,14 @@ class SliceMismatch(AssertionError):
     """A live slice disagrees with the stored tables beyond its tolerance."""
 
 
-def check_slice(live: dict[str, dict], stored: dict | None, tolerance: float | dict[str, float], *, target: str,
-                seed_index: int = 0) -> str:
+def check_slice(
+    live: dict[str, dict],
+    stored: dict | None,
+    tolerance: float | dict[str, float],
+    *,
+    target: str,
+    seed_index: int = 0,
+) -> str:
     """Check a live one-seed recomputation against the stored tables; return the line to print.
 
     ``live`` maps a table name to a live table (rows matched to the stored table's by ``setting``); ``tolerance``
@@ -86,8 +92,10 @@ def check_slice(live: dict[str, dict], stored: dict | None, tolerance: float | d
     nothing to compare (said in the returned line). Raises :class:`SliceMismatch` naming the table, row, metric, live
     and stored value when any value is off by more than the tolerance, or a live row is not in the stored table."""
     if stored is None:
-        return (f"no shipped checkpoint for {target}: this notebook trained a short run instead, so there is no stored "
-                "table to compare the live slice with")
+        return (
+            f"no shipped checkpoint for {target}: this notebook trained a short run instead, so there is no stored "
+            "table to compare the live slice with"
+        )
     problems = []
     for name, table in live.items():
         tol = tolerance[name] if isinstance(tolerance, dict) else tolerance
@@ -96,7 +104,11 @@ def check_slice(live: dict[str, dict], stored: dict | None, tolerance: float | d
             continue
         problems += [f"{name} / {p}" for p in compare_slice(table, stored[name], seed_index, tol)]
     if problems:
-        raise SliceMismatch(f"the live slice of {target} disagrees with its stored tables "
-                            f"(`python -m bytecourse eval {target}` recomputes them):\n" + "\n".join(problems))
+        raise SliceMismatch(
+            f"the live slice of {target} disagrees with its stored tables "
+            f"(`python -m bytecourse eval {target}` recomputes them):\n" + "\n".join(problems)
+        )
     tols = tolerance if isinstance(tolerance, dict) else {name: tolerance for name in live}
-    return "live slice matches the stored tables (" + ", ".join(f"{k} ±{v:g}" for k, v in tols.items() if k in live) + ")"
+    return (
+        "live slice matches the stored tables (" + ", ".join(f"{k} ±{v:g}" for k, v in tols.items() if k in live) + ")"
+    )

@@ -57,32 +57,90 @@ class Target:
 
 
 _ALL = (
-    Target("primer", "Primer: DDPM, DDIM, classifier-free guidance", "00_primer.ipynb", ("primer_unet",), ("primer_unet",),
-           "bytecourse.primer.train:cli_train", "bytecourse.primer.evaluate:cli_eval"),
-    Target("sag", "SAG — symplectic adjoint guidance", "01_sag.ipynb", (), ("primer_unet", "shapes_classifier"),
-           None, "bytecourse.sag.evaluate:cli_eval", frozenset(),
-           no_train_reason="SAG is training-free: nothing to train (its classifier: `python -m bytecourse train classifier`)"),
-    Target("adjointdpm", "AdjointDPM — adjoint gradients through the sampler", "02_adjointdpm.ipynb", (),
-           ("primer_unet", "shapes_classifier"), None, "bytecourse.adjointdpm.evaluate:cli_eval", frozenset(),
-           no_train_reason="AdjointDPM's applications optimise at run time: nothing to train"),
-    Target("boximator", "Boximator — box and trajectory control for video", "04_boximator.ipynb",
-           ("boximator_full", "boximator_no_self_tracking", "boximator_unfrozen"),
-           ("video_unet", "boximator_full", "boximator_no_self_tracking", "boximator_unfrozen"),
-           "bytecourse.boximator.train:cli_train", "bytecourse.boximator.evaluate:cli_eval",
-           COMMON_OPTIONS | {"variant", "stage"}, variants=("full", "no_self_tracking", "unfrozen"), stages=3),
-    Target("vistallama", "Vista-LLaMA — equal-distance visual tokens", "09_vistallama.ipynb",
-           ("vistallama_lm", "vistallama_projector_rope", "vistallama_projector_edvt",
-            "vistallama_projector_edvt_independent"),
-           ("vistallama_lm", "vistallama_projector_rope", "vistallama_projector_edvt",
-            "vistallama_projector_edvt_independent"),
-           "bytecourse.vistallama.train:cli_train", "bytecourse.vistallama.evaluate:cli_eval"),
-    Target("video", "The course's video model (the primer's image model inflated with motion modules)", None,
-           ("video_motion", "video_unet"), ("primer_unet", "video_motion", "video_unet"),
-           "bytecourse.diffusion.videomotion:cli_train", "bytecourse.diffusion.video_eval:cli_eval",
-           COMMON_OPTIONS | {"variant", "stage"}, variants=("inflated", "scratch"), stages=2),
-    Target("classifier", "The clean-image Shapes classifier (SAG's and AdjointDPM's guidance energy)", None,
-           ("shapes_classifier",), ("shapes_classifier",), "bytecourse.diffusion.classifier:cli_train",
-           "bytecourse.diffusion.classifier:cli_eval"),
+    Target(
+        "primer",
+        "Primer: DDPM, DDIM, classifier-free guidance",
+        "00_primer.ipynb",
+        ("primer_unet",),
+        ("primer_unet",),
+        "bytecourse.primer.train:cli_train",
+        "bytecourse.primer.evaluate:cli_eval",
+    ),
+    Target(
+        "sag",
+        "SAG — symplectic adjoint guidance",
+        "01_sag.ipynb",
+        (),
+        ("primer_unet", "shapes_classifier"),
+        None,
+        "bytecourse.sag.evaluate:cli_eval",
+        frozenset(),
+        no_train_reason="SAG is training-free: nothing to train (its classifier: `python -m bytecourse train "
+        "classifier`)",
+    ),
+    Target(
+        "adjointdpm",
+        "AdjointDPM — adjoint gradients through the sampler",
+        "02_adjointdpm.ipynb",
+        (),
+        ("primer_unet", "shapes_classifier"),
+        None,
+        "bytecourse.adjointdpm.evaluate:cli_eval",
+        frozenset(),
+        no_train_reason="AdjointDPM's applications optimise at run time: nothing to train",
+    ),
+    Target(
+        "boximator",
+        "Boximator — box and trajectory control for video",
+        "04_boximator.ipynb",
+        ("boximator_full", "boximator_no_self_tracking", "boximator_unfrozen"),
+        ("video_unet", "boximator_full", "boximator_no_self_tracking", "boximator_unfrozen"),
+        "bytecourse.boximator.train:cli_train",
+        "bytecourse.boximator.evaluate:cli_eval",
+        COMMON_OPTIONS | {"variant", "stage"},
+        variants=("full", "no_self_tracking", "unfrozen"),
+        stages=3,
+    ),
+    Target(
+        "vistallama",
+        "Vista-LLaMA — equal-distance visual tokens",
+        "09_vistallama.ipynb",
+        (
+            "vistallama_lm",
+            "vistallama_projector_rope",
+            "vistallama_projector_edvt",
+            "vistallama_projector_edvt_independent",
+        ),
+        (
+            "vistallama_lm",
+            "vistallama_projector_rope",
+            "vistallama_projector_edvt",
+            "vistallama_projector_edvt_independent",
+        ),
+        "bytecourse.vistallama.train:cli_train",
+        "bytecourse.vistallama.evaluate:cli_eval",
+    ),
+    Target(
+        "video",
+        "The course's video model (the primer's image model inflated with motion modules)",
+        None,
+        ("video_motion", "video_unet"),
+        ("primer_unet", "video_motion", "video_unet"),
+        "bytecourse.diffusion.videomotion:cli_train",
+        "bytecourse.diffusion.video_eval:cli_eval",
+        COMMON_OPTIONS | {"variant", "stage"},
+        variants=("inflated", "scratch"),
+        stages=2,
+    ),
+    Target(
+        "classifier",
+        "The clean-image Shapes classifier (SAG's and AdjointDPM's guidance energy)",
+        None,
+        ("shapes_classifier",),
+        ("shapes_classifier",),
+        "bytecourse.diffusion.classifier:cli_train",
+        "bytecourse.diffusion.classifier:cli_eval",
+    ),
 )
 TARGETS: dict[str, Target] = {t.key: t for t in _ALL}
 
@@ -119,7 +177,9 @@ def store_tables(key: str, tables: dict, command: str, commit: str | None = None
     computed_from = table_inputs_sha256(key)
     manifest = checkpoints.read_manifest()
     manifest.setdefault("tables", {})[key] = {
-        "tables": tables, "eval_command": command, "eval_git_commit": commit or checkpoints.git_commit(),
+        "tables": tables,
+        "eval_command": command,
+        "eval_git_commit": commit or checkpoints.git_commit(),
         "computed_from": computed_from,
     }
     checkpoints.write_manifest(manifest)
@@ -145,13 +205,18 @@ def stored_tables(key: str) -> dict | None:
         return None
     record = checkpoints.read_manifest().get("tables", {}).get(key)
     if record is None:
-        raise StaleTablesError(f"no stored tables for {key!r} although its checkpoints are present: "
-                               f"compute them with `{t.eval_command}`", "missing")
+        raise StaleTablesError(
+            f"no stored tables for {key!r} although its checkpoints are present: compute them with `{t.eval_command}`",
+            "missing",
+        )
     have = table_inputs_sha256(key)
     made_from = record.get("computed_from", {})
     for name, sha in have.items():
         if made_from.get(name) != sha:
             was = (made_from.get(name) or "unrecorded weights")[:12]
-            raise StaleTablesError(f"stale tables {key!r}: they were computed from {name} {was}…, but {name} on disk is "
-                                   f"{sha[:12]}…; recompute them with `{t.eval_command}`", "stale")
+            raise StaleTablesError(
+                f"stale tables {key!r}: they were computed from {name} {was}…, but {name} on disk is "
+                f"{sha[:12]}…; recompute them with `{t.eval_command}`",
+                "stale",
+            )
     return record["tables"]

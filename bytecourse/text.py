@@ -13,8 +13,20 @@ PAD = "<pad>"
 COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan")
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle")
 MOTION_WORDS: tuple[str, ...] = (
-    "moves", "bounces", "curves", "enters", "leaves", "from", "to", "the",
-    "left", "right", "up", "down", "top", "bottom",
+    "moves",
+    "bounces",
+    "curves",
+    "enters",
+    "leaves",
+    "from",
+    "to",
+    "the",
+    "left",
+    "right",
+    "up",
+    "down",
+    "top",
+    "bottom",
 )
 FUNCTION_WORDS: tuple[str, ...] = ("a", "and")
 
@@ -70,7 +82,13 @@ def parse_shapes_caption(text: str) -> list[tuple[int, int]]:
 
 
 #: motion kinds and directions as the Motion world writes them (``bytecourse.worlds.motion``)
-MOTION_KIND_WORDS: dict[str, str] = {"moves": "linear", "curves": "curved", "bounces": "bouncing", "enters": "entering", "leaves": "leaving"}
+MOTION_KIND_WORDS: dict[str, str] = {
+    "moves": "linear",
+    "curves": "curved",
+    "bounces": "bouncing",
+    "enters": "entering",
+    "leaves": "leaving",
+}
 DIRECTION_NAMES: tuple[str, ...] = ("left", "right", "up", "down")
 SIDE_NAMES: tuple[str, ...] = ("left", "right", "top", "bottom")  # in DIRECTION_NAMES order: "top" is the "up" side
 
@@ -93,7 +111,12 @@ def parse_motion_caption(text: str) -> list[tuple[int, int, str, int | None]]:
             direction: int | None = DIRECTION_NAMES.index(rest[0])
         elif kind == "bouncing" and not rest:
             direction = None
-        elif kind in ("entering", "leaving") and len(rest) == 3 and rest[:2] in (["from", "the"], ["to", "the"]) and rest[2] in SIDE_NAMES:
+        elif (
+            kind in ("entering", "leaving")
+            and len(rest) == 3
+            and rest[:2] in (["from", "the"], ["to", "the"])
+            and rest[2] in SIDE_NAMES
+        ):
             direction = SIDE_NAMES.index(rest[2])
         else:
             raise ValueError(f"{phrase!r} in caption {text!r} has no motion this world draws")

@@ -74,7 +74,9 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, state: TrainState, config: dict) -> None:
+def save_state(
+    run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, state: TrainState, config: dict
+) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     # clone: tied weights (an LM's embedding and head) share storage, which safetensors refuses to write twice
     tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -92,9 +94,13 @@ def load_state(run_dir: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optim
     saved = {k: v for k, v in meta["config"].items() if k != "steps"}
     wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "steps"}
     if saved != wanted:
-        raise ValueError(f"cannot resume {run_dir}: it was started with a different config; delete it or match the options")
+        raise ValueError(
+            f"cannot resume {run_dir}: it was started with a different config; delete it or match the options"
+        )
     if "steps" in config and config["steps"] < meta["state"]["step"]:
-        raise ValueError(f"cannot resume {run_dir} with steps={config.get('steps')}: it has already run {meta['state']['step']}")
+        raise ValueError(
+            f"cannot resume {run_dir} with steps={config.get('steps')}: it has already run {meta['state']['step']}"
+        )
     tensors = load_file(str(run_dir / "state.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -148,8 +154,11 @@ def train_loop(
     ema.model.to(acc.device)
     model, opt = acc.prepare(model, opt)
     state.stages += 1
-    state.commands.append(" ".join(["python -m bytecourse", *sys.argv[1:]]) if sys.argv[0].endswith("bytecourse/__main__.py")
-                          else "(called from Python)")
+    state.commands.append(
+        " ".join(["python -m bytecourse", *sys.argv[1:]])
+        if sys.argv[0].endswith("bytecourse/__main__.py")
+        else "(called from Python)"
+    )
     start = time.time()
     base_elapsed = state.elapsed_s
     bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and acc.is_main_process), desc="train")
@@ -215,28 +224,39 @@ def train_and_ship(
     from . import checkpoints
 
     commit = checkpoints.git_commit()  # the code that starts the run is the code that trains it
-    ema, state, acc = train_loop(model, loss_fn, total_steps=total_steps, lr=lr, run_dir=run_dir, config=config,
-                                 **loop_options)
+    ema, state, acc = train_loop(
+        model, loss_fn, total_steps=total_steps, lr=lr, run_dir=run_dir, config=config, **loop_options
+    )
     trained = ema.model if ship_ema else acc.unwrap_model(model)
     finished = state.step >= total_steps
-    summary = {"step": state.step, "total_steps": total_steps, "finished": finished,
-               "wall_time_s": round(state.elapsed_s, 1), "stages": state.stages, "final_loss": state.last_loss,
-               "device": str(acc.device)}
+    summary = {
+        "step": state.step,
+        "total_steps": total_steps,
+        "finished": finished,
+        "wall_time_s": round(state.elapsed_s, 1),
+        "stages": state.stages,
+        "final_loss": state.last_loss,
+        "device": str(acc.device),
+    }
     if ship and finished and checkpoint is not None and acc.is_main_process:
         tensors = (state_dict or (lambda m: m.state_dict()))(trained)
-        checkpoints.save_checkpoint(checkpoint, tensors, {
-            "chapter": target,
-            "config": config,
-            "command": command or checkpoints.train_command(target),
-            "seed": seed,
-            "git_commit": commit,
-            "device": checkpoints.device_description(acc.device),
-            "wall_time_s": round(state.elapsed_s, 1),
-            "stages": state.stages,
-            "stage_commands": state.commands,
-            "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": state.step},
-            "parameters": sum(v.numel() for v in tensors.values()),
-            **((entry(state) if callable(entry) else entry) or {}),
-        })
+        checkpoints.save_checkpoint(
+            checkpoint,
+            tensors,
+            {
+                "chapter": target,
+                "config": config,
+                "command": command or checkpoints.train_command(target),
+                "seed": seed,
+                "git_commit": commit,
+                "device": checkpoints.device_description(acc.device),
+                "wall_time_s": round(state.elapsed_s, 1),
+                "stages": state.stages,
+                "stage_commands": state.commands,
+                "train_metrics": {"final_loss": round(state.last_loss, 5), "steps": state.step},
+                "parameters": sum(v.numel() for v in tensors.values()),
+                **((entry(state) if callable(entry) else entry) or {}),
+            },
+        )
         summary["shipped"] = checkpoint
     return trained, summary

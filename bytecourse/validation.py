@@ -27,7 +27,12 @@ def _show(value: Any) -> str:
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """An integer (not a bool, not 2.5, not "3") in ``[lo, hi]``; returned as a Python ``int``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
+        if (
+            isinstance(value, torch.Tensor)
+            and value.numel() == 1
+            and not value.is_floating_point()
+            and value.dtype != torch.bool
+        ):
             value = int(value)
         else:
             raise ValueError(f"{name} must be an integer{_range(lo, hi)}, got {_show(value)}")
@@ -83,7 +88,9 @@ def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def check_images(name: str, images: Any, *, dims: int = 4, channels: int = 3, layout: str = "(B, 3, H, W)") -> torch.Tensor:
+def check_images(
+    name: str, images: Any, *, dims: int = 4, channels: int = 3, layout: str = "(B, 3, H, W)"
+) -> torch.Tensor:
     """Float images in [0, 1] with ``channels`` channels in dimension ``dims − 3`` (``(B,3,H,W)`` or
     ``(B,T,3,H,W)``). Rejects integer images (convert with ``x.float() / 255``) and images in [−1, 1]
     (convert with ``to_image_space``)."""
@@ -92,7 +99,9 @@ def check_images(name: str, images: Any, *, dims: int = 4, channels: int = 3, la
     if images.dim() != dims or images.shape[dims - 3] != channels or images.shape[0] == 0:
         raise ValueError(f"{name} must be {layout} with B ≥ 1, got shape {tuple(images.shape)}")
     if not images.is_floating_point():
-        raise ValueError(f"{name} must be floating point in [0, 1], got dtype {images.dtype} (for 8-bit images use x.float() / 255)")
+        raise ValueError(
+            f"{name} must be floating point in [0, 1], got dtype {images.dtype} (for 8-bit images use x.float() / 255)"
+        )
     check_finite(name, images)
     lo, hi = float(images.min()), float(images.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
@@ -110,12 +119,19 @@ def check_boxes(name: str, boxes: Any) -> torch.Tensor:
 
 def check_tokens(name: str, tokens: Any, vocab_size: int, length: int | None = None) -> torch.Tensor:
     """Token ids ``(B, L)`` of an integer dtype, each in ``[0, vocab_size)``."""
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
+    if (
+        not isinstance(tokens, torch.Tensor)
+        or tokens.dim() != 2
+        or tokens.is_floating_point()
+        or tokens.dtype == torch.bool
+    ):
         raise ValueError(f"{name} must be integer token ids (B, L), got {_show(tokens)}")
     if length is not None and tokens.shape[1] != length:
         raise ValueError(f"{name} must have {length} positions, got shape {tuple(tokens.shape)}")
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got ids in [{int(tokens.min())}, {int(tokens.max())}]")
+        raise ValueError(
+            f"{name} must hold ids in [0, {vocab_size}), got ids in [{int(tokens.min())}, {int(tokens.max())}]"
+        )
     return tokens
 
 

@@ -99,17 +99,23 @@ def test_rho_coordinates_give_the_smaller_continuous_adjoint_error():
 
 def test_memory_flat_for_both_adjoints_linear_for_autograd():
     torch.manual_seed(0)
-    model = ImageDenoiser(UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    model = ImageDenoiser(
+        UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
+    ).eval()
     model.requires_grad_(False)
     tokens = text.encode(["a red circle"], 12)
     x = torch.randn(1, 3, 16, 16)
     params = list(model.parameters())
-    loss = lambda z: (z ** 2).sum()  # noqa: E731
+    loss = lambda z: (z**2).sum()  # noqa: E731
     peaks = {}
     for n in (4, 16):
         ode = PFODE(lambda x, t: guided_eps(model, x, t, tokens, 2.0), ACP, time_grid(n, 980), "rho")
         row = {}
-        for name, route in (("cont", continuous_adjoint_gradients), ("disc", discrete_adjoint_gradients), ("auto", autograd_gradients)):
+        for name, route in (
+            ("cont", continuous_adjoint_gradients),
+            ("disc", discrete_adjoint_gradients),
+            ("auto", autograd_gradients),
+        ):
             with SavedTensorMeter(exclude=params) as meter:
                 meter.hold(tensor_bytes(x) * ((n + 1) if name == "disc" else 2 if name == "cont" else 0))
                 route(ode, x, loss)
@@ -125,12 +131,14 @@ def test_gradients_wrt_a_condition_embedding_and_a_diffusers_unet():
     uncond = torch.zeros(2, 5, 16)
     x = torch.randn(2, 3, 8, 8)
     ode = PFODE(lambda x, t: guided_eps(eps_model, x, t, c, 2.0, uncond), ACP, time_grid(4, 980), "rho")
-    loss = lambda z: (z ** 2).sum()  # noqa: E731
+    loss = lambda z: (z**2).sum()  # noqa: E731
     d = discrete_adjoint_gradients(ode, x, loss, [c])
     a = autograd_gradients(ode, x, loss, [c])
     k = continuous_adjoint_gradients(ode, x, loss, [c])
     assert _rel(d.grad_x, a.grad_x) < 1e-4 and _rel(d.grad_params[0], a.grad_params[0]) < 1e-4
-    assert torch.isfinite(k.grad_x).all() and torch.isfinite(k.grad_params[0]).all() and k.grad_params[0].abs().sum() > 0
+    assert (
+        torch.isfinite(k.grad_x).all() and torch.isfinite(k.grad_params[0]).all() and k.grad_params[0].abs().sum() > 0
+    )
 
 
 def test_attack_projection_and_embedding_condition():
@@ -139,25 +147,25 @@ def test_attack_projection_and_embedding_condition():
     p = applications._project(delta, x_T, 0.2)
     assert (p.flatten(1).norm(dim=1) <= 0.2 * x_T.flatten(1).norm(dim=1) + 1e-5).all()
     torch.manual_seed(0)
-    model = ImageDenoiser(UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    model = ImageDenoiser(
+        UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
+    ).eval()
     tokens = text.encode(["a red circle"], 12)
     c = model.text(tokens)
-    assert torch.allclose(model(torch.zeros(1, 3, 16, 16), 10, tokens), model(torch.zeros(1, 3, 16, 16), 10, c), atol=1e-6)
+    assert torch.allclose(
+        model(torch.zeros(1, 3, 16, 16), 10, tokens), model(torch.zeros(1, 3, 16, 16), 10, c), atol=1e-6
+    )
     with pytest.raises(ValueError):
         model(torch.zeros(1, 3, 16, 16), 10, torch.zeros(1, 12, 8))
     word = torch.zeros(16)
     assert torch.allclose(applications.with_new_word(model, tokens, word), c)
 
 
-
-
-
-
-
-
 def test_widget_callbacks_without_a_browser():
     torch.manual_seed(0)
-    model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    model = ImageDenoiser(
+        UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
+    ).eval()
     view = widget.adjoint_explorer(model)
     view.refresh()
     r = view.result["routes"]

@@ -17,7 +17,14 @@ from bytecourse.boximator.boxes import (
     to_frame,
 )
 from bytecourse.boximator.control import BoximatorControl, BoxSelfAttention, FourierEmbedder
-from bytecourse.boximator.pipeline import BoximatorModel, StageConfig, conditions_from_batch, control_loss, generate, guided_eps_model
+from bytecourse.boximator.pipeline import (
+    BoximatorModel,
+    StageConfig,
+    conditions_from_batch,
+    control_loss,
+    generate,
+    guided_eps_model,
+)
 from bytecourse.diffusion.schedule import make_train_scheduler
 from bytecourse.diffusion.video import VideoDenoiser, VideoUNetConfig
 from bytecourse.oracle import detect_objects, realism
@@ -165,11 +172,14 @@ def test_outside_box_becomes_a_border_line():
     cond.validate(4)  # valid input
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda c: c.boxes.__setitem__((0, 0, 0, 0), float("nan")), "finite"),
-    (lambda c: c.boxes.__setitem__((0, 0, 0, 2), 1.2), r"\[0, 1\]"),
-    (lambda c: c.boxes.__setitem__((0, 0, 0, 2), 0.05), "x1 >= x0"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda c: c.boxes.__setitem__((0, 0, 0, 0), float("nan")), "finite"),
+        (lambda c: c.boxes.__setitem__((0, 0, 0, 2), 1.2), r"\[0, 1\]"),
+        (lambda c: c.boxes.__setitem__((0, 0, 0, 2), 0.05), "x1 >= x0"),
+    ],
+)
 def test_bad_boxes_raise(bad, message):
     cond = one_box()
     bad(cond)
@@ -179,7 +189,9 @@ def test_bad_boxes_raise(bad, message):
 
 def test_more_objects_than_slots_and_empty_trajectories_raise():
     with pytest.raises(ValueError, match="at most 8"):
-        BoxConditions(torch.zeros(1, 4, 9, 4), torch.arange(9)[None], torch.ones(1, 4, 9), torch.ones(1, 4, 9, dtype=torch.bool)).validate()
+        BoxConditions(
+            torch.zeros(1, 4, 9, 4), torch.arange(9)[None], torch.ones(1, 4, 9), torch.ones(1, 4, 9, dtype=torch.bool)
+        ).validate()
     with pytest.raises(ValueError, match="at most 8"):
         request([torch.zeros(4, 4)] * 9, [torch.ones(4, dtype=torch.bool)] * 9)
     with pytest.raises(ValueError, match="empty trajectory"):
@@ -212,7 +224,7 @@ def test_soft_boxes_contain_the_hard_box_with_beta_margins():
     hard = torch.tensor([0.4, 0.4, 0.6, 0.6]).expand(20000, 4)
     soft = soften(hard, g)
     assert ((soft[:, :2] <= hard[:, :2]) & (soft[:, 2:] >= hard[:, 2:])).all()
-    margin = (hard[:, 0] - soft[:, 0])
+    margin = hard[:, 0] - soft[:, 0]
     assert abs(float(margin[margin < 0.4].mean()) - 1 / 9) < 0.01  # Beta(1, 8) mean, where unclamped
 
 
@@ -300,7 +312,9 @@ def test_plan_request_modes():
     assert plan["object_name"] == "blue square"
     assert plan["cond"].active[0, :, 1].all() and not plan["cond"].active[0, :, 0].any()
     assert plan["cond"].hard[0, :, 1].tolist() == [1, 0, 0, 0, 0, 0, 0, 1]
-    path = plan_request("a red circle moves right", 0, (0.2, 0.2), (0.8, 0.2), 0.2, waypoint=(0.5, 0.8), mode="motion path")
+    path = plan_request(
+        "a red circle moves right", 0, (0.2, 0.2), (0.8, 0.2), 0.2, waypoint=(0.5, 0.8), mode="motion path"
+    )
     centres = (path["hard"][:, :2] + path["hard"][:, 2:]) / 2
     assert float(centres[:, 1].max()) > 0.6  # the path goes through the waypoint's side
     with pytest.raises(ValueError, match="object"):
@@ -348,9 +362,13 @@ def test_variant_stages_run_in_order_and_resume(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="variant"):
         chapter.variant_stages("bogus")
     # stop after the first stage, then resume: the second stage starts from the first one's weights
-    _, first = chapter.train_variant("full", total_steps=9, only_stage=1, run_root=tmp_path, ship=False, progress=False, device="cpu")
+    _, first = chapter.train_variant(
+        "full", total_steps=9, only_stage=1, run_root=tmp_path, ship=False, progress=False, device="cpu"
+    )
     assert [s["steps"] for s in first["stages"]] == [4] and not first["complete"]
-    model, done = chapter.train_variant("full", total_steps=9, run_root=tmp_path, ship=False, progress=False, device="cpu", resume=True)
+    model, done = chapter.train_variant(
+        "full", total_steps=9, run_root=tmp_path, ship=False, progress=False, device="cpu", resume=True
+    )
     assert done["complete"] and [s["steps"] for s in done["stages"]] == [4, 3, 1]
     assert all(p.requires_grad is False for p in model.base.parameters())
 
@@ -363,7 +381,9 @@ def test_protocol_scores_the_real_clips_near_the_ceiling(monkeypatch):
     cond.validate(8)
     assert cond.hard[:, 1:-1][cond.active[:, 1:-1]].eq(0).all()  # interpolated frames are soft
     m = chapter.alignment_metrics(batch.videos, batch, paths, [0, 7])
-    assert m["AP50"] == 1.0 and m["mIoU_key"] > 0.8 and m["realism"] > 0.95  # occluded/cut shapes are not all well-formed
+    assert (
+        m["AP50"] == 1.0 and m["mIoU_key"] > 0.8 and m["realism"] > 0.95
+    )  # occluded/cut shapes are not all well-formed
     assert m["mIoU_all"] <= m["mIoU_key"] + 1e-6  # curved/bouncing paths leave the linear request in between
     shifted = chapter.alignment_metrics(batch.videos.roll(8, dims=-1), batch, paths, [0, 7])
     assert shifted["AP50"] < 0.5

@@ -6,8 +6,14 @@ import torch
 from bytecourse import checkpoints
 from bytecourse.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
-ENTRY = {"chapter": "primer", "config": {"a": 1}, "command": "python -m bytecourse train primer", "seed": 0,
-         "device": "cpu", "wall_time_s": 1.0}
+ENTRY = {
+    "chapter": "primer",
+    "config": {"a": 1},
+    "command": "python -m bytecourse train primer",
+    "seed": 0,
+    "device": "cpu",
+    "wall_time_s": 1.0,
+}
 
 
 @pytest.fixture
@@ -82,8 +88,12 @@ def test_tables_are_stored_with_the_checkpoints_they_were_computed_from(tmp_data
     registry.store_tables("sag", {"t": {"rows": []}}, "python -m bytecourse eval sag", commit="abc")
     entry = checkpoints.read_manifest()["tables"]["sag"]
     shas = {n: checkpoints.manifest_entry(n)["sha256"] for n in ("primer_unet", "shapes_classifier")}
-    assert entry == {"tables": {"t": {"rows": []}}, "eval_command": "python -m bytecourse eval sag", "eval_git_commit": "abc",
-                     "computed_from": shas}
+    assert entry == {
+        "tables": {"t": {"rows": []}},
+        "eval_command": "python -m bytecourse eval sag",
+        "eval_git_commit": "abc",
+        "computed_from": shas,
+    }
     assert registry.stored_tables("sag") == {"t": {"rows": []}}
 
 

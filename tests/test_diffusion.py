@@ -19,8 +19,12 @@ from bytecourse.diffusion import (
 )
 from bytecourse.diffusion.video import VideoDenoiser, VideoUNetConfig
 
-TINY = UNetConfig(image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, caption_length=12, heads=2)
-TINY_VIDEO = VideoUNetConfig(frames=4, image_size=16, widths=(16, 32), heads=2, text_dim=16, text_layers=1, caption_length=24)
+TINY = UNetConfig(
+    image_size=16, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, caption_length=12, heads=2
+)
+TINY_VIDEO = VideoUNetConfig(
+    frames=4, image_size=16, widths=(16, 32), heads=2, text_dim=16, text_layers=1, caption_length=24
+)
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -118,7 +122,9 @@ def test_video_post_spatial_slot_receives_extra():
 
 @torch.no_grad()
 def _diffusers_ddim_loop(model, noise, cond, sched_train, steps, cfg):
-    sched = DDIMScheduler.from_config(sched_train.config, timestep_spacing="trailing", set_alpha_to_one=True, steps_offset=0, clip_sample=True)
+    sched = DDIMScheduler.from_config(
+        sched_train.config, timestep_spacing="trailing", set_alpha_to_one=True, steps_offset=0, clip_sample=True
+    )
     sched.set_timesteps(steps)
     x = noise
     uncond = torch.zeros_like(cond)

@@ -4,8 +4,13 @@ import importlib
 
 import pytest
 
-MODULES = ["bytecourse.primer.solutions", "bytecourse.sag.solutions", "bytecourse.adjointdpm.solutions",
-           "bytecourse.vistallama.solutions", "bytecourse.boximator.solutions"]
+MODULES = [
+    "bytecourse.primer.solutions",
+    "bytecourse.sag.solutions",
+    "bytecourse.adjointdpm.solutions",
+    "bytecourse.vistallama.solutions",
+    "bytecourse.boximator.solutions",
+]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 
 

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from bytecourse.checkpoints import checkpoint_available
-from bytecourse.diffusion.classifier import CHECKPOINT, ClassifierConfig, ShapesClassifier, accuracy, labelled_batch, load_classifier
+from bytecourse.diffusion.classifier import (
+    CHECKPOINT,
+    ClassifierConfig,
+    ShapesClassifier,
+    accuracy,
+    labelled_batch,
+    load_classifier,
+)
 from bytecourse.diffusion.losses import AttributeLoss, GramStyleLoss, gram
 from bytecourse.worlds import ShapesConfig, make_shapes
 

@@ -9,7 +9,9 @@ from bytecourse.diffusion.inflate import InflatedVideoDenoiser, InflationConfig,
 from bytecourse.oracle.motion import background_flicker, motion_correct, motion_scores, track_objects
 from bytecourse.worlds.motion import MotionConfig, make_motion
 
-TINY = UNetConfig(image_size=16, widths=(16, 16, 16), attn_levels=(1, 2), text_dim=16, text_layers=1, caption_length=12, heads=2)
+TINY = UNetConfig(
+    image_size=16, widths=(16, 16, 16), attn_levels=(1, 2), text_dim=16, text_layers=1, caption_length=12, heads=2
+)
 
 
 def _image_model(seed: int = 0) -> ImageDenoiser:
@@ -45,13 +47,19 @@ def test_inflated_model_equals_image_model_per_frame_at_initialisation():
     t = torch.tensor([100, 800])
     with torch.no_grad():
         eps = video(x, t, text.encode(captions, 24))
-        per_frame = image(x.flatten(0, 1), t.repeat_interleave(4), text.encode([c for c in captions for _ in range(4)], 12))
+        per_frame = image(
+            x.flatten(0, 1), t.repeat_interleave(4), text.encode([c for c in captions for _ in range(4)], 12)
+        )
     assert torch.allclose(eps, per_frame.view_as(x), atol=1e-6)
 
 
 def test_permutation_equivariant_at_init_and_not_once_motion_modules_speak():
     video = InflatedVideoDenoiser(_image_model(), InflationConfig(frames=4)).eval()
-    x, t, tok = torch.randn(2, 4, 3, 16, 16), torch.tensor([500, 500]), text.encode(["a red circle moves left"] * 2, 24)
+    x, t, tok = (
+        torch.randn(2, 4, 3, 16, 16),
+        torch.tensor([500, 500]),
+        text.encode(["a red circle moves left"] * 2, 24),
+    )
     perm = torch.tensor([2, 0, 3, 1])
 
     def gap() -> float:
@@ -141,7 +149,9 @@ def test_motion_oracle_rejects_frozen_and_reversed_clips():
     assert motion_correct(tr) and tr.seen.any()
 
 
-@pytest.mark.skipif(not checkpoints.checkpoint_available("video_motion"), reason="the inflated video model is not shipped")
+@pytest.mark.skipif(
+    not checkpoints.checkpoint_available("video_motion"), reason="the inflated video model is not shipped"
+)
 def test_shipped_inflated_model_couples_frames():
     from bytecourse.diffusion.video_eval import eval_clips, permutation_gap
     from bytecourse.diffusion.videomotion import load_inflated_video_model
@@ -189,18 +199,35 @@ def _table(direction, identity, quality=0.97):
         return {"mean": v, "min": v - 0.01, "max": v + 0.01, "std": 0.01, "per_seed": [v - 0.01, v, v + 0.01]}
 
     def row(name, d, i):
-        return {"setting": name, "metrics": {"direction": stat(d), "identity": stat(i), "colour": stat(quality),
-                                             "shape": stat(quality), "realism": stat(quality)}}
+        return {
+            "setting": name,
+            "metrics": {
+                "direction": stat(d),
+                "identity": stat(i),
+                "colour": stat(quality),
+                "shape": stat(quality),
+                "realism": stat(quality),
+            },
+        }
 
-    return {"models": {"rows": [row("Image model, frame by frame", 0.28, 0.70), row("Inflated video model", direction, identity)]}}
+    return {
+        "models": {
+            "rows": [row("Image model, frame by frame", 0.28, 0.70), row("Inflated video model", direction, identity)]
+        }
+    }
 
 
 def test_video_verdicts_can_say_each_outcome():
     from bytecourse.diffusion.video_eval import verdicts
 
     by = lambda t: {v["claim"]: v["outcome"] for v in verdicts(t)}  # noqa: E731
-    assert by(_table(0.80, 0.95)) == {"direction": "reproduced", "identity": "reproduced", "colour": "reproduced",
-                                      "shape": "reproduced", "realism": "reproduced"}
+    assert by(_table(0.80, 0.95)) == {
+        "direction": "reproduced",
+        "identity": "reproduced",
+        "colour": "reproduced",
+        "shape": "reproduced",
+        "realism": "reproduced",
+    }
     assert by(_table(0.47, 0.71))["direction"] == "not reproduced"  # better than frame by frame, below the target
     assert by(_table(0.47, 0.71))["identity"] == "inconclusive"
     assert by(_table(0.80, 0.95, quality=0.5))["realism"] == "not reproduced"

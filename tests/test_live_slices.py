@@ -38,8 +38,12 @@ def test_sag_slice(image_model):
     from bytecourse.sag import evaluate
 
     stored = _stored("sag")
-    check_slice(evaluate.live_slice(image_model, tables=("style",), rows=("FreeDoM (= SAG n=1)",)), stored,
-                evaluate.SLICE_TOLERANCE, target="sag")
+    check_slice(
+        evaluate.live_slice(image_model, tables=("style",), rows=("FreeDoM (= SAG n=1)",)),
+        stored,
+        evaluate.SLICE_TOLERANCE,
+        target="sag",
+    )
 
 
 def test_adjointdpm_slice(image_model):
@@ -63,8 +67,9 @@ def test_vistallama_slice():
     from bytecourse.vistallama.train import load_narrators
 
     stored = _stored("vistallama")
-    check_slice(evaluate.live_slice(load_narrators(), rows=("edvt",)), stored, evaluate.SLICE_TOLERANCE,
-                target="vistallama")
+    check_slice(
+        evaluate.live_slice(load_narrators(), rows=("edvt",)), stored, evaluate.SLICE_TOLERANCE, target="vistallama"
+    )
 
 
 def test_video_slice():

@@ -24,7 +24,7 @@ class TinyEps(torch.nn.Module):
 def _grid(n):
     sched = make_ddim_scheduler(make_train_scheduler(), 16, clip_x0=False)
     ts = sched.timesteps.tolist()
-    sub = ts[::max(1, len(ts) // n)][:n]
+    sub = ts[:: max(1, len(ts) // n)][:n]
     return sub + [-1]
 
 
@@ -62,7 +62,7 @@ def test_adjoint_memory_is_flat_in_n():
     model = TinyEps(torch.float64, hidden=512).requires_grad_(False)  # like a UNet: one step's graph ≫ one state
     levels = VPLevels(make_train_scheduler().alphas_cumprod)
     x = torch.randn(64, 2, 4, 4, dtype=torch.float64)
-    loss_fn = lambda x0: (x0 ** 2).sum()
+    loss_fn = lambda x0: (x0**2).sum()
     peaks = {}
     for n in (2, 16):
         grid = _grid(n)
@@ -97,5 +97,7 @@ def test_sampler_and_ode_agree():
     ts = ddim.timesteps.tolist()
     stride = 1000 // 8  # the levels DDIMScheduler.step jumps to
     grid = [ts[0]] + [t - stride for t in ts[:-1]] + [-1]
-    out = ddim_sample(lambda x, t, c: model(x, int(t[0])), x, torch.zeros(2, 12, dtype=torch.long), sched, steps=8, clip_x0=False)
+    out = ddim_sample(
+        lambda x, t, c: model(x, int(t[0])), x, torch.zeros(2, 12, dtype=torch.long), sched, steps=8, clip_x0=False
+    )
     assert torch.allclose(solve(model, x, grid, VPLevels(sched.alphas_cumprod)), out, atol=1e-4, rtol=1e-4)

@@ -10,8 +10,29 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SUBSTRATE = ["worlds", "oracle", "diffusion", "viz", "widgets", "text.py", "checkpoints.py", "device.py", "evaluation.py"]
-TECHNIQUES = ["sag", "adjointdpm", "metaprompts", "boximator", "magicanimate", "magicvideo", "dreamtalk", "cosa", "vistallama", "pixellm"]
+SUBSTRATE = [
+    "worlds",
+    "oracle",
+    "diffusion",
+    "viz",
+    "widgets",
+    "text.py",
+    "checkpoints.py",
+    "device.py",
+    "evaluation.py",
+]
+TECHNIQUES = [
+    "sag",
+    "adjointdpm",
+    "metaprompts",
+    "boximator",
+    "magicanimate",
+    "magicvideo",
+    "dreamtalk",
+    "cosa",
+    "vistallama",
+    "pixellm",
+]
 
 
 def _name(req: str) -> str:
@@ -30,7 +51,7 @@ def test_environment_yml_agrees_with_pyproject():
     from packaging.specifiers import SpecifierSet
 
     for name, req in declared.items():
-        spec = SpecifierSet(req[len(name):].strip())
+        spec = SpecifierSet(req[len(name) :].strip())
         assert spec.contains(pins[name], prereleases=True), f"environment.yml pins {name}=={pins[name]}, outside {req}"
     assert "python=3.11" in (ROOT / "environment.yml").read_text()
     assert "-e .[dev]" in (ROOT / "environment.yml").read_text()
@@ -45,14 +66,31 @@ def test_notebook_committed_clean(nb):
     assert "widgets" not in d.get("metadata", {}), "commit notebooks without widget state"
 
 
-SKELETON = ["What you will learn", "Prerequisites", "Notation", "Idea", "Build it", "Train", "Explore",
-            "Paper vs. toy", "Exercises", "Summary", "References"]
+SKELETON = [
+    "What you will learn",
+    "Prerequisites",
+    "Notation",
+    "Idea",
+    "Build it",
+    "Train",
+    "Explore",
+    "Paper vs. toy",
+    "Exercises",
+    "Summary",
+    "References",
+]
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_follows_the_chapter_skeleton(nb):
     d = json.loads(nb.read_text())
-    headings = [line for c in d["cells"] if c["cell_type"] == "markdown" for line in "".join(c["source"]).splitlines() if line.startswith("#")]
+    headings = [
+        line
+        for c in d["cells"]
+        if c["cell_type"] == "markdown"
+        for line in "".join(c["source"]).splitlines()
+        if line.startswith("#")
+    ]
     positions = []
     for section in SKELETON:
         hits = [i for i, h in enumerate(headings) if re.search(rf"\b{re.escape(section)}(?![\w])", h, re.I)]
@@ -63,7 +101,9 @@ def test_notebook_follows_the_chapter_skeleton(nb):
     assert len(tagged) >= 1, "the main widget's cell must carry the 'widget' tag"
     code = "\n".join("".join(c["source"]) for c in d["cells"] if c["cell_type"] == "code")
     assert not re.search(r"^\s*class \w+\(.*(nn\.Module|torch\.nn)", code, re.M), "no model code in notebooks"
-    exercises = sum("".join(c["source"]).lstrip().startswith("### Exercise") for c in d["cells"] if c["cell_type"] == "markdown")
+    exercises = sum(
+        "".join(c["source"]).lstrip().startswith("### Exercise") for c in d["cells"] if c["cell_type"] == "markdown"
+    )
     assert exercises >= 3
 
 
@@ -82,7 +122,7 @@ def _imports(path: Path) -> set[str]:
 def test_substrate_never_imports_a_technique():
     pkg = ROOT / "bytecourse"
     for entry in SUBSTRATE:
-        for f in ([pkg / entry] if entry.endswith(".py") else (pkg / entry).rglob("*.py")):
+        for f in [pkg / entry] if entry.endswith(".py") else (pkg / entry).rglob("*.py"):
             for mod in _imports(f):
                 parts = mod.replace("bytecourse.", ".").lstrip(".").split(".")
                 assert not any(p in TECHNIQUES for p in parts), f"{f.relative_to(ROOT)} imports {mod}"

@@ -41,12 +41,23 @@ def test_vistallama_train_honours_max_minutes_and_device(tmp_path):
     a minute, on the CPU, and leaves the repository's data/ untouched."""
     data = _copy_data(tmp_path)
     before = {p.name: checkpoints.sha256_file(p) for p in DATA.iterdir()}
-    env = {"BYTECOURSE_DATA": str(data), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-m", "bytecourse", "train", "vistallama", "--max-minutes", "1", "--device", "cpu"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        "BYTECOURSE_DATA": str(data),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "2",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "bytecourse", "train", "vistallama", "--max-minutes", "1", "--device", "cpu"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    summary = json.loads(out.stdout[out.stdout.index("{"):])
+    summary = json.loads(out.stdout[out.stdout.index("{") :])
     assert summary["lm"]["device"] == "cpu"
     assert not summary["lm"]["finished"] and "--resume" in summary["stopped"]
     assert summary["lm"]["wall_time_s"] < 75  # one minute, plus at most one step
@@ -65,8 +76,11 @@ def _replace_primer_with_another_valid_checkpoint(data: Path) -> None:
     state, entry = checkpoints.load_checkpoint("primer_unet")
     state = {k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}
     manifest = checkpoints.read_manifest()
-    keep = {k: v for k, v in manifest["checkpoints"]["primer_unet"].items()
-            if k not in ("file", "sha256", "bytes", "git_commit", "created")}
+    keep = {
+        k: v
+        for k, v in manifest["checkpoints"]["primer_unet"].items()
+        if k not in ("file", "sha256", "bytes", "git_commit", "created")
+    }
     checkpoints.save_checkpoint("primer_unet", state, keep)
     assert checkpoints.checkpoint_available("primer_unet")
 

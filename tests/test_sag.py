@@ -113,12 +113,17 @@ def test_network_evaluation_count(gradient):
 def test_adjoint_and_autograd_guidance_give_the_same_samples():
     model, tokens, noise, sched = _tiny_setup()
     a = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3), steps=8, guidance_scale=2.0, seed=1)
-    b = guided_sample(model, noise, tokens, sched, brightness_loss, sag(3, gradient="autograd"), steps=8, guidance_scale=2.0, seed=1)
+    b = guided_sample(
+        model, noise, tokens, sched, brightness_loss, sag(3, gradient="autograd"), steps=8, guidance_scale=2.0, seed=1
+    )
     assert torch.allclose(a.x0, b.x0, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", [freedom(), sag(4), universal_guidance(), sag(2, step_rule="plain", strength=0.5)],
-                         ids=["freedom", "sag4", "ug", "plain"])
+@pytest.mark.parametrize(
+    "config",
+    [freedom(), sag(4), universal_guidance(), sag(2, step_rule="plain", strength=0.5)],
+    ids=["freedom", "sag4", "ug", "plain"],
+)
 def test_guidance_lowers_the_loss(config):
     model, tokens, noise, sched = _tiny_setup(b=4)
     base = unguided_sample(model, noise, tokens, sched, brightness_loss, steps=10, guidance_scale=2.0)
@@ -135,11 +140,22 @@ def test_per_sample_step_size_keeps_samples_independent():
     assert torch.allclose(full.x0[:2], half.x0, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(n=0), dict(window=(0.7, 0.3)), dict(window=(-0.1, 0.5)), dict(repeats=0), dict(strength=-1.0),
-    dict(strength=float("nan")), dict(method="dps"), dict(step_rule="adam"), dict(gradient="finite"),
-    dict(method="ug", n=4), dict(backward_steps=-1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(n=0),
+        dict(window=(0.7, 0.3)),
+        dict(window=(-0.1, 0.5)),
+        dict(repeats=0),
+        dict(strength=-1.0),
+        dict(strength=float("nan")),
+        dict(method="dps"),
+        dict(step_rule="adam"),
+        dict(gradient="finite"),
+        dict(method="ug", n=4),
+        dict(backward_steps=-1),
+    ],
+)
 def test_bad_guidance_config(bad):
     model, tokens, noise, sched = _tiny_setup(b=1)
     with pytest.raises(ValueError):
@@ -164,7 +180,9 @@ def test_works_with_a_diffusers_unet():
     uncond = torch.zeros_like(cond)
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     sched = make_train_scheduler()
-    out = guided_sample(eps_model, noise, cond, sched, brightness_loss, sag(3), steps=6, guidance_scale=2.0, uncond=uncond)
+    out = guided_sample(
+        eps_model, noise, cond, sched, brightness_loss, sag(3), steps=6, guidance_scale=2.0, uncond=uncond
+    )
     assert out.x0.shape == noise.shape and torch.isfinite(out.x0).all() and out.vjp > 0
     # the symplectic adjoint through the diffusers UNet is the exact gradient of the n-step map
     ts = _sampler_timesteps(6)
@@ -178,7 +196,8 @@ def test_works_with_a_diffusers_unet():
 
 
 def test_memory_ratio_on_a_unet():
-    """Peak bytes held for the backward pass on a (tiny) UNet: flat in n for the adjoint, ≥ n/2 times less at n = 16."""
+    """Peak bytes held for the backward pass on a (tiny) UNet: flat in n for the adjoint, ≥ n/2 times less at
+    n = 16."""
     from bytecourse.diffusion.memory import SavedTensorMeter, tensor_bytes
     from bytecourse.diffusion.ode import VPLevels, autograd_grad, symplectic_adjoint_grad
     from bytecourse.diffusion.sampling import guided_eps
@@ -209,7 +228,9 @@ from bytecourse.sag import evaluate, widget  # noqa: E402
 
 def test_guidance_table_and_slice_on_a_tiny_model():
     torch.manual_seed(0)
-    model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    model = ImageDenoiser(
+        UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
+    ).eval()
     rows = [("unguided", None), ("FreeDoM (= SAG n=1)", freedom(window=(0.3, 0.4)))]
     table = evaluate.guidance_table(model, "style", [0, 1], rows=rows, n=2, progress=False)
     assert [r["setting"] for r in table["rows"]] == ["unguided", "FreeDoM (= SAG n=1)"]
@@ -226,7 +247,9 @@ def test_widget_callbacks_without_a_browser():
     from bytecourse.diffusion.classifier import ClassifierConfig, ShapesClassifier
 
     torch.manual_seed(0)
-    model = ImageDenoiser(UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)).eval()
+    model = ImageDenoiser(
+        UNetConfig(image_size=32, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
+    ).eval()
     view = widget.sag_explorer(model, samples=1, classifier=ShapesClassifier(ClassifierConfig()).eval())
     view.refresh()
     assert view.result["n"] == 4 and view.result["guided"]["nfe"] > view.result["unguided"]["nfe"]

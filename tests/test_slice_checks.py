@@ -43,9 +43,25 @@ def test_a_perturbed_stored_table_fails_the_notebook_at_its_slice_check(notebook
     data = perturbed_data(tmp_path, target, table)
     env = os.environ | {"BYTECOURSE_DATA": str(data)}  # IPYTHONDIR (network guard, watchdog) is inherited
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", str(REPO / "notebooks" / notebook), "--nbmake", "--nbmake-timeout=900", "-q",
-         "-p", "no:cacheprovider", "-p", "no:randomly", f"--rootdir={tmp_path}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "notebooks" / notebook),
+            "--nbmake",
+            "--nbmake-timeout=900",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            f"--rootdir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     log = out.stdout + out.stderr
     assert out.returncode != 0, log[-3000:]

@@ -31,7 +31,9 @@ def _motion_scores(videos, captions):
     return motion_scores(videos, captions)
 
 
-TINY = UNetConfig(image_size=16, widths=(16, 16), attn_levels=(1,), text_dim=16, text_layers=1, caption_length=12, heads=2)
+TINY = UNetConfig(
+    image_size=16, widths=(16, 16), attn_levels=(1,), text_dim=16, text_layers=1, caption_length=12, heads=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,10 @@ CASES = {
     # worlds
     "make_shapes num_objects 2.5": (lambda m: make_shapes(4, 0, num_objects=2.5), "num_objects"),
     "make_shapes seed 1.7": (lambda m: make_shapes(4, 1.7), "seed"),
-    "make_shapes NaN object_probs": (lambda m: make_shapes(4, 0, ShapesConfig(object_probs=(math.nan, 1, 1))), "object_probs[0]"),
+    "make_shapes NaN object_probs": (
+        lambda m: make_shapes(4, 0, ShapesConfig(object_probs=(math.nan, 1, 1))),
+        "object_probs[0]",
+    ),
     "make_shapes 2.5 images": (lambda m: make_shapes(2.5, 0), "batch"),
     "make_shapes config type": (lambda m: make_shapes(2, 0, MotionConfig()), "config"),
     "make_motion frames 2.5": (lambda m: make_motion(2, 0, MotionConfig(frames=2.5)), "frames"),
@@ -77,18 +82,45 @@ CASES = {
     "caption_accuracy empty": (lambda m: caption_accuracy([], []), "captions"),
     "box_iou 1-D": (lambda m: box_iou(torch.tensor([0.0, 0, 1, 1]), BOX), "a must be"),
     "box_iou NaN": (lambda m: box_iou(BOX, torch.tensor([[0.0, math.nan, 1, 1]])), "NaN"),
-    "average_precision 2 boxes 1 score": (lambda m: average_precision([BOX.repeat(2, 1)], [torch.tensor([0.9])], [BOX]), "pred_scores[0]"),
-    "average_precision 1-D box": (lambda m: average_precision([BOX[0]], [torch.tensor([0.9])], [BOX]), "pred_boxes[0]"),
+    "average_precision 2 boxes 1 score": (
+        lambda m: average_precision([BOX.repeat(2, 1)], [torch.tensor([0.9])], [BOX]),
+        "pred_scores[0]",
+    ),
+    "average_precision 1-D box": (
+        lambda m: average_precision([BOX[0]], [torch.tensor([0.9])], [BOX]),
+        "pred_boxes[0]",
+    ),
     # the motion oracle and the inflated video model
-    "motion_scores [-1,1] videos": (lambda m: _motion_scores(make_motion(2, 0).videos * 2 - 1, make_motion(2, 0).captions), "videos"),
-    "motion_scores string caption": (lambda m: _motion_scores(make_motion(1, 0).videos, "a red circle bounces"), "caption"),
+    "motion_scores [-1,1] videos": (
+        lambda m: _motion_scores(make_motion(2, 0).videos * 2 - 1, make_motion(2, 0).captions),
+        "videos",
+    ),
+    "motion_scores string caption": (
+        lambda m: _motion_scores(make_motion(1, 0).videos, "a red circle bounces"),
+        "caption",
+    ),
     "parse_motion_caption no motion": (lambda m: text.parse_motion_caption("a red circle"), "motion"),
     # samplers
-    "ddim steps 2.5": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16), TOK, make_train_scheduler(), steps=2.5), "steps"),
-    "ddim float64 noise": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16, dtype=torch.float64), TOK, make_train_scheduler(), steps=2), "dtype"),
-    "ddim token id 99": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16), torch.full((2, 12), 99), make_train_scheduler(), steps=2), "cond"),
-    "ddim NaN noise": (lambda m: ddim_sample(m, torch.full((2, 3, 16, 16), math.nan), TOK, make_train_scheduler(), steps=2), "noise"),
-    "ddim guidance_scale NaN": (lambda m: ddim_sample(m, _noise(2, 3, 16, 16), TOK, make_train_scheduler(), steps=2, guidance_scale=math.nan), "guidance_scale"),
+    "ddim steps 2.5": (
+        lambda m: ddim_sample(m, _noise(2, 3, 16, 16), TOK, make_train_scheduler(), steps=2.5),
+        "steps",
+    ),
+    "ddim float64 noise": (
+        lambda m: ddim_sample(m, _noise(2, 3, 16, 16, dtype=torch.float64), TOK, make_train_scheduler(), steps=2),
+        "dtype",
+    ),
+    "ddim token id 99": (
+        lambda m: ddim_sample(m, _noise(2, 3, 16, 16), torch.full((2, 12), 99), make_train_scheduler(), steps=2),
+        "cond",
+    ),
+    "ddim NaN noise": (
+        lambda m: ddim_sample(m, torch.full((2, 3, 16, 16), math.nan), TOK, make_train_scheduler(), steps=2),
+        "noise",
+    ),
+    "ddim guidance_scale NaN": (
+        lambda m: ddim_sample(m, _noise(2, 3, 16, 16), TOK, make_train_scheduler(), steps=2, guidance_scale=math.nan),
+        "guidance_scale",
+    ),
     "ddpm batch mismatch": (lambda m: ddpm_sample(m, _noise(3, 3, 16, 16), TOK, make_train_scheduler()), "cond"),
     "guided_eps t=1000": (lambda m: guided_eps(m, _noise(2, 3, 16, 16), 1000, TOK, 2.0), "t must be"),
     "guided_eps t=-5": (lambda m: guided_eps(m, _noise(2, 3, 16, 16), -5, TOK, 2.0), "t must be"),
@@ -99,8 +131,14 @@ CASES = {
     "sample_captions sampler": (lambda m: sample_captions(m, ["a red circle"], sampler="euler"), "sampler"),
     # Boximator's boxes and editor
     "BoxConditions hard 2.5": (lambda m: _cond(hard=2.5).validate(), "hard"),
-    "BoxConditions active 0.3": (lambda m: BoxConditions(**{**_cond().__dict__, "active": _cond().active.float() * 0.3}).validate(), "active"),
-    "BoxConditions ids 0.5": (lambda m: BoxConditions(**{**_cond().__dict__, "ids": _cond().ids.float() + 0.5}).validate(), "ids"),
+    "BoxConditions active 0.3": (
+        lambda m: BoxConditions(**{**_cond().__dict__, "active": _cond().active.float() * 0.3}).validate(),
+        "active",
+    ),
+    "BoxConditions ids 0.5": (
+        lambda m: BoxConditions(**{**_cond().__dict__, "ids": _cond().ids.float() + 0.5}).validate(),
+        "ids",
+    ),
     "request fewer masks": (lambda m: request([BOX.repeat(4, 1)] * 2, [torch.ones(4, dtype=torch.bool)]), "drawn"),
     "motion_path frames 0": (lambda m: motion_path(BOX[0], torch.tensor([[0.3, 0.3], [0.6, 0.6]]), 0), "frames"),
     "interpolate key frame 1.5": (lambda m: interpolate_keyframes({0: BOX[0], 1.5: BOX[0]}, 4), "key frame"),
@@ -108,8 +146,14 @@ CASES = {
     "plan_request empty caption": (lambda m: plan_request("", 0, (0.2, 0.5), (0.8, 0.5)), "caption"),
     "plan_request not a caption": (lambda m: plan_request("hello world foo", 0, (0.2, 0.5), (0.8, 0.5)), "caption"),
     # Vista-LLaMA
-    "check_narration i=99": (lambda m: check_narration("a red circle moves left", make_episodes(2, 0), 99), "i must be"),
-    "check_narration i=-1": (lambda m: check_narration("a red circle moves left", make_episodes(2, 0), -1), "i must be"),
+    "check_narration i=99": (
+        lambda m: check_narration("a red circle moves left", make_episodes(2, 0), 99),
+        "i must be",
+    ),
+    "check_narration i=-1": (
+        lambda m: check_narration("a red circle moves left", make_episodes(2, 0), -1),
+        "i must be",
+    ),
     "check_narration None": (lambda m: check_narration(None, make_episodes(2, 0), 0), "narration"),
 }
 
@@ -128,8 +172,18 @@ def test_edvt_mask_must_be_binary():
     from bytecourse.vistallama.attention import enable_edvt
 
     torch.manual_seed(0)
-    lm = enable_edvt(LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                                  num_attention_heads=2, num_key_value_heads=2)).eval())
+    lm = enable_edvt(
+        LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=32,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+            )
+        ).eval()
+    )
     ids = torch.randint(0, 32, (1, 6))
     for bad in (torch.tensor([[255, 0, 0, 0, 0, 0]]), torch.tensor([[0.5, 1, 0, 0, 0, 0]])):
         with pytest.raises(ValueError, match="visual_mask"):
@@ -144,10 +198,14 @@ def test_corrupt_manifest_and_incomplete_entry(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="manifest.json"):
         checkpoints.load_checkpoint("primer_unet")
-    (tmp_path / "manifest.json").write_text(json.dumps({"checkpoints": {"x": {"file": "x.safetensors", "sha256": "0"}}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"checkpoints": {"x": {"file": "x.safetensors", "sha256": "0"}}})
+    )
     with pytest.raises(ValueError, match="command"):
         checkpoints.load_checkpoint("x")
-    (tmp_path / "manifest.json").write_text(json.dumps({"checkpoints": {"x": {"file": "../../x", "sha256": "0", "command": "c"}}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"checkpoints": {"x": {"file": "../../x", "sha256": "0", "command": "c"}}})
+    )
     with pytest.raises(ValueError, match="outside"):
         checkpoints.load_checkpoint("x")
     assert not checkpoints.checkpoint_available("x")
@@ -155,23 +213,30 @@ def test_corrupt_manifest_and_incomplete_entry(tmp_path, monkeypatch):
 
 def test_tampered_checkpoint_is_not_available(tmp_path, monkeypatch):
     monkeypatch.setenv("BYTECOURSE_DATA", str(tmp_path))
-    checkpoints.save_checkpoint("t", {"w": torch.ones(3)}, {"chapter": "c", "config": {}, "command": "c", "seed": 0, "device": "cpu", "wall_time_s": 0})
+    checkpoints.save_checkpoint(
+        "t",
+        {"w": torch.ones(3)},
+        {"chapter": "c", "config": {}, "command": "c", "seed": 0, "device": "cpu", "wall_time_s": 0},
+    )
     assert checkpoints.checkpoint_available("t")
     (tmp_path / "t.safetensors").write_bytes((tmp_path / "t.safetensors").read_bytes()[:-1] + b"\x01")
     assert not checkpoints.checkpoint_available("t")
 
 
-@pytest.mark.parametrize("argv, word", [
-    (["train", "primer", "--steps", "-5"], "--steps"),
-    (["train", "primer", "--device", "bogus"], "device"),
-    (["train", "primer", "--max-minutes", "nan"], "--max-minutes"),
-    (["eval", "primer", "--device", "bogus"], "device"),
-    (["train", "sag", "--variant", "x"], "training-free"),
-    (["train", "primer", "--variant", "x"], "does not take --variant"),
-    (["train", "primer", "--stage", "2"], "does not take --stage"),
-    (["train", "boximator", "--variant", "x"], "--variant must be one of full, no_self_tracking, unfrozen"),
-    (["train", "video", "--stage", "3"], "--stage must be in 1..2"),
-])
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["train", "primer", "--steps", "-5"], "--steps"),
+        (["train", "primer", "--device", "bogus"], "device"),
+        (["train", "primer", "--max-minutes", "nan"], "--max-minutes"),
+        (["eval", "primer", "--device", "bogus"], "device"),
+        (["train", "sag", "--variant", "x"], "training-free"),
+        (["train", "primer", "--variant", "x"], "does not take --variant"),
+        (["train", "primer", "--stage", "2"], "does not take --stage"),
+        (["train", "boximator", "--variant", "x"], "--variant must be one of full, no_self_tracking, unfrozen"),
+        (["train", "video", "--stage", "3"], "--stage must be in 1..2"),
+    ],
+)
 def test_cli_rejects_bad_options_with_a_message(argv, word, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
@@ -235,8 +300,11 @@ def test_function_view_value_error_drops_the_old_result_and_escapes_html():
     lo=st.floats(0.15, 0.2),
 )
 def test_any_valid_shapes_world_renders_and_reads_back(size, max_objects, seed, batch, lo):
-    world = make_shapes(batch, seed, ShapesConfig(size=size, max_objects=max_objects, radius_range=(lo, 0.22),
-                                                  caption_length=4 * max_objects))
+    world = make_shapes(
+        batch,
+        seed,
+        ShapesConfig(size=size, max_objects=max_objects, radius_range=(lo, 0.22), caption_length=4 * max_objects),
+    )
     assert world.images.shape == (batch, 3, size, size)
     assert float(world.images.min()) >= 0 and float(world.images.max()) <= 1
     dets = detect_objects(world.images)

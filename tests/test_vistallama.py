@@ -9,8 +9,16 @@ from bytecourse.vistallama import edvt_logits, enable_edvt
 
 def _tiny(attn="sdpa", theta=100.0):
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, rope_theta=theta, max_position_embeddings=256)
+    cfg = LlamaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_theta=theta,
+        max_position_embeddings=256,
+    )
     cfg._attn_implementation = attn
     return enable_edvt(LlamaForCausalLM(cfg).eval())
 
@@ -48,7 +56,10 @@ def test_fused_edvt_equals_the_explicit_rule(attn):
     v = layer.v_proj(h).view(1, 10, -1, layer.head_dim).transpose(1, 2)
     qr, kr = apply_rotary_pos_emb(q, k, *rot)
     k, kr, v = (repeat_kv(t, layer.num_key_value_groups) for t in (k, kr, v))
-    s = torch.where(mask[:, None, None, :].bool(), q @ k.transpose(-1, -2), qr @ kr.transpose(-1, -2)) / layer.head_dim ** 0.5
+    s = (
+        torch.where(mask[:, None, None, :].bool(), q @ k.transpose(-1, -2), qr @ kr.transpose(-1, -2))
+        / layer.head_dim**0.5
+    )
     ref = layer.o_proj((torch.softmax(s + causal, -1) @ v).transpose(1, 2).reshape(1, 10, -1))
     assert torch.allclose(out, ref, atol=1e-5)
 
@@ -62,7 +73,10 @@ def test_text_to_visual_logits_do_not_depend_on_positions():
     h = torch.cat([txt[:1], vis, txt[1:]])[None]  # [text, 4 visual, 2 text]
     mask = torch.tensor([[0, 1, 1, 1, 1, 0, 0]], dtype=torch.float)
     results = {}
-    for name, positions in {"near": torch.tensor([0, 1, 2, 3, 4, 5, 6]), "far": torch.tensor([0, 21, 22, 23, 24, 60, 90])}.items():
+    for name, positions in {
+        "near": torch.tensor([0, 1, 2, 3, 4, 5, 6]),
+        "far": torch.tensor([0, 21, 22, 23, 24, 60, 90]),
+    }.items():
         layer, rot = _layer_inputs(model, h, positions)
         results[name] = (edvt_logits(layer, h, rot, mask), edvt_logits(layer, h, rot, None))
     text_rows, vis_cols = [5, 6], [1, 2, 3, 4]
@@ -84,7 +98,7 @@ def test_cached_decoding_equals_the_full_forward():
     out = model(input_ids=ids[:, :6], visual_mask=mask[:, :6], use_cache=True)
     cache, steps = out.cache if hasattr(out, "cache") else out.past_key_values, [out.logits]
     for i in range(6, 9):
-        out = model(input_ids=ids[:, i:i + 1], visual_mask=mask[:, i:i + 1], cache=cache, use_cache=True)
+        out = model(input_ids=ids[:, i : i + 1], visual_mask=mask[:, i : i + 1], cache=cache, use_cache=True)
         steps.append(out.logits)
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
@@ -130,7 +144,9 @@ def test_independent_projector_has_no_frame_order_sequential_does():
         b = p(rev).view(1, 4, 3, 24).flip(1)
         same = torch.allclose(a, b, atol=1e-5)
         assert same is (not sequential)
-        assert torch.allclose(a[:, 0], p(video[:, :1]).view(1, 1, 3, 24)[:, 0], atol=1e-5)  # frame 1 needs nothing earlier
+        assert torch.allclose(
+            a[:, 0], p(video[:, :1]).view(1, 1, 3, 24)[:, 0], atol=1e-5
+        )  # frame 1 needs nothing earlier
 
 
 def test_previous_frame_enters_with_a_stopped_gradient():
@@ -188,16 +204,24 @@ def test_episodes_and_the_narration_oracle():
 
 def test_narrator_trains_only_the_projector_and_decodes():
     lm = build_lm(LMConfig(hidden=32, layers=1, heads=2))
-    proj = SequentialProjector(ProjectorConfig(image_size=32, feat_dim=16, dim=16, queries=2, layers=1, heads=2, lm_dim=32))
+    proj = SequentialProjector(
+        ProjectorConfig(image_size=32, feat_dim=16, dim=16, queries=2, layers=1, heads=2, lm_dim=32)
+    )
     ep = make_episodes(2, 0, (2, 2))
     for attention in ("rope", "edvt"):
         nar = Narrator(lm, proj, attention)
-        loss = nar(ep.videos[:, :6], [0, 3], [encode_words(["describe"])] * 2,
-                   [encode_words(n.split()) + [2] for n in ep.narrations]).loss
+        loss = nar(
+            ep.videos[:, :6],
+            [0, 3],
+            [encode_words(["describe"])] * 2,
+            [encode_words(n.split()) + [2] for n in ep.narrations],
+        ).loss
         loss.backward()
         assert torch.isfinite(loss)
         assert all(p.grad is None for p in lm.parameters()) and any(p.grad is not None for p in proj.parameters())
-        ids, mass = nar.generate(ep.videos[:1, :6], [2], [encode_words(["describe"])], max_new=4, output_attentions=True)
+        ids, mass = nar.generate(
+            ep.videos[:1, :6], [2], [encode_words(["describe"])], max_new=4, output_attentions=True
+        )
         assert 1 <= len(ids) <= 4 and len(mass) == len(ids) and all(0 <= m <= 1 for m in mass)
         proj.zero_grad()
     with pytest.raises(ValueError):

@@ -21,7 +21,11 @@ def test_image_grid_and_animation():
 
 
 def test_plot_rows_draws_every_metric():
-    table = {"rows": [{"setting": s, "metrics": {"a": {"mean": v, "min": v, "max": v}}} for s, v in (("x", 0.2), ("y", 0.6))]}
+    table = {
+        "rows": [
+            {"setting": s, "metrics": {"a": {"mean": v, "min": v, "max": v}}} for s, v in (("x", 0.2), ("y", 0.6))
+        ]
+    }
     ax = plot_rows(table, ["a"])
     assert len(ax.lines) >= 1
     plt.close("all")
@@ -29,7 +33,9 @@ def test_plot_rows_draws_every_metric():
 
 def test_function_view_pattern():
     calls = []
-    view = FunctionView({"k": W.IntSlider(value=1, min=0, max=5)}, lambda k: calls.append(k) or k * 2, lambda r: print(r))
+    view = FunctionView(
+        {"k": W.IntSlider(value=1, min=0, max=5)}, lambda k: calls.append(k) or k * 2, lambda r: print(r)
+    )
     assert view.refresh() == 2 and view.calls == 1
     view.controls["k"].value = 4  # a learner moves the slider
     assert view.result == 8 and calls == [1, 4]

@@ -53,7 +53,7 @@ def test_shapes_ground_truth_consistent():
         ]
     boxes, nonempty = masks_to_boxes(b.instance_masks)
     assert torch.equal(boxes, b.boxes) and torch.equal(nonempty, b.present)
-    assert (b.depth[b.class_mask > 0].max() < b.depth[b.class_mask == 0].min())  # objects nearer than the ground
+    assert b.depth[b.class_mask > 0].max() < b.depth[b.class_mask == 0].min()  # objects nearer than the ground
     assert torch.equal(b.tokens, text.encode(b.captions, cfg.caption_length))
 
 

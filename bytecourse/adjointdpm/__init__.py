@@ -2,7 +2,9 @@
 
 - :mod:`.solvers` — the PF-ODE in t- and ρ-coordinates, Euler and Heun, and three gradient routes: the continuous
   adjoint (the paper's augmented adjoint ODE), the exact discrete adjoint (the substrate's) and autograd
-- :mod:`.chapter` — gradient-fidelity and memory tables, the three mini-applications, ``python -m bytecourse eval adjointdpm``
+- :mod:`.applications` — the paper's three applications at toy scale (security audit, effect inversion, stylization)
+- :mod:`.evaluate` — gradient-fidelity and memory tables, ``python -m bytecourse eval adjointdpm``, the live slice
+- :mod:`.widget` — the gradient explorer
 """
 
 from .solvers import (
@@ -17,5 +19,14 @@ from .solvers import (
     time_grid,
 )
 
-__all__ = ["PFODE", "ROUTES", "Gradients", "autograd_gradients", "continuous_adjoint_gradients", "discrete_adjoint_gradients", "generate",
-           "ode_step", "time_grid"]
+__all__ = [
+    "PFODE",
+    "ROUTES",
+    "Gradients",
+    "autograd_gradients",
+    "continuous_adjoint_gradients",
+    "discrete_adjoint_gradients",
+    "generate",
+    "ode_step",
+    "time_grid",
+]

@@ -45,7 +45,9 @@ def eps_for(model, cond, uncond=None, guidance_scale: float = DEFAULT_GUIDANCE_S
 
 
 def make_ode(model, cond, num_steps: int, coords: str = "rho", uncond=None) -> PFODE:
-    return PFODE(eps_for(model, cond, uncond), make_train_scheduler().alphas_cumprod, time_grid(num_steps, T_MAX), coords)
+    return PFODE(
+        eps_for(model, cond, uncond), make_train_scheduler().alphas_cumprod, time_grid(num_steps, T_MAX), coords
+    )
 
 
 def start_level_facts(num_steps: int = 10) -> dict[str, float]:
@@ -54,9 +56,16 @@ def start_level_facts(num_steps: int = 10) -> dict[str, float]:
     acp = make_train_scheduler().alphas_cumprod.double()
     rho = lambda t: float(((1 - acp[t]) / acp[t]).sqrt())  # noqa: E731
     grid = time_grid(num_steps, T_MAX)
-    return {"abar_999": float(acp[999]), "rho_999": rho(999), "abar_T": float(acp[T_MAX]), "rho_T": rho(T_MAX),
-            "alpha_T": float(acp[T_MAX].sqrt()), "first_step_from": rho(grid[0]), "first_step_to": rho(grid[1]),
-            "num_steps": num_steps}
+    return {
+        "abar_999": float(acp[999]),
+        "rho_999": rho(999),
+        "abar_T": float(acp[T_MAX]),
+        "rho_T": rho(T_MAX),
+        "alpha_T": float(acp[T_MAX].sqrt()),
+        "first_step_from": rho(grid[0]),
+        "first_step_to": rho(grid[1]),
+        "num_steps": num_steps,
+    }
 
 
 def null_embedding(model, batch: int) -> torch.Tensor:
@@ -70,9 +79,6 @@ def style_loss() -> GramStyleLoss:
     return GramStyleLoss(b.images[0] * 2 - 1)
 
 
-
-
-
 def _project(delta: torch.Tensor, x_T: torch.Tensor, budget: float) -> torch.Tensor:
     """Scale each sample's Δ so that ‖Δ‖ ≤ budget·‖x_T‖."""
     norms = delta.flatten(1).norm(dim=1)
@@ -81,8 +87,18 @@ def _project(delta: torch.Tensor, x_T: torch.Tensor, budget: float) -> torch.Ten
     return delta * scale.view(-1, 1, 1, 1)
 
 
-def security_audit(model, classifier, seed: int, n: int = 8, iters: int = 10, budget: float = 0.2, lr: float = 0.05,
-                   route: str = "discrete", num_steps: int = APP_STEPS, on_iter=None) -> dict:
+def security_audit(
+    model,
+    classifier,
+    seed: int,
+    n: int = 8,
+    iters: int = 10,
+    budget: float = 0.2,
+    lr: float = 0.05,
+    route: str = "discrete",
+    num_steps: int = APP_STEPS,
+    on_iter=None,
+) -> dict:
     """(a) Untargeted attack on x_T: maximise the classifier's cross-entropy for its own label of the clean sample."""
     from ..oracle import detect_objects
 
@@ -101,7 +117,11 @@ def security_audit(model, classifier, seed: int, n: int = 8, iters: int = 10, bu
     grad_route = ROUTES[route]
     for it in range(iters):
         g = grad_route(ode, x_T + delta, loss_fn)
-        step = g.grad_x / g.grad_x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * x_T.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        step = (
+            g.grad_x
+            / g.grad_x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            * x_T.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        )
         delta = _project(delta - lr * step, x_T, budget)
         if on_iter is not None:
             on_iter(it, float(g.loss), delta)
@@ -116,9 +136,14 @@ def security_audit(model, classifier, seed: int, n: int = 8, iters: int = 10, bu
         return max(found, key=lambda o: o.area).colour if found else -1
 
     oracle_changed = [oracle_colour(a) != oracle_colour(b) for a, b in zip(d0, d1)]
-    rel = (delta.flatten(1).norm(dim=1) / x_T.flatten(1).norm(dim=1))
-    return {"flipped": float((new != label).float().mean()), "oracle_colour_changed": sum(oracle_changed) / n,
-            "rel_delta": float(rel.mean()), "images": (img0, img1), "labels": (label, new)}
+    rel = delta.flatten(1).norm(dim=1) / x_T.flatten(1).norm(dim=1)
+    return {
+        "flipped": float((new != label).float().mean()),
+        "oracle_colour_changed": sum(oracle_changed) / n,
+        "rel_delta": float(rel.mean()),
+        "images": (img0, img1),
+        "labels": (label, new),
+    }
 
 
 def effect_examples(n: int = 8, seed: int = 0, image_size: int = 32):
@@ -142,10 +167,18 @@ def with_new_word(model, tokens: torch.Tensor, word: torch.Tensor) -> torch.Tens
     return c + onehot * word[None, None, :]
 
 
-def learn_effect_word(model, examples: torch.Tensor, captions: list[str], iters: int = 30, lr: float = 0.1,
-                      num_steps: int = APP_STEPS, seed: int = 0, on_iter=None) -> tuple[torch.Tensor, list[float]]:
-    """(b) The paper's embedding inversion: minimise Σ‖generate(x_T^i, c_i + word) − example_i‖² over the word, with the
-    exact adjoint giving ∂L/∂c (then ∂L/∂word by the chain rule through :func:`with_new_word`)."""
+def learn_effect_word(
+    model,
+    examples: torch.Tensor,
+    captions: list[str],
+    iters: int = 30,
+    lr: float = 0.1,
+    num_steps: int = APP_STEPS,
+    seed: int = 0,
+    on_iter=None,
+) -> tuple[torch.Tensor, list[float]]:
+    """(b) The paper's embedding inversion: minimise Σ‖generate(x_T^i, c_i + word) − example_i‖² over the word, with
+    the exact adjoint giving ∂L/∂c (then ∂L/∂word by the chain rule through :func:`with_new_word`)."""
     tokens = text.encode(captions, model.config.caption_length)
     n = len(captions)
     x_T = initial_noise((n, 3, model.config.image_size, model.config.image_size), 90_000 + seed)
@@ -177,8 +210,13 @@ def _left_and_content(images: torch.Tensor, captions: list[str]) -> dict[str, fl
     dets = detect_objects(images)
     hits = [any(o.well_formed and o.centroid[0] < 1 / 3 for o in d) for d in dets]
     acc = caption_accuracy(captions, dets)
-    return {"left_hit": sum(hits) / len(hits), "content": acc["exact"], "colour": acc["colour"], "shape": acc["shape"],
-            "realism": float(realism(images).mean())}
+    return {
+        "left_hit": sum(hits) / len(hits),
+        "content": acc["exact"],
+        "colour": acc["colour"],
+        "shape": acc["shape"],
+        "realism": float(realism(images).mean()),
+    }
 
 
 def sample_with_word(model, word: torch.Tensor | None, seed: int, n: int = 24, num_steps: int = APP_STEPS) -> dict:
@@ -194,7 +232,9 @@ def sample_with_word(model, word: torch.Tensor | None, seed: int, n: int = 24, n
     return _left_and_content(to_image_space(x0.clamp(-1, 1)), caps)
 
 
-def stylize(model, iters: int = 20, lr: float = 3e-4, batch: int = 4, num_steps: int = APP_STEPS, seed: int = 0, on_iter=None):
+def stylize(
+    model, iters: int = 20, lr: float = 3e-4, batch: int = 4, num_steps: int = APP_STEPS, seed: int = 0, on_iter=None
+):
     """(c) Fine-tune the denoiser's output layer (GroupNorm + conv + un-stem) against the Gram loss of one reference,
     ∂L/∂θ by the exact adjoint; returns the fine-tuned copy and the loss curve."""
     import copy

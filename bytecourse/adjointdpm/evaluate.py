@@ -62,12 +62,22 @@ def fidelity(model, seed: int, ns=N_GRID, methods=("euler",), batch: int = 2) ->
                     th_ref = torch.cat([g.flatten() for g in ref.grad_params[1:]])
                     th_cont = torch.cat([g.flatten() for g in cont.grad_params[1:]])
                     th_disc = torch.cat([g.flatten() for g in disc.grad_params[1:]])
-                    rows.append({"method": method, "coords": coords, "N": n,
-                                 "cont_rel_x": relative_error(cont.grad_x, ref.grad_x), "cont_cos_x": cosine(cont.grad_x, ref.grad_x),
-                                 "cont_rel_c": relative_error(cont.grad_params[0], ref.grad_params[0]), "cont_cos_c": cosine(cont.grad_params[0], ref.grad_params[0]),
-                                 "cont_rel_theta": relative_error(th_cont, th_ref), "cont_cos_theta": cosine(th_cont, th_ref),
-                                 "disc_rel_x": relative_error(disc.grad_x, ref.grad_x), "disc_rel_c": relative_error(disc.grad_params[0], ref.grad_params[0]),
-                                 "disc_rel_theta": relative_error(th_disc, th_ref)})
+                    rows.append(
+                        {
+                            "method": method,
+                            "coords": coords,
+                            "N": n,
+                            "cont_rel_x": relative_error(cont.grad_x, ref.grad_x),
+                            "cont_cos_x": cosine(cont.grad_x, ref.grad_x),
+                            "cont_rel_c": relative_error(cont.grad_params[0], ref.grad_params[0]),
+                            "cont_cos_c": cosine(cont.grad_params[0], ref.grad_params[0]),
+                            "cont_rel_theta": relative_error(th_cont, th_ref),
+                            "cont_cos_theta": cosine(th_cont, th_ref),
+                            "disc_rel_x": relative_error(disc.grad_x, ref.grad_x),
+                            "disc_rel_c": relative_error(disc.grad_params[0], ref.grad_params[0]),
+                            "disc_rel_theta": relative_error(th_disc, th_ref),
+                        }
+                    )
     finally:
         for p, flag in zip(theta, was):
             p.requires_grad_(flag)
@@ -82,10 +92,18 @@ def fidelity_table(model, seeds: list[int], ns=N_GRID, methods=("euler", "heun")
         for r in fidelity(model, seed, ns, methods):
             key = (r["method"], r["coords"], r["N"])
             per.setdefault(key, []).append({k: v for k, v in r.items() if k not in ("method", "coords", "N")})
-    rows = [{"setting": f"{m}, {c}-coords, N={n}", "method": m, "coords": c, "N": n, "metrics": summarise(v)}
-            for (m, c, n), v in per.items()]
-    return {"rows": rows, "seeds": list(seeds), "samples_per_seed": 2, "setting_name": "solver, coordinates, steps",
-            "note": "loss: Gram style loss of the generated x0; theta = the denoiser's output layer; reference = autograd through the same solver"}
+    rows = [
+        {"setting": f"{m}, {c}-coords, N={n}", "method": m, "coords": c, "N": n, "metrics": summarise(v)}
+        for (m, c, n), v in per.items()
+    ]
+    return {
+        "rows": rows,
+        "seeds": list(seeds),
+        "samples_per_seed": 2,
+        "setting_name": "solver, coordinates, steps",
+        "note": "loss: Gram style loss of the generated x0; theta = the denoiser's output layer; reference = autograd "
+        "through the same solver",
+    }
 
 
 def memory_table(model, ns=N_GRID, method: str = "euler") -> dict:
@@ -101,8 +119,11 @@ def memory_table(model, ns=N_GRID, method: str = "euler") -> dict:
     for n in ns:
         ode = make_ode(model, tokens, n, "rho")
         row = {"N": n}
-        for name, route in (("continuous", continuous_adjoint_gradients), ("discrete", discrete_adjoint_gradients),
-                            ("autograd", autograd_gradients)):
+        for name, route in (
+            ("continuous", continuous_adjoint_gradients),
+            ("discrete", discrete_adjoint_gradients),
+            ("autograd", autograd_gradients),
+        ):
             with SavedTensorMeter(exclude=params) as meter:
                 if name == "discrete":
                     meter.hold(tensor_bytes(x_T) * (n + 1))  # the stored states
@@ -112,8 +133,6 @@ def memory_table(model, ns=N_GRID, method: str = "euler") -> dict:
             row[f"{name}_peak_bytes"] = meter.peak_bytes
         rows.append(row)
     return {"rows": rows, "method": method, "coords": "rho", "batch": 1}
-
-
 
 
 def applications(model, seeds: list[int], progress: bool = True) -> dict:
@@ -128,27 +147,62 @@ def applications(model, seeds: list[int], progress: bool = True) -> dict:
         examples, caps = effect_examples(8, seed)
         word, curve = learn_effect_word(model, examples, caps, seed=seed)
         base, learned = sample_with_word(model, None, seed), sample_with_word(model, word, seed)
-        effect.append({"base_left_hit": base["left_hit"], "left_hit": learned["left_hit"], "base_content": base["content"],
-                       "content": learned["content"], "mse_first": curve[0], "mse_last": curve[-1]})
+        effect.append(
+            {
+                "base_left_hit": base["left_hit"],
+                "left_hit": learned["left_hit"],
+                "base_content": base["content"],
+                "content": learned["content"],
+                "mse_first": curve[0],
+                "mse_last": curve[-1],
+            }
+        )
         tuned, curve = stylize(model, seed=seed)
         b, s = style_outcome(model, seed), style_outcome(tuned, seed)
-        style.append({"base_gram": b["gram_loss"], "gram": s["gram_loss"], "gram_ratio": s["gram_loss"] / b["gram_loss"],
-                      "base_colour": b["colour"], "colour": s["colour"], "base_shape": b["shape"], "shape": s["shape"],
-                      "content_kept": (s["colour"] + s["shape"]) / max(1e-9, b["colour"] + b["shape"])})
+        style.append(
+            {
+                "base_gram": b["gram_loss"],
+                "gram": s["gram_loss"],
+                "gram_ratio": s["gram_loss"] / b["gram_loss"],
+                "base_colour": b["colour"],
+                "colour": s["colour"],
+                "base_shape": b["shape"],
+                "shape": s["shape"],
+                "content_kept": (s["colour"] + s["shape"]) / max(1e-9, b["colour"] + b["shape"]),
+            }
+        )
     return {
-        "audit": {"rows": [{"setting": "x_T attack (budget 0.2, 10 iterations)", "metrics": summarise(audit)}], "seeds": list(seeds),
-                  "samples_per_seed": 8, "setting_name": "(a) security audit", "target": "≥80% flipped with ‖Δx_T‖/‖x_T‖ ≤ 0.2"},
-        "effect": {"rows": [{"setting": "new word from 8 examples (left third)", "metrics": summarise(effect)}], "seeds": list(seeds),
-                   "samples_per_seed": 24, "setting_name": "(b) visual-effect inversion", "target": "effect in ≥70% of samples (vs base rate)"},
-        "style": {"rows": [{"setting": "fine-tune output layers (20 steps)", "metrics": summarise(style)}], "seeds": list(seeds),
-                  "samples_per_seed": 24, "setting_name": "(c) stylization", "target": "Gram loss halves, ≥90% of colour/shape content kept"},
+        "audit": {
+            "rows": [{"setting": "x_T attack (budget 0.2, 10 iterations)", "metrics": summarise(audit)}],
+            "seeds": list(seeds),
+            "samples_per_seed": 8,
+            "setting_name": "(a) security audit",
+            "target": "≥80% flipped with ‖Δx_T‖/‖x_T‖ ≤ 0.2",
+        },
+        "effect": {
+            "rows": [{"setting": "new word from 8 examples (left third)", "metrics": summarise(effect)}],
+            "seeds": list(seeds),
+            "samples_per_seed": 24,
+            "setting_name": "(b) visual-effect inversion",
+            "target": "effect in ≥70% of samples (vs base rate)",
+        },
+        "style": {
+            "rows": [{"setting": "fine-tune output layers (20 steps)", "metrics": summarise(style)}],
+            "seeds": list(seeds),
+            "samples_per_seed": 24,
+            "setting_name": "(c) stylization",
+            "target": "Gram loss halves, ≥90% of colour/shape content kept",
+        },
     }
 
 
 def evaluate_adjointdpm(model, seeds: list[int], progress: bool = True) -> dict:
     t0 = time.time()
-    tables = {"fidelity": fidelity_table(model, seeds, progress=progress), "memory": memory_table(model),
-              **applications(model, seeds, progress=progress)}
+    tables = {
+        "fidelity": fidelity_table(model, seeds, progress=progress),
+        "memory": memory_table(model),
+        **applications(model, seeds, progress=progress),
+    }
     tables["wall_time_s"] = round(time.time() - t0, 1)
     return tables
 

@@ -122,24 +122,29 @@ def generate(ode: PFODE, x_T: torch.Tensor, method: Method = "euler") -> torch.T
     return ode.to_x(y)
 
 
-def autograd_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler") -> Gradients:
+def autograd_gradients(
+    ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler"
+) -> Gradients:
     """The reference: plain backpropagation through the whole solve."""
     return autograd_through(lambda x: generate(ode, x, method), x_T, loss_fn, wrt)
 
 
-def discrete_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler",
-                               on_step=None) -> Gradients:
+def discrete_adjoint_gradients(
+    ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler", on_step=None
+) -> Gradients:
     """Exact gradients of the discretised map, by the substrate's discrete (symplectic) adjoint in y-coordinates."""
     y_T = ode.to_y(x_T.detach())
-    r = discrete_adjoint(lambda y, m: ode_step(ode, y, m, method), y_T, ode.num_steps, lambda y: loss_fn(ode.to_x(y)),
-                         wrt, on_step)
+    r = discrete_adjoint(
+        lambda y, m: ode_step(ode, y, m, method), y_T, ode.num_steps, lambda y: loss_fn(ode.to_x(y)), wrt, on_step
+    )
     # y = x/α_T at the start, so ∂L/∂x_T = (∂L/∂y_T)/α_T in ρ-coordinates
     g_x = r.grad_x / ode.alpha_sigma(0, r.grad_x.dtype)[0] if ode.coords == "rho" else r.grad_x
     return Gradients(r.loss, g_x, r.grad_params, ode.to_x(r.end))
 
 
-def continuous_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler",
-                                 on_step=None) -> Gradients:
+def continuous_adjoint_gradients(
+    ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler", on_step=None
+) -> Gradients:
     """The paper's route: forward solve without a graph, then the augmented adjoint ODE solved backwards from the end
     state with the same solver (see the module doc). Holds one augmented state and one evaluation's graph."""
     wrt = list(wrt)
@@ -187,4 +192,8 @@ def continuous_adjoint_gradients(ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Se
     return Gradients(loss.detach(), g_x, a_p, x0)
 
 
-ROUTES = {"continuous": continuous_adjoint_gradients, "discrete": discrete_adjoint_gradients, "autograd": autograd_gradients}
+ROUTES = {
+    "continuous": continuous_adjoint_gradients,
+    "discrete": discrete_adjoint_gradients,
+    "autograd": autograd_gradients,
+}

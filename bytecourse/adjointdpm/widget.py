@@ -1,5 +1,4 @@
-"""Chapter 02's widget: number of steps, solver and coordinates → the three gradients side by side.
-"""
+"""Chapter 02's widget: number of steps, solver and coordinates → the three gradients side by side."""
 
 from __future__ import annotations
 
@@ -27,8 +26,11 @@ def fidelity_preview(model, num_steps: int, method: str = "euler", coords: str =
     ode = make_ode(model, tokens, int(num_steps), coords)
     params = list(model.parameters())
     out, grads = {}, {}
-    for name, route in (("continuous", continuous_adjoint_gradients), ("discrete", discrete_adjoint_gradients),
-                        ("autograd", autograd_gradients)):
+    for name, route in (
+        ("continuous", continuous_adjoint_gradients),
+        ("discrete", discrete_adjoint_gradients),
+        ("autograd", autograd_gradients),
+    ):
         with SavedTensorMeter(exclude=params) as meter:
             meter.hold(tensor_bytes(x_T) * {"continuous": 2, "discrete": int(num_steps) + 1, "autograd": 0}[name])
             t0 = time.time()
@@ -38,9 +40,15 @@ def fidelity_preview(model, num_steps: int, method: str = "euler", coords: str =
     ref = grads["autograd"].grad_x
     for name in ("continuous", "discrete"):
         out[name] |= {"rel_error": relative_error(grads[name].grad_x, ref), "cosine": cosine(grads[name].grad_x, ref)}
-    return {"num_steps": int(num_steps), "method": method, "coords": coords, "caption": caps[0], "routes": out,
-            "x0": to_image_space(grads["autograd"].end.clamp(-1, 1)),
-            "grads": {k: v.grad_x for k, v in grads.items()}}
+    return {
+        "num_steps": int(num_steps),
+        "method": method,
+        "coords": coords,
+        "caption": caps[0],
+        "routes": out,
+        "x0": to_image_space(grads["autograd"].end.clamp(-1, 1)),
+        "grads": {k: v.grad_x for k, v in grads.items()},
+    }
 
 
 def render_fidelity(result: dict) -> None:
@@ -48,10 +56,13 @@ def render_fidelity(result: dict) -> None:
     from IPython.display import display
 
     r = result["routes"]
-    print(f"N={result['num_steps']} · {result['method']} · {result['coords']}-coords → continuous adjoint: rel. error "
-          f"{r['continuous']['rel_error']:.3g}, cosine {r['continuous']['cosine']:.3f}; discrete adjoint: rel. error "
-          f"{r['discrete']['rel_error']:.1e}; peak MB held: continuous {r['continuous']['peak_bytes'] / 1e6:.2f}, discrete "
-          f"{r['discrete']['peak_bytes'] / 1e6:.2f}, autograd {r['autograd']['peak_bytes'] / 1e6:.2f}")
+    print(
+        f"N={result['num_steps']} · {result['method']} · {result['coords']}-coords → continuous adjoint: rel. error "
+        f"{r['continuous']['rel_error']:.3g}, cosine {r['continuous']['cosine']:.3f}; discrete adjoint: rel. error "
+        f"{r['discrete']['rel_error']:.1e}; peak MB held: continuous {r['continuous']['peak_bytes'] / 1e6:.2f}, "
+        "discrete "
+        f"{r['discrete']['peak_bytes'] / 1e6:.2f}, autograd {r['autograd']['peak_bytes'] / 1e6:.2f}"
+    )
     fig, axes = plt.subplots(1, 5, figsize=(12, 2.6))
     axes[0].imshow(result["x0"][0].permute(1, 2, 0).numpy())
     axes[0].set_title(f"x₀: “{result['caption']}”", fontsize=8)
@@ -77,10 +88,16 @@ def adjoint_explorer(model):
     from ..widgets import FunctionView
 
     controls = {
-        "num_steps": W.SelectionSlider(options=[5, 10, 20, 50], value=10, description="ODE steps N", continuous_update=False),
+        "num_steps": W.SelectionSlider(
+            options=[5, 10, 20, 50], value=10, description="ODE steps N", continuous_update=False
+        ),
         "method": W.ToggleButtons(options=["euler", "heun"], value="euler", description="solver"),
         "coords": W.ToggleButtons(options=["rho", "t"], value="rho", description="coordinates"),
         "seed": W.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
     }
-    return FunctionView(controls, lambda **v: fidelity_preview(model, **v), render_fidelity,
-                        title="Gradients through the sampler: continuous vs discrete adjoint vs autograd")
+    return FunctionView(
+        controls,
+        lambda **v: fidelity_preview(model, **v),
+        render_fidelity,
+        title="Gradients through the sampler: continuous vs discrete adjoint vs autograd",
+    )

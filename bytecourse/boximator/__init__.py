@@ -4,7 +4,8 @@
   motion paths, self-tracking outlines);
 - :mod:`.control`: Fourier box tokens and the gated per-frame box self-attention layer;
 - :mod:`.pipeline`: the controlled model, the staged training step, guided sampling with F0;
-- :mod:`.chapter`: the variants' training commands and the paper's evaluation protocol;
+- :mod:`.train`: the variants' training commands (``python -m bytecourse train boximator``);
+- :mod:`.evaluate`: the paper's evaluation protocol, its numbers and the verdicts (``eval boximator``);
 - :mod:`.editor`: the box-trajectory editor widget.
 """
 
@@ -25,7 +26,23 @@ from .control import BoximatorControl, BoxSelfAttention, BoxTokenEncoder, Fourie
 from .pipeline import BoximatorModel, StageConfig, control_loss, generate
 
 __all__ = [
-    "ID_COLOURS", "SLOTS", "BoxConditions", "BoxSelfAttention", "BoxTokenEncoder", "BoximatorControl", "BoximatorModel",
-    "FourierEmbedder", "StageConfig", "control_loss", "draw_outlines", "empty_conditions", "generate", "interpolate_keyframes",
-    "motion_path", "relax", "request", "soften", "to_frame",
+    "ID_COLOURS",
+    "SLOTS",
+    "BoxConditions",
+    "BoxSelfAttention",
+    "BoxTokenEncoder",
+    "BoximatorControl",
+    "BoximatorModel",
+    "FourierEmbedder",
+    "StageConfig",
+    "control_loss",
+    "draw_outlines",
+    "empty_conditions",
+    "generate",
+    "interpolate_keyframes",
+    "motion_path",
+    "relax",
+    "request",
+    "soften",
+    "to_frame",
 ]

@@ -74,11 +74,15 @@ class BoxConditions:
         if frames is not None and t != frames:
             raise ValueError(f"boxes cover {t} frames but the video has {frames}")
         if self.ids.shape != (bsz, n) or self.hard.shape != (bsz, t, n) or self.active.shape != (bsz, t, n):
-            raise ValueError(f"ids must be {(bsz, n)} and hard/active {(bsz, t, n)}, got {tuple(self.ids.shape)}, "
-                             f"{tuple(self.hard.shape)}, {tuple(self.active.shape)}")
+            raise ValueError(
+                f"ids must be {(bsz, n)} and hard/active {(bsz, t, n)}, got {tuple(self.ids.shape)}, "
+                f"{tuple(self.hard.shape)}, {tuple(self.active.shape)}"
+            )
         for name, flags in (("hard", self.hard), ("active", self.active)):
             if flags.dtype != torch.bool and not bool(((flags == 0) | (flags == 1)).all()):
-                raise ValueError(f"{name} must be 0/1 (or bool) per box, got values {sorted(set(flags.flatten().tolist()))[:6]}")
+                raise ValueError(
+                    f"{name} must be 0/1 (or bool) per box, got values {sorted(set(flags.flatten().tolist()))[:6]}"
+                )
         if self.ids.is_floating_point() and not bool((self.ids == self.ids.round()).all()):
             raise ValueError(f"ids must be whole ID-colour indices, got {self.ids.tolist()}")
         on = self.active.bool()
@@ -86,8 +90,10 @@ class BoxConditions:
         if not torch.isfinite(used).all():
             raise ValueError("boxes must be finite")
         if ((used < -1e-6) | (used > 1 + 1e-6)).any():
-            raise ValueError("box coordinates must lie in [0, 1]; a box outside the frame is a line on the border "
-                             "(use to_frame on geometric boxes)")
+            raise ValueError(
+                "box coordinates must lie in [0, 1]; a box outside the frame is a line on the border "
+                "(use to_frame on geometric boxes)"
+            )
         if ((used[:, 2] < used[:, 0]) | (used[:, 3] < used[:, 1])).any():
             raise ValueError("every box needs x1 >= x0 and y1 >= y0")
         if ((self.ids < -1) | (self.ids >= SLOTS)).any():
@@ -116,8 +122,12 @@ class BoxConditions:
 
 
 def empty_conditions(batch: int, frames: int, slots: int = SLOTS) -> BoxConditions:
-    return BoxConditions(torch.zeros(batch, frames, slots, 4), torch.full((batch, slots), -1, dtype=torch.long),
-                         torch.ones(batch, frames, slots), torch.zeros(batch, frames, slots, dtype=torch.bool))
+    return BoxConditions(
+        torch.zeros(batch, frames, slots, 4),
+        torch.full((batch, slots), -1, dtype=torch.long),
+        torch.ones(batch, frames, slots),
+        torch.zeros(batch, frames, slots, dtype=torch.bool),
+    )
 
 
 def to_frame(boxes_full: torch.Tensor) -> torch.Tensor:
@@ -156,7 +166,9 @@ def _check_box(box: torch.Tensor, what: str) -> torch.Tensor:
     if not torch.isfinite(box).all():
         raise ValueError(f"{what} must be finite, got {box.tolist()}")
     if ((box < -1e-6) | (box > 1 + 1e-6)).any():
-        raise ValueError(f"{what} must lie in [0, 1] (a box outside the frame is a line on the border), got {box.tolist()}")
+        raise ValueError(
+            f"{what} must lie in [0, 1] (a box outside the frame is a line on the border), got {box.tolist()}"
+        )
     if box[2] < box[0] or box[3] < box[1]:
         raise ValueError(f"{what} needs x1 >= x0 and y1 >= y0, got {box.tolist()}")
     return box
@@ -221,7 +233,11 @@ def motion_path(box: torch.Tensor, path: torch.Tensor, frames: int) -> tuple[tor
 
 
 def request(
-    trajectories: list[torch.Tensor], drawn: list[torch.Tensor], *, soft: bool = True, margin: float = SOFT_MARGIN_MEAN,
+    trajectories: list[torch.Tensor],
+    drawn: list[torch.Tensor],
+    *,
+    soft: bool = True,
+    margin: float = SOFT_MARGIN_MEAN,
 ) -> BoxConditions:
     """One clip's constraints from per-object boxes ``(T, 4)`` and their drawn masks ``(T,)`` (object ``j`` in
     slot ``j``, ID colour ``j``): drawn boxes stay hard; with ``soft`` the others are relaxed and flagged soft
@@ -231,7 +247,9 @@ def request(
     if len(trajectories) > SLOTS:
         raise ValueError(f"at most {SLOTS} objects can be constrained, got {len(trajectories)}")
     if len(drawn) != len(trajectories):
-        raise ValueError(f"drawn must hold one mask per trajectory: {len(trajectories)} trajectories, {len(drawn)} masks")
+        raise ValueError(
+            f"drawn must hold one mask per trajectory: {len(trajectories)} trajectories, {len(drawn)} masks"
+        )
     frames = trajectories[0].shape[0]
     if frames < 1:
         raise ValueError("trajectories must cover at least one frame")
@@ -248,7 +266,11 @@ def request(
 
 
 def draw_outlines(
-    videos: torch.Tensor, boxes: torch.Tensor, visible: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor | None = None,
+    videos: torch.Tensor,
+    boxes: torch.Tensor,
+    visible: torch.Tensor,
+    ids: torch.Tensor,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Self-tracking targets: each visible object's box outlined 1 pixel outside its tight box, in its ID colour.
 

@@ -74,8 +74,13 @@ class BoxTokenEncoder(nn.Module):
         self.fourier = FourierEmbedder(num_freqs)
         d_in = 8 * 2 * num_freqs
         self.mlp = nn.Sequential(
-            nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, token_dim),
+            nn.Linear(d_in, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, token_dim),
         )
         self.null = nn.Parameter(torch.zeros(token_dim))
         self.register_buffer("id_colours", ID_COLOURS.clone(), persistent=False)
@@ -94,7 +99,7 @@ class BoxTokenEncoder(nn.Module):
 
 def cell_boxes(n_tokens: int, device=None) -> torch.Tensor:
     """The normalised box ``(HW, 4)`` of each cell of a square token grid, row-major (the visual tokens' layout)."""
-    side = int(round(n_tokens ** 0.5))
+    side = int(round(n_tokens**0.5))
     if side * side != n_tokens:
         raise ValueError(f"expected a square grid of visual tokens, got {n_tokens}")
     i = torch.arange(side, device=device, dtype=torch.float32)
@@ -160,8 +165,16 @@ class _PostSpatialBoxLayer(nn.Module):
 class BoximatorControl(nn.Module):
     """The trainable part: the token encoder and one :class:`BoxSelfAttention` per spatial block."""
 
-    def __init__(self, dims: list[int], token_dim: int = 128, hidden: int = 256, heads: int = 4, slots: int = SLOTS,
-                 gate: str = "zero_out", cell_position: bool = True):
+    def __init__(
+        self,
+        dims: list[int],
+        token_dim: int = 128,
+        hidden: int = 256,
+        heads: int = 4,
+        slots: int = SLOTS,
+        gate: str = "zero_out",
+        cell_position: bool = True,
+    ):
         super().__init__()
         self.dims = list(dims)
         self.slots = slots
@@ -192,8 +205,10 @@ class BoximatorControl(nn.Module):
         """Insert one box layer into every transformer block of a ``VideoDenoiser`` (``post_spatial``)."""
         blocks = model.transformer_blocks()
         if [b.norm_spatial.normalized_shape[0] for b in blocks] != self.dims:
-            raise ValueError(f"control built for widths {self.dims} but the model's blocks have "
-                             f"{[b.norm_spatial.normalized_shape[0] for b in blocks]}")
+            raise ValueError(
+                f"control built for widths {self.dims} but the model's blocks have "
+                f"{[b.norm_spatial.normalized_shape[0] for b in blocks]}"
+            )
         self.detach()
         for block, layer in zip(blocks, self.layers):
             adapter = _PostSpatialBoxLayer(layer, self)
@@ -219,8 +234,14 @@ class BoximatorControl(nn.Module):
         ``motion_modules``)."""
         from diffusers.models.attention import BasicTransformerBlock
 
-        return [m for name, m in unet.named_modules()
-                if isinstance(m, BasicTransformerBlock) and ".attentions." in f".{name}" and "temp" not in name and "motion" not in name]
+        return [
+            m
+            for name, m in unet.named_modules()
+            if isinstance(m, BasicTransformerBlock)
+            and ".attentions." in f".{name}"
+            and "temp" not in name
+            and "motion" not in name
+        ]
 
     @classmethod
     def for_diffusers(cls, unet, **kwargs) -> BoximatorControl:
@@ -273,7 +294,9 @@ class _DiffusersBoxProcessor:
     def remember_input(self, _module, args, kwargs):
         self._input = args[0] if args else kwargs["hidden_states"]
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         v = self._input
         if v is None or v.shape[:2] != out.shape[:2]:

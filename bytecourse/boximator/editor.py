@@ -12,7 +12,17 @@ import torch
 from .. import text
 from ..oracle import box_iou, detect_objects
 from ..validation import check_int
-from .boxes import ID_COLOURS, ID_NAMES, SOFT_MARGIN_MEAN, BoxConditions, empty_conditions, interpolate_keyframes, motion_path, relax, to_frame
+from .boxes import (
+    ID_COLOURS,
+    ID_NAMES,
+    SOFT_MARGIN_MEAN,
+    BoxConditions,
+    empty_conditions,
+    interpolate_keyframes,
+    motion_path,
+    relax,
+    to_frame,
+)
 
 EDITOR_CAPTIONS = (
     "a red circle moves right",
@@ -45,9 +55,16 @@ def box_from_centre(cx: float, cy: float, size: float) -> torch.Tensor:
 
 
 def plan_request(
-    caption: str, obj: int, start: tuple[float, float], end: tuple[float, float], size: float = 0.3,
-    waypoint: tuple[float, float] | None = None, mode: str = "key frames", soft: bool = True,
-    margin: float = SOFT_MARGIN_MEAN, frames: int = 8,
+    caption: str,
+    obj: int,
+    start: tuple[float, float],
+    end: tuple[float, float],
+    size: float = 0.3,
+    waypoint: tuple[float, float] | None = None,
+    mode: str = "key frames",
+    soft: bool = True,
+    margin: float = SOFT_MARGIN_MEAN,
+    frames: int = 8,
 ) -> dict:
     """The request for object ``obj`` of ``caption``: a box on the first and last frame (and the waypoint on the
     middle frame), interpolated (``"key frames"``) or slid along the path at constant speed
@@ -72,21 +89,40 @@ def plan_request(
         hard, drawn = motion_path(first, torch.tensor(points), frames)
     boxes = torch.where(drawn[:, None], hard, relax(hard, margin)) if soft else hard
     cond = empty_conditions(1, frames)
-    cond.ids[0, :len(objects)] = torch.arange(len(objects))
+    cond.ids[0, : len(objects)] = torch.arange(len(objects))
     cond.boxes[0, :, obj] = boxes
     cond.hard[0, :, obj] = drawn.float() if soft else 1.0
     cond.active[0, :, obj] = True
-    return {"caption": caption, "object": obj, "object_name": objects[obj], "hard": hard, "boxes": boxes, "drawn": drawn,
-            "cond": cond.validate(frames), "soft": soft, "mode": mode}
+    return {
+        "caption": caption,
+        "object": obj,
+        "object_name": objects[obj],
+        "hard": hard,
+        "boxes": boxes,
+        "drawn": drawn,
+        "cond": cond.validate(frames),
+        "soft": soft,
+        "mode": mode,
+    }
 
 
-def generate_request(model, plan: dict, *, seed: int = 0, box_guidance_scale: float = 1.0, guidance_scale: float = 2.0, steps: int = 20) -> dict:
+def generate_request(
+    model, plan: dict, *, seed: int = 0, box_guidance_scale: float = 1.0, guidance_scale: float = 2.0, steps: int = 20
+) -> dict:
     """Sample one video for a plan; detect the constrained object (by its colour) on every frame and score the
     IoU of its box against the requested (hard) box."""
     from .pipeline import generate
 
     tokens = text.encode([plan["caption"]], model.config.caption_length)
-    video = generate(model, tokens, plan["cond"], steps=steps, box_guidance_scale=box_guidance_scale, guidance_scale=guidance_scale, seed=seed)[0]
+    video = generate(
+        model,
+        tokens,
+        plan["cond"],
+        steps=steps,
+        box_guidance_scale=box_guidance_scale,
+        guidance_scale=guidance_scale,
+        seed=seed,
+    )[0]
     colour = text.COLOUR_NAMES.index(plan["object_name"].split()[0])
     found = torch.zeros(video.shape[0], 4)
     iou = torch.zeros(video.shape[0])
@@ -95,8 +131,15 @@ def generate_request(model, plan: dict, *, seed: int = 0, box_guidance_scale: fl
         if match:
             found[f] = torch.tensor(match[0].box)
             iou[f] = box_iou(found[f][None], plan["hard"][f][None])[0, 0]
-    return {"video": video, "detected": found, "iou": iou, "mean_iou": float(iou.mean()), "plan": plan,
-            "seed": seed, "box_guidance_scale": box_guidance_scale}
+    return {
+        "video": video,
+        "detected": found,
+        "iou": iou,
+        "mean_iou": float(iou.mean()),
+        "plan": plan,
+        "seed": seed,
+        "box_guidance_scale": box_guidance_scale,
+    }
 
 
 def render_plan(plan: dict) -> None:
@@ -109,12 +152,19 @@ def render_plan(plan: dict) -> None:
     frames = plan["hard"].shape[0]
     blank = torch.full((frames, 3, 32, 32), PLAIN_BACKGROUND)
     idc = ID_COLOURS[plan["object"]].tolist()
-    titles = [f"f{f}: {'drawn (hard)' if plan['drawn'][f] else ('soft' if plan['soft'] else 'hard')}" for f in range(frames)]
-    fig = image_grid(blank, titles, ncols=frames, scale=1.2,
-                     boxes=[[plan["hard"][f], plan["boxes"][f]] for f in range(frames)],
-                     box_colours=[["white", idc]] * frames,
-                     suptitle=f"request for the {plan['object_name']} (ID colour {ID_NAMES[plan['object']]}): "
-                              f"white = path, coloured = the box the model reads")
+    titles = [
+        f"f{f}: {'drawn (hard)' if plan['drawn'][f] else ('soft' if plan['soft'] else 'hard')}" for f in range(frames)
+    ]
+    fig = image_grid(
+        blank,
+        titles,
+        ncols=frames,
+        scale=1.2,
+        boxes=[[plan["hard"][f], plan["boxes"][f]] for f in range(frames)],
+        box_colours=[["white", idc]] * frames,
+        suptitle=f"request for the {plan['object_name']} (ID colour {ID_NAMES[plan['object']]}): "
+        f"white = path, coloured = the box the model reads",
+    )
     display(fig)
     plt.close(fig)
 
@@ -127,10 +177,17 @@ def render_generation(result: dict) -> None:
     plan = result["plan"]
     boxes = torch.stack([plan["hard"], result["detected"]], dim=1)[None]  # (1, T, 2, 4)
     titles = [f"frame {f}: IoU {float(v):.2f}" for f, v in enumerate(result["iou"])]
-    print(f"“{plan['caption']}” · {plan['mode']}, {'soft' if plan['soft'] else 'hard'} boxes, box guidance {result['box_guidance_scale']:g}, "
-          f"seed {result['seed']} → mean IoU of the {plan['object_name']} {result['mean_iou']:.2f} "
-          f"(first frame {float(result['iou'][0]):.2f}, last {float(result['iou'][-1]):.2f})")
-    display(animate_video(result["video"][None], boxes=boxes, box_colours=["white", "yellow"], frame_titles=titles, scale=3.0))
+    print(
+        f"“{plan['caption']}” · {plan['mode']}, {'soft' if plan['soft'] else 'hard'} boxes, box guidance "
+        f"{result['box_guidance_scale']:g}, "
+        f"seed {result['seed']} → mean IoU of the {plan['object_name']} {result['mean_iou']:.2f} "
+        f"(first frame {float(result['iou'][0]):.2f}, last {float(result['iou'][-1]):.2f})"
+    )
+    display(
+        animate_video(
+            result["video"][None], boxes=boxes, box_colours=["white", "yellow"], frame_titles=titles, scale=3.0
+        )
+    )
 
 
 class BoxTrajectoryEditor:
@@ -142,27 +199,44 @@ class BoxTrajectoryEditor:
 
         from ..widgets import FunctionView
 
-        slider = lambda v, d: W.FloatSlider(value=v, min=0.0, max=1.0, step=0.05, description=d, continuous_update=False)  # noqa: E731
+        slider = lambda v, d: W.FloatSlider(
+            value=v, min=0.0, max=1.0, step=0.05, description=d, continuous_update=False
+        )  # noqa: E731
         self.controls = {
             "caption": W.Dropdown(options=EDITOR_CAPTIONS, value=EDITOR_CAPTIONS[0], description="caption"),
-            "obj": W.Dropdown(options=[(n, i) for i, n in enumerate(caption_objects(EDITOR_CAPTIONS[0]))], value=0, description="object"),
-            "start_x": slider(0.25, "start x"), "start_y": slider(0.3, "start y"),
-            "end_x": slider(0.75, "end x"), "end_y": slider(0.7, "end y"),
-            "size": W.FloatSlider(value=0.35, min=0.15, max=0.6, step=0.05, description="box size", continuous_update=False),
+            "obj": W.Dropdown(
+                options=[(n, i) for i, n in enumerate(caption_objects(EDITOR_CAPTIONS[0]))],
+                value=0,
+                description="object",
+            ),
+            "start_x": slider(0.25, "start x"),
+            "start_y": slider(0.3, "start y"),
+            "end_x": slider(0.75, "end x"),
+            "end_y": slider(0.7, "end y"),
+            "size": W.FloatSlider(
+                value=0.35, min=0.15, max=0.6, step=0.05, description="box size", continuous_update=False
+            ),
             "use_waypoint": W.Checkbox(value=False, description="waypoint on the middle frame"),
-            "way_x": slider(0.8, "waypoint x"), "way_y": slider(0.2, "waypoint y"),
+            "way_x": slider(0.8, "waypoint x"),
+            "way_y": slider(0.2, "waypoint y"),
             "mode": W.ToggleButtons(options=["key frames", "motion path"], value="key frames", description="mode"),
             "soft": W.Checkbox(value=True, description="relax into soft boxes"),
         }
         self.gen_controls = {
-            "box_guidance_scale": W.FloatSlider(value=1.0, min=0.0, max=6.0, step=0.5, description="box CFG", continuous_update=False),
+            "box_guidance_scale": W.FloatSlider(
+                value=1.0, min=0.0, max=6.0, step=0.5, description="box CFG", continuous_update=False
+            ),
             "seed": W.IntSlider(value=seed, min=0, max=20, description="seed", continuous_update=False),
         }
         self.controls["caption"].observe(self._caption_changed, names="value")
         self.model = model
         self.preview = FunctionView(self.controls, self._plan, render_plan, title="Box-trajectory editor")
-        self.generator = FunctionView(self.gen_controls, lambda **v: generate_request(model, self.preview.result, **v),
-                                      render_generation, button="Generate")
+        self.generator = FunctionView(
+            self.gen_controls,
+            lambda **v: generate_request(model, self.preview.result, **v),
+            render_generation,
+            button="Generate",
+        )
         self.widget = W.VBox([self.preview.widget, self.generator.widget])
 
     def _caption_changed(self, change) -> None:
@@ -170,9 +244,20 @@ class BoxTrajectoryEditor:
         self.controls["obj"].options = [(n, i) for i, n in enumerate(objects)]
         self.controls["obj"].value = 0
 
-    def _plan(self, caption, obj, start_x, start_y, end_x, end_y, size, use_waypoint, way_x, way_y, mode, soft) -> dict:
-        return plan_request(caption, obj, (start_x, start_y), (end_x, end_y), size,
-                            (way_x, way_y) if use_waypoint else None, mode, soft, frames=self.model.config.frames)
+    def _plan(
+        self, caption, obj, start_x, start_y, end_x, end_y, size, use_waypoint, way_x, way_y, mode, soft
+    ) -> dict:
+        return plan_request(
+            caption,
+            obj,
+            (start_x, start_y),
+            (end_x, end_y),
+            size,
+            (way_x, way_y) if use_waypoint else None,
+            mode,
+            soft,
+            frames=self.model.config.frames,
+        )
 
     @property
     def plan(self) -> dict:

@@ -78,11 +78,17 @@ def alignment_metrics(videos: torch.Tensor, batch: MotionBatch, paths: torch.Ten
                     gts.append(want[None])
                     preds.append(box[None] if box is not None else torch.zeros(0, 4))
                     scores.append(torch.tensor([found[0].shape_score]) if found else torch.zeros(0))
-    ap = {t: average_precision(preds, scores, gts, t) if gts else float("nan") for t in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)}
+    ap = {
+        t: average_precision(preds, scores, gts, t) if gts else float("nan")
+        for t in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    }
     real = realism(videos[:, 1:].flatten(0, 1).float().cpu())
     return {
-        "AP50": ap[0.5], "AP75": ap[0.75], "mAP": sum(ap.values()) / len(ap),
-        "mIoU_key": sum(key_iou) / max(1, len(key_iou)), "mIoU_all": sum(all_iou) / max(1, len(all_iou)),
+        "AP50": ap[0.5],
+        "AP75": ap[0.75],
+        "mAP": sum(ap.values()) / len(ap),
+        "mIoU_key": sum(key_iou) / max(1, len(key_iou)),
+        "mIoU_all": sum(all_iou) / max(1, len(all_iou)),
         "realism": float(real.mean()),
     }
 
@@ -95,9 +101,17 @@ def run_setting(models: dict, setting: dict, seed: int, n: int = EVAL_CLIPS, pro
     mode = setting["mode"]
     cond, paths = requested_boxes(batch, soft=setting.get("soft", True))
     first = batch.videos[:, 0] if mode in ("f0", "f0box") else None
-    videos = generate(model, batch.tokens, cond if mode in ("box", "f0box") else None, first_frame=first,
-                      steps=DEFAULT_STEPS, box_guidance_scale=setting.get("box_guidance_scale", DEFAULT_BOX_GUIDANCE_SCALE), guidance_scale=DEFAULT_GUIDANCE_SCALE,
-                      seed=EVAL_SEED_OFFSET + seed, progress=progress)
+    videos = generate(
+        model,
+        batch.tokens,
+        cond if mode in ("box", "f0box") else None,
+        first_frame=first,
+        steps=DEFAULT_STEPS,
+        box_guidance_scale=setting.get("box_guidance_scale", DEFAULT_BOX_GUIDANCE_SCALE),
+        guidance_scale=DEFAULT_GUIDANCE_SCALE,
+        seed=EVAL_SEED_OFFSET + seed,
+        progress=progress,
+    )
     frames = videos.shape[1]
     key = [frames - 1] if first is not None else [0, frames - 1]
     return alignment_metrics(videos, batch, paths, key)
@@ -111,9 +125,14 @@ def world_ceiling(seeds: list[int], n: int = EVAL_CLIPS) -> dict:
     per_seed = []
     for seed in seeds:
         batch = eval_clips(seed, n)
-        per_seed.append(alignment_metrics(batch.videos, batch, requested_boxes(batch)[1], [0, batch.videos.shape[1] - 1]))
-    return {"rows": [{"setting": "Real clips (oracle ceiling), Box", "config": {}, "metrics": summarise(per_seed)}],
-            "seeds": list(seeds), "clips_per_seed": n}
+        per_seed.append(
+            alignment_metrics(batch.videos, batch, requested_boxes(batch)[1], [0, batch.videos.shape[1] - 1])
+        )
+    return {
+        "rows": [{"setting": "Real clips (oracle ceiling), Box", "config": {}, "metrics": summarise(per_seed)}],
+        "seeds": list(seeds),
+        "clips_per_seed": n,
+    }
 
 
 def table1_settings() -> list[dict]:
@@ -128,23 +147,43 @@ def table1_settings() -> list[dict]:
 
 def ablation_settings() -> list[dict]:
     rows = []
-    for name, model, soft in (("Full model", "full", True), ("Without self-tracking", "no_self_tracking", True),
-                              ("Without inference soft boxes", "full", False), ("Without freezing the base", "unfrozen", True)):
+    for name, model, soft in (
+        ("Full model", "full", True),
+        ("Without self-tracking", "no_self_tracking", True),
+        ("Without inference soft boxes", "full", False),
+        ("Without freezing the base", "unfrozen", True),
+    ):
         for mode in ("box", "f0box"):
             rows.append(dict(name=f"{name}, {MODES[mode]}", model=model, mode=mode, soft=soft))
     return rows
 
 
 def cfg_settings() -> list[dict]:
-    return [dict(name=f"+ Boximator, Box, w_box {w:g}", model="full", mode="box", box_guidance_scale=w) for w in (0.0, 1.0, 2.0, 4.0)]
+    return [
+        dict(name=f"+ Boximator, Box, w_box {w:g}", model="full", mode="box", box_guidance_scale=w)
+        for w in (0.0, 1.0, 2.0, 4.0)
+    ]
 
 
 def _key(setting: dict, seed: int, n: int) -> tuple:
-    return (setting["model"], setting["mode"], setting.get("soft", True), setting.get("box_guidance_scale", DEFAULT_BOX_GUIDANCE_SCALE), seed, n)
+    return (
+        setting["model"],
+        setting["mode"],
+        setting.get("soft", True),
+        setting.get("box_guidance_scale", DEFAULT_BOX_GUIDANCE_SCALE),
+        seed,
+        n,
+    )
 
 
-def evaluate(models: dict, settings: list[dict], seeds: list[int], n: int = EVAL_CLIPS, progress: bool = True,
-             cache: dict | None = None) -> dict:
+def evaluate(
+    models: dict,
+    settings: list[dict],
+    seeds: list[int],
+    n: int = EVAL_CLIPS,
+    progress: bool = True,
+    cache: dict | None = None,
+) -> dict:
     """A table: each setting × seed (rows that ask for the same generation share it through ``cache``)."""
     from tqdm.auto import tqdm
 
@@ -188,13 +227,18 @@ def cli_eval(args) -> dict:
     return {
         "table1": table1,
         "box_cfg": box_cfg,
-        "ablation": {**evaluate(models, ablation_settings(), seeds, cache=cache), "setting_name": "variant, extra input"},
+        "ablation": {
+            **evaluate(models, ablation_settings(), seeds, cache=cache),
+            "setting_name": "variant, extra input",
+        },
         "ceiling": {**world_ceiling(seeds), "setting_name": "videos"},
-        "protocol": {"steps": DEFAULT_STEPS, "box_guidance_scale": DEFAULT_BOX_GUIDANCE_SCALE, "guidance_scale": DEFAULT_GUIDANCE_SCALE,
-                     "key_frames": "first and last (last only with F0)"},
+        "protocol": {
+            "steps": DEFAULT_STEPS,
+            "box_guidance_scale": DEFAULT_BOX_GUIDANCE_SCALE,
+            "guidance_scale": DEFAULT_GUIDANCE_SCALE,
+            "key_frames": "first and last (last only with F0)",
+        },
     }
-
-
 
 
 #: The paper's numbers (Boximator, arXiv 2402.01566) as given in ``../shared/papers/video-generation.md`` §1:
@@ -229,13 +273,18 @@ def budget_facts() -> list[str]:
     lines = []
     base = manifest.get("video_unet")
     video = stored_tables("video") if base else None
-    row = next((r for r in (video or {}).get("models", {}).get("rows", []) if r["setting"].startswith("From-scratch")), None)
+    row = next(
+        (r for r in (video or {}).get("models", {}).get("rows", []) if r["setting"].startswith("From-scratch")), None
+    )
     if row is not None:
         t = row["metrics"]
-        lines.append(f"base video model ({base['train_metrics']['steps']} steps, {base['wall_time_s'] / 60:.0f} min on {base['device']}): "
-                     f"oracle colour accuracy {t['colour']['mean']:.2f}, shape {t['shape']['mean']:.2f}, "
-                     f"exact {t['exact']['mean']:.2f}, realism {t['realism']['mean']:.2f}, motion direction "
-                     f"{t['direction']['mean']:.2f} (`eval video`: one-object captions, frame-wise, CFG 2)")
+        lines.append(
+            f"base video model ({base['train_metrics']['steps']} steps, {base['wall_time_s'] / 60:.0f} min on "
+            f"{base['device']}): "
+            f"oracle colour accuracy {t['colour']['mean']:.2f}, shape {t['shape']['mean']:.2f}, "
+            f"exact {t['exact']['mean']:.2f}, realism {t['realism']['mean']:.2f}, motion direction "
+            f"{t['direction']['mean']:.2f} (`eval video`: one-object captions, frame-wise, CFG 2)"
+        )
     paper = PAPER["training"]["steps"] * PAPER["training"]["batch"]
     for v in VARIANTS:
         e = manifest.get(checkpoint_name(v))
@@ -243,9 +292,11 @@ def budget_facts() -> list[str]:
             continue
         steps = sum(s["steps"] for s in e["stages"])
         clips = steps * e["config"]["batch"]
-        lines.append(f"{v}: {steps} control-training steps × batch {e['config']['batch']} = {clips:,} clips "
-                     f"({100 * clips / paper:.3f}% of the paper's {PAPER['training']['steps']:,} steps × batch "
-                     f"{PAPER['training']['batch']} = {paper:,})")
+        lines.append(
+            f"{v}: {steps} control-training steps × batch {e['config']['batch']} = {clips:,} clips "
+            f"({100 * clips / paper:.3f}% of the paper's {PAPER['training']['steps']:,} steps × batch "
+            f"{PAPER['training']['batch']} = {paper:,})"
+        )
     return lines
 
 
@@ -255,8 +306,13 @@ def paper_tables_markdown() -> str:
     t1 += [f"| {k} | {a:.3f} | {b:.3f} | {c:.3f} |" for k, (a, b, c) in PAPER["table1"].items()]
     ab = ["| variant | MSR-VTT Box | MSR-VTT F0+Box | ActivityNet Box | ActivityNet F0+Box |", "|---|---|---|---|---|"]
     ab += [f"| {k} | " + " | ".join(f"{v:.3f}" for v in vals) + " |" for k, vals in PAPER["ablation_mAP"].items()]
-    return ("**Paper, Table 1** (MSR-VTT, zero-shot; mAP / AP50 / AP75)\n\n" + "\n".join(t1)
-            + "\n\n**Paper, ablation** (mAP)\n\n" + "\n".join(ab) + f"\n\n*source: {PAPER['source']}*")
+    return (
+        "**Paper, Table 1** (MSR-VTT, zero-shot; mAP / AP50 / AP75)\n\n"
+        + "\n".join(t1)
+        + "\n\n**Paper, ablation** (mAP)\n\n"
+        + "\n".join(ab)
+        + f"\n\n*source: {PAPER['source']}*"
+    )
 
 
 def _stat(table: dict, setting: str, metric: str) -> dict:
@@ -279,20 +335,29 @@ def verdicts(tables: dict, metric: str = "AP50") -> list[str]:
     lines = []
     base, boxed = _stat(t1, "+ Boximator", metric), _stat(t1, "+ Boximator, Box", metric)
     word = _cmp(boxed, base)
-    lines.append(f"Boxes raise {metric}: no boxes {fmt(base)} → Box {fmt(boxed)}: {word} "
-                 f"({'as in the paper' if word == 'higher' else 'NOT as in the paper'})")
-    for name, expect in (("Without self-tracking", "lower"), ("Without inference soft boxes", "lower"),
-                         ("Without freezing the base", "no gain")):
+    lines.append(
+        f"Boxes raise {metric}: no boxes {fmt(base)} → Box {fmt(boxed)}: {word} "
+        f"({'as in the paper' if word == 'higher' else 'NOT as in the paper'})"
+    )
+    for name, expect in (
+        ("Without self-tracking", "lower"),
+        ("Without inference soft boxes", "lower"),
+        ("Without freezing the base", "no gain"),
+    ):
         for mode in ("Box", "F0+Box"):
             full, var = _stat(ab, f"Full model, {mode}", metric), _stat(ab, f"{name}, {mode}", metric)
             word = _cmp(var, full)
             ok = (word == "lower") if expect == "lower" else (word != "higher")
             rel = "ranges overlap the full model's" if word == "overlapping" else f"{word} than the full model"
-            lines.append(f"{name}, {mode}: {fmt(var)} vs full {fmt(full)}: {rel} "
-                         f"(paper: {expect}; {'agrees' if ok else 'disagrees'})")
+            lines.append(
+                f"{name}, {mode}: {fmt(var)} vs full {fmt(full)}: {rel} "
+                f"(paper: {expect}; {'agrees' if ok else 'disagrees'})"
+            )
     r_base, r_box = _stat(t1, "Base video model", "realism"), _stat(t1, "+ Boximator, Box", "realism")
-    lines.append(f"Video quality (oracle realism): base {fmt(r_base)}, Boximator + Box {fmt(r_box)}: "
-                 f"difference {100 * (r_box['mean'] - r_base['mean']):+.1f} points")
+    lines.append(
+        f"Video quality (oracle realism): base {fmt(r_base)}, Boximator + Box {fmt(r_box)}: "
+        f"difference {100 * (r_box['mean'] - r_base['mean']):+.1f} points"
+    )
     return lines
 
 

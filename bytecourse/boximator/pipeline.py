@@ -49,7 +49,9 @@ class BoximatorModel(nn.Module):
     def config(self):
         return self.base.config
 
-    def forward(self, x: torch.Tensor, t, tokens: torch.Tensor, box_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t, tokens: torch.Tensor, box_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, frames = x.shape[:2]
         if box_tokens is None:
             box_tokens = self.control.null_tokens(b * frames)
@@ -70,7 +72,9 @@ class StageConfig:
     self_tracking: bool
 
 
-def conditions_from_batch(batch: MotionBatch, p_soft: float, p_no_boxes: float, generator: torch.Generator) -> BoxConditions:
+def conditions_from_batch(
+    batch: MotionBatch, p_soft: float, p_no_boxes: float, generator: torch.Generator
+) -> BoxConditions:
     """Ground-truth constraints for a Motion batch: object ``j`` in slot ``j`` on every frame."""
     b, t, k, _ = batch.boxes_full.shape
     if k > SLOTS:
@@ -88,8 +92,15 @@ def conditions_from_batch(batch: MotionBatch, p_soft: float, p_no_boxes: float, 
 
 
 def control_loss(
-    model: BoximatorModel, batch: MotionBatch, stage: StageConfig, scheduler, generator: torch.Generator,
-    *, p_no_boxes: float = 0.25, p_first_frame: float = 0.5, p_uncond: float = 0.1,
+    model: BoximatorModel,
+    batch: MotionBatch,
+    stage: StageConfig,
+    scheduler,
+    generator: torch.Generator,
+    *,
+    p_no_boxes: float = 0.25,
+    p_first_frame: float = 0.5,
+    p_uncond: float = 0.1,
 ) -> torch.Tensor:
     """The ε-MSE of one training batch under a stage's rules (see the module docstring)."""
     device = next(model.parameters()).device
@@ -131,8 +142,13 @@ class FirstFrame(SamplerHook):
         return self._put(state.x_prev)
 
 
-def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tokens: torch.Tensor | None,
-                     box_guidance_scale: float, guidance_scale: float):
+def guided_eps_model(
+    model: nn.Module,
+    box_tokens: torch.Tensor | None,
+    null_tokens: torch.Tensor | None,
+    box_guidance_scale: float,
+    guidance_scale: float,
+):
     """``eps(x, t, caption_tokens)`` with Boximator's CFG (negative: null box tokens) and caption CFG, all
     branches in one batched call. ``box_tokens=None``: no constraints (the base alone if ``null_tokens`` is
     None too, i.e. a model without a control module).
@@ -172,8 +188,16 @@ def guided_eps_model(model: nn.Module, box_tokens: torch.Tensor | None, null_tok
 
 @torch.no_grad()
 def generate(
-    model: nn.Module, tokens: torch.Tensor, cond: BoxConditions | None = None, *, first_frame: torch.Tensor | None = None,
-    steps: int = 20, box_guidance_scale: float = 1.0, guidance_scale: float = 2.0, seed: int = 0, progress: bool = False,
+    model: nn.Module,
+    tokens: torch.Tensor,
+    cond: BoxConditions | None = None,
+    *,
+    first_frame: torch.Tensor | None = None,
+    steps: int = 20,
+    box_guidance_scale: float = 1.0,
+    guidance_scale: float = 2.0,
+    seed: int = 0,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Videos ``(B, T, 3, H, W)`` in [0, 1]. ``model`` is a :class:`BoximatorModel` or a bare base video
     denoiser (then ``cond`` must be None); ``first_frame (B, 3, H, W)`` in [0, 1] turns on F0."""
@@ -196,7 +220,9 @@ def generate(
     noise = initial_noise(shape, seed, device)
     eps = guided_eps_model(model, box_tokens, null_tokens, box_guidance_scale, guidance_scale)
     with autocast(device):
-        x = ddim_sample(eps, noise, tokens.to(device), make_train_scheduler(), steps=steps, hook=hook, seed=seed, progress=progress)
+        x = ddim_sample(
+            eps, noise, tokens.to(device), make_train_scheduler(), steps=steps, hook=hook, seed=seed, progress=progress
+        )
     if hook is not None:
         x = hook._put(x)
     return to_image_space(x.float())

@@ -47,7 +47,9 @@ def variant_stages(variant: str, total_steps: int | None = None) -> list[StageCo
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     stages = list(STAGES)
     if variant == "no_self_tracking":
-        stages = [replace(s, self_tracking=False, name=s.name.replace("self-tracking", "no self-tracking")) for s in stages]
+        stages = [
+            replace(s, self_tracking=False, name=s.name.replace("self-tracking", "no self-tracking")) for s in stages
+        ]
     if total_steps is not None:
         full = sum(s.steps for s in STAGES)
         stages = [replace(s, steps=max(1, round(total_steps * s.steps / full))) for s in stages]
@@ -79,9 +81,18 @@ def stage_loss(stage: StageConfig, seed: int, stage_index: int, world):
 
 
 def train_variant(
-    variant: str, *, device: str = "auto", seed: int = 0, only_stage: int | None = None, total_steps: int | None = None,
-    resume: bool = False, max_minutes: float | None = None, run_root: Path = Path("runs/boximator"), ship: bool = True,
-    progress: bool = True, on_step=None,
+    variant: str,
+    *,
+    device: str = "auto",
+    seed: int = 0,
+    only_stage: int | None = None,
+    total_steps: int | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    run_root: Path = Path("runs/boximator"),
+    ship: bool = True,
+    progress: bool = True,
+    on_step=None,
 ) -> tuple[BoximatorModel, dict]:
     """Run a variant's stages in order (a finished stage is skipped; a stopped one resumes with ``resume``).
     Ships the final stage's EMA control (and base, for ``unfrozen``) once every stage is done."""
@@ -113,17 +124,38 @@ def train_variant(
         def entry(state, stages=stages, prior=tuple(summaries)) -> dict:  # the shipped entry covers every stage
             done = [*prior, _stage_summary(stages[-1], state)]
             base_entry = checkpoints.manifest_entry(BASE_CHECKPOINT)
-            return {"config": {"variant": variant, "control": CONTROL, "batch": BATCH,
-                               "stages": [asdict(s) for s in stages], "base": BASE_CHECKPOINT,
-                               "base_sha256": base_entry["sha256"]},
-                    "wall_time_s": round(sum(s["wall_time_s"] for s in done), 1), "stages": done}
+            return {
+                "config": {
+                    "variant": variant,
+                    "control": CONTROL,
+                    "batch": BATCH,
+                    "stages": [asdict(s) for s in stages],
+                    "base": BASE_CHECKPOINT,
+                    "base_sha256": base_entry["sha256"],
+                },
+                "wall_time_s": round(sum(s["wall_time_s"] for s in done), 1),
+                "stages": done,
+            }
 
         trained, result = train_and_ship(
-            model, stage_loss(stage, seed, k, world), target=CHAPTER, checkpoint=checkpoint_name(variant) if last else None,
-            config=config, total_steps=stage.steps, lr=stage.lr, run_dir=run_dir, seed=seed, ship=ship and last,
-            state_dict=_shipped_weights(variant), entry=entry, warmup=min(100, max(1, stage.steps // 5)),
-            resume=(run_dir / "state.json").exists() and (resume or done or k > 0), max_minutes=remaining,
-            device=str(dev) if device != "auto" else "auto", progress=progress, on_step=on_step,
+            model,
+            stage_loss(stage, seed, k, world),
+            target=CHAPTER,
+            checkpoint=checkpoint_name(variant) if last else None,
+            config=config,
+            total_steps=stage.steps,
+            lr=stage.lr,
+            run_dir=run_dir,
+            seed=seed,
+            ship=ship and last,
+            state_dict=_shipped_weights(variant),
+            entry=entry,
+            warmup=min(100, max(1, stage.steps // 5)),
+            resume=(run_dir / "state.json").exists() and (resume or done or k > 0),
+            max_minutes=remaining,
+            device=str(dev) if device != "auto" else "auto",
+            progress=progress,
+            on_step=on_step,
         )
         summaries.append(_stage_summary(stage, result))
         ema_model = trained
@@ -136,14 +168,24 @@ def train_variant(
 
 def _stage_summary(stage: StageConfig, result) -> dict:
     """One stage's record (from a train summary dict, or the trainer's state when it ships)."""
-    get = result.get if isinstance(result, dict) else lambda k: {"step": result.step, "wall_time_s": result.elapsed_s,
-                                                               "final_loss": result.last_loss}[k]
-    return {"stage": stage.name, "steps": get("step"), "total_steps": stage.steps, "lr": stage.lr,
-            "wall_time_s": round(get("wall_time_s"), 1), "final_loss": get("final_loss")}
+    get = (
+        result.get
+        if isinstance(result, dict)
+        else lambda k: {"step": result.step, "wall_time_s": result.elapsed_s, "final_loss": result.last_loss}[k]
+    )
+    return {
+        "stage": stage.name,
+        "steps": get("step"),
+        "total_steps": stage.steps,
+        "lr": stage.lr,
+        "wall_time_s": round(get("wall_time_s"), 1),
+        "final_loss": get("final_loss"),
+    }
 
 
 def _shipped_weights(variant: str):
     """What a variant ships: the control module (and the trained base, for ``unfrozen``)."""
+
     def select(model: BoximatorModel) -> dict:
         state = {f"control.{k}": v for k, v in model.control.state_dict().items()}
         if variant == "unfrozen":
@@ -177,6 +219,13 @@ def load_variant(variant: str, device: str | torch.device = "cpu") -> BoximatorM
 
 def cli_train(options) -> dict:
     variant = options.variant or "full"
-    _, summary = train_variant(variant, device=options.device, seed=options.seed, only_stage=options.stage,
-                               total_steps=options.steps, resume=options.resume, max_minutes=options.max_minutes)
+    _, summary = train_variant(
+        variant,
+        device=options.device,
+        seed=options.seed,
+        only_stage=options.stage,
+        total_steps=options.steps,
+        resume=options.resume,
+        max_minutes=options.max_minutes,
+    )
     return summary

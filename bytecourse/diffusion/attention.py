@@ -16,7 +16,9 @@ from torch import nn
 
 
 class AttentionProcessor(Protocol):
-    def __call__(self, attn: Attention, x: torch.Tensor, context: torch.Tensor | None = None, **kwargs) -> torch.Tensor: ...
+    def __call__(
+        self, attn: Attention, x: torch.Tensor, context: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor: ...
 
 
 class Attention(nn.Module):

@@ -48,10 +48,14 @@ class ShapesClassifier(nn.Module):
         self.config = config
         w = config.width
         self.features = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(w, w, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(3, w, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(w, w, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1),
+            nn.SiLU(),
         )
         side = config.image_size // 8
         self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * side * side, 128), nn.SiLU())
@@ -59,7 +63,9 @@ class ShapesClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != self.config.image_size:
-            raise ValueError(f"expected images (B, 3, {self.config.image_size}, {self.config.image_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images (B, 3, {self.config.image_size}, {self.config.image_size}), got {tuple(x.shape)}"
+            )
         h = self.trunk(self.features(x))
         return {k: head(h) for k, head in self.heads.items()}
 
@@ -72,7 +78,11 @@ def position_labels(centers_x: torch.Tensor, image_size: int) -> torch.Tensor:
 def labelled_batch(n: int, seed: int, image_size: int = 32) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One-object world images in model space and their exact labels."""
     b = make_shapes(n, seed, ShapesConfig(size=image_size), num_objects=1)
-    labels = {"colour": b.colours[:, 0], "shape": b.shapes[:, 0], "position": position_labels(b.centers[:, 0, 0], image_size)}
+    labels = {
+        "colour": b.colours[:, 0],
+        "shape": b.shapes[:, 0],
+        "position": position_labels(b.centers[:, 0, 0], image_size),
+    }
     return to_model_space(b.images), labels
 
 
@@ -91,9 +101,17 @@ def classifier_batch_loss(config: ClassifierConfig):
     return loss_fn
 
 
-def train_classifier(config: ClassifierConfig = ClassifierConfig(), *, steps: int | None = None, ship: bool = False,
-                     progress: bool = True, device: str = "auto", run_dir: Path | None = None, resume: bool = False,
-                     max_minutes: float | None = None) -> tuple[ShapesClassifier, dict]:
+def train_classifier(
+    config: ClassifierConfig = ClassifierConfig(),
+    *,
+    steps: int | None = None,
+    ship: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    run_dir: Path | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+) -> tuple[ShapesClassifier, dict]:
     """Adam with cosine decay to 0 and no warm-up or clipping, on fresh batches (seeded by step), through the shared
     trainer (resumable; the raw weights ship, there is no EMA). Returns the model and a summary with the per-step
     ``losses`` and the held-out accuracy; ``ship`` writes the fp16 checkpoint and its manifest entry."""
@@ -107,10 +125,25 @@ def train_classifier(config: ClassifierConfig = ClassifierConfig(), *, steps: in
     losses: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         model, summary = train_and_ship(
-            model, classifier_batch_loss(config), target="classifier", checkpoint=CHECKPOINT, config=config.to_dict(),
-            total_steps=config.steps, lr=config.lr, run_dir=run_dir or Path(tmp), seed=config.seed, ship=ship,
-            ship_ema=False, warmup=0, final_lr_ratio=0.0, clip_grad=None, resume=resume, max_minutes=max_minutes,
-            device=device, progress=progress, on_step=lambda step, loss: losses.append(loss),
+            model,
+            classifier_batch_loss(config),
+            target="classifier",
+            checkpoint=CHECKPOINT,
+            config=config.to_dict(),
+            total_steps=config.steps,
+            lr=config.lr,
+            run_dir=run_dir or Path(tmp),
+            seed=config.seed,
+            ship=ship,
+            ship_ema=False,
+            warmup=0,
+            final_lr_ratio=0.0,
+            clip_grad=None,
+            resume=resume,
+            max_minutes=max_minutes,
+            device=device,
+            progress=progress,
+            on_step=lambda step, loss: losses.append(loss),
             entry={"train_metrics_note": "held-out accuracy: python -m bytecourse eval classifier"},
         )
     model = model.cpu().eval().requires_grad_(False)
@@ -153,8 +186,14 @@ def get_classifier(device: str | torch.device = "cpu", progress: bool = False) -
 
 def cli_train(options) -> dict:
     config = ClassifierConfig(seed=options.seed, **({"steps": options.steps} if options.steps else {}))
-    _, summary = train_classifier(config, ship=True, device=options.device, run_dir=Path("runs/classifier"),
-                                  resume=options.resume, max_minutes=options.max_minutes)
+    _, summary = train_classifier(
+        config,
+        ship=True,
+        device=options.device,
+        run_dir=Path("runs/classifier"),
+        resume=options.resume,
+        max_minutes=options.max_minutes,
+    )
     summary.pop("losses")
     return summary
 
@@ -164,5 +203,11 @@ def cli_eval(options) -> dict:
 
     model = load_classifier()
     per_seed = [accuracy(model, [s]) for s in options.seeds]
-    return {"heldout": {"rows": [{"setting": "clean held-out images", "metrics": summarise(per_seed)}], "seeds": list(options.seeds),
-                        "samples_per_seed": 512, "setting_name": "input"}}
+    return {
+        "heldout": {
+            "rows": [{"setting": "clean held-out images", "metrics": summarise(per_seed)}],
+            "seeds": list(options.seeds),
+            "samples_per_seed": 512,
+            "setting_name": "input",
+        }
+    }

@@ -35,8 +35,14 @@ def eval_captions(seed: int, num_objects: int, n: int = 64, image_size: int = 32
 
 
 def sample_captions(
-    model: ImageDenoiser, captions: list[str], *, steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE, seed: int = 0, sampler: str = "ddim", progress: bool = False,
+    model: ImageDenoiser,
+    captions: list[str],
+    *,
+    steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    seed: int = 0,
+    sampler: str = "ddim",
+    progress: bool = False,
 ) -> torch.Tensor:
     """Images ``(B,3,H,W)`` in [0, 1] for captions, from seeded noise. ``sampler``: ``"ddim"`` (``steps``
     steps) or ``"ddpm"`` (all 1000 ancestral steps)."""
@@ -55,10 +61,20 @@ def sample_captions(
     scheduler = make_train_scheduler()
     with autocast(device):
         if sampler == "ddim":
-            x = ddim_sample(model, noise, tokens, scheduler, steps=steps, guidance_scale=guidance_scale, seed=seed,
-                            progress=progress)
+            x = ddim_sample(
+                model,
+                noise,
+                tokens,
+                scheduler,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                seed=seed,
+                progress=progress,
+            )
         else:
-            x = ddpm_sample(model, noise, tokens, scheduler, guidance_scale=guidance_scale, seed=seed, progress=progress)
+            x = ddpm_sample(
+                model, noise, tokens, scheduler, guidance_scale=guidance_scale, seed=seed, progress=progress
+            )
     return to_image_space(x.float())
 
 

@@ -84,7 +84,9 @@ def grid_position_embedding(height: int, width: int, dim: int) -> torch.Tensor:
         raise ValueError(f"dim must be divisible by 4, got {dim}")
     ys = timestep_embedding(torch.arange(height).float() * (64 / height), dim // 2, max_period=256.0)
     xs = timestep_embedding(torch.arange(width).float() * (64 / width), dim // 2, max_period=256.0)
-    return torch.cat([ys[:, None].expand(height, width, -1), xs[None].expand(height, width, -1)], -1).reshape(height * width, dim)
+    return torch.cat([ys[:, None].expand(height, width, -1), xs[None].expand(height, width, -1)], -1).reshape(
+        height * width, dim
+    )
 
 
 class MotionModule(nn.Module):
@@ -96,8 +98,15 @@ class MotionModule(nn.Module):
     feed-forward. ``post_spatial`` (empty) runs on the tokens before the module, for box layers at levels
     without spatial attention."""
 
-    def __init__(self, dim: int, context_dim: int, size: int, heads: int = 4, max_frames: int = 24,
-                 caption_cross_attention: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        size: int,
+        heads: int = 4,
+        max_frames: int = 24,
+        caption_cross_attention: bool = True,
+    ):
         super().__init__()
         self.size = size
         self.post_spatial = nn.ModuleList()
@@ -117,7 +126,9 @@ class MotionModule(nn.Module):
         self.register_buffer("frame_pos", timestep_embedding(torch.arange(max_frames), dim), persistent=False)
         self.register_buffer("grid_pos", grid_position_embedding(size, size, dim), persistent=False)
 
-    def forward(self, h: torch.Tensor, frames: int, motion_context: torch.Tensor | None, extra: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, frames: int, motion_context: torch.Tensor | None, extra: dict | None = None
+    ) -> torch.Tensor:
         bt, c, hh, ww = h.shape
         b = bt // frames
         if self.post_spatial:
@@ -194,11 +205,18 @@ class InflatedVideoDenoiser(nn.Module):
         self.motion_text = CaptionEncoder(scfg.text_dim, config.caption_length, config.caption_layers, config.heads)
         with torch.no_grad():
             self.motion_text.embed.weight.copy_(spatial.text.embed.weight)
-        self.motion = nn.ModuleDict({
-            p: MotionModule(points[p][0], scfg.text_dim, scfg.image_size // points[p][1], config.heads,
-                            caption_cross_attention=config.caption_cross_attention)
-            for p in config.motion_points
-        })
+        self.motion = nn.ModuleDict(
+            {
+                p: MotionModule(
+                    points[p][0],
+                    scfg.text_dim,
+                    scfg.image_size // points[p][1],
+                    config.heads,
+                    caption_cross_attention=config.caption_cross_attention,
+                )
+                for p in config.motion_points
+            }
+        )
         self.first_frame_in = None
         if config.first_frame:
             s = scfg.unshuffle
@@ -230,16 +248,28 @@ class InflatedVideoDenoiser(nn.Module):
         own = self.delta_state_dict()
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(f"video delta does not match this inflation: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"video delta does not match this inflation: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         self.load_state_dict(state, strict=False)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int, tokens: torch.Tensor, extra: dict | None = None,
-                first_frame: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | int,
+        tokens: torch.Tensor,
+        extra: dict | None = None,
+        first_frame: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         scfg, cfg = self.spatial.config, self.config
         if x.dim() != 5 or x.shape[2] != scfg.channels or x.shape[-2:] != (scfg.image_size, scfg.image_size):
-            raise ValueError(f"x must be (B, T, {scfg.channels}, {scfg.image_size}, {scfg.image_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must be (B, T, {scfg.channels}, {scfg.image_size}, {scfg.image_size}), got {tuple(x.shape)}"
+            )
         if tokens.dim() != 2 or tokens.shape != (x.shape[0], cfg.caption_length) or tokens.is_floating_point():
-            raise ValueError(f"tokens must be ({x.shape[0]}, {cfg.caption_length}) token ids, got {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be ({x.shape[0]}, {cfg.caption_length}) token ids, got {tuple(tokens.shape)}"
+            )
         b, frames = x.shape[:2]
         if frames > 24:
             raise ValueError(f"at most 24 frames are supported (the motion modules' position table), got {frames}")
@@ -263,6 +293,12 @@ class InflatedVideoDenoiser(nn.Module):
                 return self.motion[name](h, frames, motion_ctx, extra)
             return h
 
-        eps = self.spatial(x.flatten(0, 1), t.repeat_interleave(frames), spatial_ctx, after_stage=after_stage,
-                           frames=frames, extra=extra)
+        eps = self.spatial(
+            x.flatten(0, 1),
+            t.repeat_interleave(frames),
+            spatial_ctx,
+            after_stage=after_stage,
+            frames=frames,
+            extra=extra,
+        )
         return eps.view_as(x)

@@ -65,7 +65,9 @@ class SpatialTransformer(nn.Module):
         self.ff = FeedForward(dim)
         self.post_spatial = nn.ModuleList()
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int = 1, extra: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, frames: int = 1, extra: dict | None = None
+    ) -> torch.Tensor:
         b, c, h, w = x.shape
         extra = extra or {}
         tokens = x.flatten(2).transpose(1, 2)

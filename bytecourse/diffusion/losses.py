@@ -27,8 +27,9 @@ class RandomFeatures(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.w1 = nn.Parameter(torch.randn(channels, 3, 3, 3, generator=g) * (2 / 27) ** 0.5, requires_grad=False)
-        self.w2 = nn.Parameter(torch.randn(2 * channels, channels, 3, 3, generator=g) * (2 / (9 * channels)) ** 0.5,
-                               requires_grad=False)
+        self.w2 = nn.Parameter(
+            torch.randn(2 * channels, channels, 3, 3, generator=g) * (2 / (9 * channels)) ** 0.5, requires_grad=False
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         h1 = F.relu(F.conv2d(x, self.w1.to(x.dtype), padding=1))
@@ -54,7 +55,9 @@ class GramStyleLoss(nn.Module):
             raise ValueError(f"reference must be one image (3, H, W) in model space, got {tuple(reference.shape)}")
         self.features = RandomFeatures(channels, seed)
         with torch.no_grad():
-            self.register_buffer("targets_flat", torch.cat([gram(f).flatten(1) for f in self.features(reference.float())], 1))
+            self.register_buffer(
+                "targets_flat", torch.cat([gram(f).flatten(1) for f in self.features(reference.float())], 1)
+            )
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         grams = torch.cat([gram(f).flatten(1) for f in self.features(x0)], 1)

@@ -61,7 +61,12 @@ def check_grid(timesteps: Sequence[int], *, clean_end: bool = True, num_levels: 
     ts = [int(t) for t in timesteps]
     low = -1 if clean_end else 0
     top = "" if num_levels is None else f", below {num_levels}"
-    if len(ts) < 2 or any(b >= a for a, b in zip(ts, ts[1:])) or ts[-1] < low or (num_levels is not None and ts[0] >= num_levels):
+    if (
+        len(ts) < 2
+        or any(b >= a for a, b in zip(ts, ts[1:]))
+        or ts[-1] < low
+        or (num_levels is not None and ts[0] >= num_levels)
+    ):
         raise ValueError(f"timesteps must be a strictly decreasing grid of ≥2 levels ending at ≥ {low}{top}, got {ts}")
     return ts
 
@@ -87,8 +92,14 @@ def euler_step(eps_fn: EpsFn, x: torch.Tensor, t: int, s: int, levels: VPLevels,
     return (s_s / s_t) * x + (a_s - s_s * a_t / s_t) * x0
 
 
-def solve(eps_fn: EpsFn, x: torch.Tensor, timesteps: Sequence[int], levels: VPLevels, form: Form = "noise",
-          keep_states: bool = False) -> torch.Tensor | list[torch.Tensor]:
+def solve(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    levels: VPLevels,
+    form: Form = "noise",
+    keep_states: bool = False,
+) -> torch.Tensor | list[torch.Tensor]:
     """Euler over a decreasing grid ``timesteps`` (its last entry may be −1); the end state, or all states."""
     ts = check_grid(timesteps)
     states = [x]
@@ -144,33 +155,52 @@ def discrete_adjoint(
     return Gradients(loss.detach(), lam, grads, states[-1], states)
 
 
-def autograd_through(solve_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                     loss_fn: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.Tensor] = ()) -> Gradients:
+def autograd_through(
+    solve_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    params: Sequence[torch.Tensor] = (),
+) -> Gradients:
     """The reference route: plain backpropagation through ``solve_fn`` (every step's graph alive at once)."""
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
         end = solve_fn(xg)
         loss = loss_fn(end)
         g = torch.autograd.grad(loss, [xg, *params], allow_unused=True)
-    return Gradients(loss.detach(), g[0], [torch.zeros_like(p) if v is None else v for p, v in zip(params, g[1:])],
-                     end.detach())
+    return Gradients(
+        loss.detach(), g[0], [torch.zeros_like(p) if v is None else v for p, v in zip(params, g[1:])], end.detach()
+    )
 
 
-def symplectic_adjoint_grad(eps_fn: EpsFn, x: torch.Tensor, timesteps: Sequence[int], levels: VPLevels,
-                            loss_fn: Callable[[torch.Tensor], torch.Tensor], form: Form = "noise",
-                            params: Sequence[torch.Tensor] = (), on_step: Callable[[int], None] | None = None) -> Gradients:
+def symplectic_adjoint_grad(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    levels: VPLevels,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    form: Form = "noise",
+    params: Sequence[torch.Tensor] = (),
+    on_step: Callable[[int], None] | None = None,
+) -> Gradients:
     """Gradients through the Euler (= DDIM) map on ``timesteps`` by the exact discrete adjoint
     (:func:`discrete_adjoint`): forward under ``no_grad`` keeping the n+1 states, then for m = n−1 … 0 recompute
     φ_m(x_m) with a graph and take one VJP."""
     ts = check_grid(timesteps)
     if form not in ("noise", "data"):
         raise ValueError(f"form must be 'noise' or 'data', got {form!r}")
-    return discrete_adjoint(lambda xm, m: euler_step(eps_fn, xm, ts[m], ts[m + 1], levels, form), x, len(ts) - 1,
-                            loss_fn, params, on_step)
+    return discrete_adjoint(
+        lambda xm, m: euler_step(eps_fn, xm, ts[m], ts[m + 1], levels, form), x, len(ts) - 1, loss_fn, params, on_step
+    )
 
 
-def autograd_grad(eps_fn: EpsFn, x: torch.Tensor, timesteps: Sequence[int], levels: VPLevels,
-                  loss_fn: Callable[[torch.Tensor], torch.Tensor], form: Form = "noise",
-                  params: Sequence[torch.Tensor] = ()) -> Gradients:
+def autograd_grad(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    levels: VPLevels,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    form: Form = "noise",
+    params: Sequence[torch.Tensor] = (),
+) -> Gradients:
     """The same gradients by plain backpropagation through the whole solve (n graphs alive at once)."""
     return autograd_through(lambda z: solve(eps_fn, z, timesteps, levels, form), x, loss_fn, params)

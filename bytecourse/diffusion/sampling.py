@@ -77,12 +77,18 @@ class RecordTrajectory(SamplerHook):
 def null_tokens_like(tokens: torch.Tensor) -> torch.Tensor:
     """The null caption (all padding) for CFG's unconditional branch; embeddings need an explicit ``uncond``."""
     if tokens.is_floating_point():
-        raise ValueError("the condition is an embedding: pass its null embedding as `uncond` (e.g. model.text(null tokens))")
+        raise ValueError(
+            "the condition is an embedding: pass its null embedding as `uncond` (e.g. model.text(null tokens))"
+        )
     return torch.full_like(tokens, PAD_ID)
 
 
 def guided_eps(
-    model: EpsModel, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor, guidance_scale: float,
+    model: EpsModel,
+    x: torch.Tensor,
+    t: torch.Tensor | int,
+    cond: torch.Tensor,
+    guidance_scale: float,
     uncond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """ε̂ with classifier-free guidance; both branches in one batched call. ``guidance_scale = 1`` is the plain
@@ -112,7 +118,9 @@ def _validate(model: EpsModel, guidance_scale: float, eta: float, x: torch.Tenso
     check_finite("noise", x)
     params = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
     if params is not None and params.is_floating_point() and x.dtype != params.dtype:
-        raise ValueError(f"noise must have the model's dtype {params.dtype}, got {x.dtype} (use noise.to({params.dtype}))")
+        raise ValueError(
+            f"noise must have the model's dtype {params.dtype}, got {x.dtype} (use noise.to({params.dtype}))"
+        )
     if not isinstance(cond, torch.Tensor) or cond.shape[0] != x.shape[0]:
         raise ValueError(f"cond must have one row per noise sample ({x.shape[0]}), got {_show(cond)}")
     if cond.is_floating_point():

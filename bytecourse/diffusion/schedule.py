@@ -11,7 +11,9 @@ from diffusers import DDIMScheduler, DDPMScheduler
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def make_train_scheduler(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_schedule: str = "squaredcos_cap_v2") -> DDPMScheduler:
+def make_train_scheduler(
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_schedule: str = "squaredcos_cap_v2"
+) -> DDPMScheduler:
     """The forward process. The cosine schedule (Nichol & Dhariwal 2021) suits 32×32 images better than
     the linear one: the linear schedule destroys small images' information too early."""
     if num_train_timesteps < 2:
@@ -39,8 +41,12 @@ def make_ddim_scheduler(train_scheduler: DDPMScheduler, steps: int, clip_x0: boo
     if not 1 <= steps <= n:
         raise ValueError(f"steps must be in [1, {n}], got {steps}")
     sched = DDIMScheduler.from_config(
-        train_scheduler.config, timestep_spacing="trailing", set_alpha_to_one=True, steps_offset=0,
-        clip_sample=clip_x0, clip_sample_range=1.0,
+        train_scheduler.config,
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        steps_offset=0,
+        clip_sample=clip_x0,
+        clip_sample_range=1.0,
     )
     sched.set_timesteps(steps)
     return sched

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from .. import seeds
+from ..configs import JSONConfig
 from ..text import PAD_ID
 
 
@@ -106,22 +109,62 @@ def seeded_diffusion_loss(
         data_seed = seed * seeds.TRAIN_SEED_STRIDE + stream + step
         generator = torch.Generator().manual_seed(data_seed + seeds.NOISE_SUBSTREAM)
         x0, tokens = draw(data_seed, generator)
-        return diffusion_loss(model, x0.to(device), tokens.to(device), scheduler, generator, p_uncond, weighting,
-                              max_weight)
+        return diffusion_loss(
+            model, x0.to(device), tokens.to(device), scheduler, generator, p_uncond, weighting, max_weight
+        )
 
     return loss_fn
 
 
-def train_diffusion_model(config, *, target: str, checkpoint: str, run_dir, ship: bool = True, **loop_options):
-    """The primer's and the from-scratch video model's training: ``config.build()`` seeded by ``config.seed``, the
-    ε-loss on ``config.draw(data_seed, generator)`` batches (:func:`seeded_diffusion_loss`), and
-    :func:`bytecourse.trainer.train_and_ship` with ``config``'s steps, peak lr, warm-up and EMA decay. Returns the
-    EMA model and the summary."""
+@dataclass
+class DiffusionTrainingConfig(JSONConfig):
+    """What :func:`train_diffusion_model` reads from a model's training config (the primer's, the from-scratch video
+    model's). A subclass names its denoiser class (``model_class``), holds its architecture config as ``unet`` and
+    says how a batch is drawn (``draw``)."""
+
+    steps: int = 1000
+    batch: int = 16
+    lr: float = 5e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    p_uncond: float = 0.1
+    seed: int = 0
+
+    model_class: ClassVar[type[nn.Module]]
+
+    def build(self) -> nn.Module:
+        return self.model_class(self.unet)  # type: ignore[attr-defined]
+
+    def draw(self, data_seed: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training batch ``data_seed``: clean samples in model space [−1, 1] and their caption tokens."""
+        raise NotImplementedError
+
+
+def train_diffusion_model(
+    config: DiffusionTrainingConfig, *, target: str, checkpoint: str, run_dir, ship: bool = True, **loop_options
+):
+    """Train a denoiser from scratch: ``config.build()`` seeded by ``config.seed``, the ε-loss on
+    ``config.draw(data_seed, generator)`` batches (:func:`seeded_diffusion_loss`), and
+    :func:`bytecourse.trainer.train_and_ship` with ``config``'s steps, peak lr, warm-up and EMA decay
+    (``loop_options``: ``device``, ``resume``, ``max_minutes``, ``progress``, ``on_step``). Returns the EMA model and
+    the summary."""
     from ..trainer import seeded_init, train_and_ship
     from .schedule import make_train_scheduler
 
     model = seeded_init(config.seed, config.build)
     loss_fn = seeded_diffusion_loss(config.draw, make_train_scheduler(), seed=config.seed, p_uncond=config.p_uncond)
-    return train_and_ship(model, loss_fn, target=target, checkpoint=checkpoint, config=config.to_dict(),
-                          total_steps=config.steps, lr=config.lr, run_dir=run_dir, seed=config.seed, ship=ship,
-                          warmup=config.warmup, ema_decay=config.ema_decay, **loop_options)
+    return train_and_ship(
+        model,
+        loss_fn,
+        target=target,
+        checkpoint=checkpoint,
+        config=config.to_dict(),
+        total_steps=config.steps,
+        lr=config.lr,
+        run_dir=run_dir,
+        seed=config.seed,
+        ship=ship,
+        warmup=config.warmup,
+        ema_decay=config.ema_decay,
+        **loop_options,
+    )

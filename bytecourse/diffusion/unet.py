@@ -57,11 +57,13 @@ class ImageDenoiser(nn.Module):
             if level < len(config.widths) - 1:
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skips.append(ch)
-        self.mid = nn.ModuleList([
-            ResBlock(ch, ch, temb_dim, config.dropout),
-            SpatialTransformer(ch, config.text_dim, config.heads),
-            ResBlock(ch, ch, temb_dim, config.dropout),
-        ])
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(ch, ch, temb_dim, config.dropout),
+                SpatialTransformer(ch, config.text_dim, config.heads),
+                ResBlock(ch, ch, temb_dim, config.dropout),
+            ]
+        )
         self.up = nn.ModuleList()
         for level in reversed(range(len(config.widths))):
             width = config.widths[level]
@@ -69,7 +71,9 @@ class ImageDenoiser(nn.Module):
                 self.up.append(self._stage(ch + skips.pop(), width, temb_dim, level))
                 ch = width
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
+                self.up.append(
+                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
+                )
         self.out = nn.Sequential(norm(ch), nn.SiLU(), nn.Conv2d(ch, config.channels * s * s, 3, padding=1))
         self.unstem = nn.PixelShuffle(s) if s > 1 else nn.Identity()
         nn.init.zeros_(self.out[-1].weight)
@@ -123,8 +127,13 @@ class ImageDenoiser(nn.Module):
         return out
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor | float | int, tokens: torch.Tensor, *,
-        after_stage: Callable[[str, torch.Tensor], torch.Tensor] | None = None, frames: int = 1,
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float | int,
+        tokens: torch.Tensor,
+        *,
+        after_stage: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+        frames: int = 1,
         extra: dict | None = None,
     ) -> torch.Tensor:
         """ε̂(x, t, c): ``tokens`` is a caption ``(B, L)`` of token ids, or its embedding ``(B, L, text_dim)`` directly.
@@ -133,7 +142,12 @@ class ImageDenoiser(nn.Module):
         ``extra`` are passed on to the attention processors and ``post_spatial`` layers. With the defaults the
         image model runs exactly as trained."""
         cfg = self.config
-        if x.dim() != 4 or x.shape[1] != cfg.channels or x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
+        if (
+            x.dim() != 4
+            or x.shape[1] != cfg.channels
+            or x.shape[-1] != cfg.image_size
+            or x.shape[-2] != cfg.image_size
+        ):
             raise ValueError(
                 f"x must be (B, {cfg.channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
             )
@@ -141,7 +155,9 @@ class ImageDenoiser(nn.Module):
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]).to(x.dtype))
-        if tokens.is_floating_point():  # a conditioning embedding c = text(tokens), e.g. one being optimised (AdjointDPM)
+        if (
+            tokens.is_floating_point()
+        ):  # a conditioning embedding c = text(tokens), e.g. one being optimised (AdjointDPM)
             want = (x.shape[0], cfg.caption_length, cfg.text_dim)
             if tuple(tokens.shape) != want:
                 raise ValueError(f"a conditioning embedding must be {want}, got {tuple(tokens.shape)}")

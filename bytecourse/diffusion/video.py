@@ -66,7 +66,9 @@ class VideoTransformerBlock(nn.Module):
         tok = tok + self.cross_attn(self.norm_cross(tok), context, role="cross", frames=frames, extra=extra)
         # temporal: (B·T, HW, C) → (B·HW, T, C)
         tt = tok.view(b, frames, h * w, c).transpose(1, 2).reshape(b * h * w, frames, c)
-        tt = tt + self.temporal_attn(self.norm_temporal(tt + self.frame_pos[:frames]), role="temporal", frames=frames, extra=extra)
+        tt = tt + self.temporal_attn(
+            self.norm_temporal(tt + self.frame_pos[:frames]), role="temporal", frames=frames, extra=extra
+        )
         tok = tt.view(b, h * w, frames, c).transpose(1, 2).reshape(bt, h * w, c)
         tok = tok + self.ff(self.norm_ff(tok))
         return tok.transpose(1, 2).reshape(bt, c, h, w)
@@ -107,9 +109,16 @@ class VideoDenoiser(nn.Module):
     def transformer_blocks(self) -> list[VideoTransformerBlock]:
         return [self.block0, self.block1, self.block1_up, self.block0_up]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int, tokens: torch.Tensor, extra: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor | int, tokens: torch.Tensor, extra: dict | None = None
+    ) -> torch.Tensor:
         cfg = self.config
-        if x.dim() != 5 or x.shape[2] != cfg.channels or x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
+        if (
+            x.dim() != 5
+            or x.shape[2] != cfg.channels
+            or x.shape[-1] != cfg.image_size
+            or x.shape[-2] != cfg.image_size
+        ):
             raise ValueError(
                 f"x must be (B, T, {cfg.channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
             )

@@ -56,9 +56,13 @@ def score_clips(videos: torch.Tensor, batch) -> dict[str, float]:
 
 
 @torch.no_grad()
-def sample_clips(model, batch, seed: int, device, steps: int = STEPS, guidance_scale: float = GUIDANCE_SCALE) -> torch.Tensor:
+def sample_clips(
+    model, batch, seed: int, device, steps: int = STEPS, guidance_scale: float = GUIDANCE_SCALE
+) -> torch.Tensor:
     noise = initial_noise(tuple(batch.videos.shape), EVAL_SEED_OFFSET + seed, device)
-    x = ddim_sample(model, noise, batch.tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=guidance_scale)
+    x = ddim_sample(
+        model, noise, batch.tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=guidance_scale
+    )
     return to_image_space(x).float().cpu()
 
 
@@ -79,8 +83,13 @@ def permutation_gap(model, batch, device, t: int = 500, seed: int = 0) -> float:
 
 
 def _row(name: str, per_seed: list[dict], wall_time_s: float | None, note: str, sha256: str | None = None) -> dict:
-    return {"setting": name, "metrics": summarise(per_seed), "train_wall_time_s": wall_time_s, "note": note,
-            "checkpoint_sha256": sha256}
+    return {
+        "setting": name,
+        "metrics": summarise(per_seed),
+        "train_wall_time_s": wall_time_s,
+        "note": note,
+        "checkpoint_sha256": sha256,
+    }
 
 
 def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
@@ -93,23 +102,34 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
 
     device = default_device(device_name)
     primer, primer_entry = load_image_model(device)
-    models = {"Image model, frame by frame (inflated, untrained motion modules)":
-              (InflatedVideoDenoiser(primer).to(device).eval(), primer_entry["wall_time_s"],
-               "the primer's image model on each frame; no temporal coupling", primer_entry["sha256"])}
+    models = {
+        "Image model, frame by frame (inflated, untrained motion modules)": (
+            InflatedVideoDenoiser(primer).to(device).eval(),
+            primer_entry["wall_time_s"],
+            "the primer's image model on each frame; no temporal coupling",
+            primer_entry["sha256"],
+        )
+    }
     earlier: list[dict] = []
     if checkpoints.checkpoint_available(CHECKPOINT):
         inflated, config, entry = load_inflated_video_model(device)
         stages = entry["config"]["trained_stages"]
         models[f"Inflated video model (after stage {stages})"] = (
-            inflated, primer_entry["wall_time_s"] + entry["wall_time_s"],
-            f"primer {primer_entry['wall_time_s']:.0f} s + motion stages {entry['wall_time_s']:.0f} s", entry["sha256"],
+            inflated,
+            primer_entry["wall_time_s"] + entry["wall_time_s"],
+            f"primer {primer_entry['wall_time_s']:.0f} s + motion stages {entry['wall_time_s']:.0f} s",
+            entry["sha256"],
         )
         earlier = entry.get("earlier_stage_rows", [])
     if checkpoints.checkpoint_available(SCRATCH_CHECKPOINT):
         scratch, _ = load_video_model(device)
         scratch_entry = checkpoints.manifest_entry(SCRATCH_CHECKPOINT)
         models["From-scratch video model (old base)"] = (
-            scratch, scratch_entry["wall_time_s"], "VideoDenoiser trained on Motion clips only", scratch_entry["sha256"])
+            scratch,
+            scratch_entry["wall_time_s"],
+            "VideoDenoiser trained on Motion clips only",
+            scratch_entry["sha256"],
+        )
     rows, coupling = [], []
     clips = {s: eval_clips(s) for s in seeds}
     for name, (model, wall, note, sha) in models.items():
@@ -119,11 +139,23 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
             rows[1:1] = [r for r in earlier if r["setting"] != name]
         gaps = [{"permutation_gap": permutation_gap(model, clips[s], device, seed=s)} for s in seeds]
         coupling.append({"setting": name, "metrics": summarise(gaps)})
-    rows.append(_row("Real clips (the oracle's ceiling)", [score_clips(clips[s].videos, clips[s]) for s in seeds],
-                     None, "the world's own clips for the same captions"))
+    rows.append(
+        _row(
+            "Real clips (the oracle's ceiling)",
+            [score_clips(clips[s].videos, clips[s]) for s in seeds],
+            None,
+            "the world's own clips for the same captions",
+        )
+    )
     return {
-        "models": {"rows": rows, "setting_name": "model", "clips_per_seed": EVAL_CLIPS, "steps": STEPS,
-                   "guidance_scale": GUIDANCE_SCALE, "seeds": list(seeds)},
+        "models": {
+            "rows": rows,
+            "setting_name": "model",
+            "clips_per_seed": EVAL_CLIPS,
+            "steps": STEPS,
+            "guidance_scale": GUIDANCE_SCALE,
+            "seeds": list(seeds),
+        },
         "coupling": {"rows": coupling, "setting_name": "model", "t": 500, "permutation": "frame reversal"},
     }
 
@@ -140,10 +172,18 @@ def verdicts(tables: dict) -> list[dict]:
     frame = next(r for r in rows if r["setting"].startswith("Image model"))
     inflated = [r for r in rows if r["setting"].startswith("Inflated")]
     if not inflated:
-        return [{"claim": "inflation", "outcome": "not reproduced", "sentence": "No inflated video model was evaluated."}]
+        return [
+            {"claim": "inflation", "outcome": "not reproduced", "sentence": "No inflated video model was evaluated."}
+        ]
     model = inflated[-1]
     out = []
-    for metric, coupled in (("direction", True), ("identity", True), ("colour", False), ("shape", False), ("realism", False)):
+    for metric, coupled in (
+        ("direction", True),
+        ("identity", True),
+        ("colour", False),
+        ("shape", False),
+        ("realism", False),
+    ):
         m, f = model["metrics"][metric], frame["metrics"][metric]
         target = TARGETS[metric]
         if coupled:  # what only temporal coupling gives: must beat frame by frame
@@ -155,11 +195,16 @@ def verdicts(tables: dict) -> list[dict]:
                 outcome = "not reproduced"
         else:  # what inflation must keep: the image model's quality
             outcome = "reproduced" if m["mean"] >= target else "not reproduced"
-        out.append({
-            "claim": metric, "outcome": outcome,
-            "sentence": f"{metric}: {model['setting']} {m['mean']:.3f} [{m['min']:.3f}–{m['max']:.3f}] against the image model "
-                        f"frame by frame {f['mean']:.3f} [{f['min']:.3f}–{f['max']:.3f}]; target ≥ {target:.2f} → **{outcome}**.",
-        })
+        out.append(
+            {
+                "claim": metric,
+                "outcome": outcome,
+                "sentence": f"{metric}: {model['setting']} {m['mean']:.3f} [{m['min']:.3f}–{m['max']:.3f}] against "
+                "the image model "
+                f"frame by frame {f['mean']:.3f} [{f['min']:.3f}–{f['max']:.3f}]; target ≥ {target:.2f} → "
+                f"**{outcome}**.",
+            }
+        )
     return out
 
 

@@ -13,52 +13,48 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from .. import checkpoints
-from ..configs import JSONConfig
 from ..worlds.motion import MotionConfig, make_motion
 from .sampling import to_model_space
-from .training import train_diffusion_model
+from .training import DiffusionTrainingConfig, train_diffusion_model
 from .video import VideoDenoiser, VideoUNetConfig
 
 CHECKPOINT = "video_unet"
 
 
 @dataclass
-class VideoBaseConfig(JSONConfig):
+class VideoBaseConfig(DiffusionTrainingConfig):
     """Toy defaults (the shipped run): one or two objects per clip, every Motion kind, plain background."""
 
+    model_class: ClassVar[type] = VideoDenoiser
     unet: VideoUNetConfig = field(default_factory=VideoUNetConfig)
     max_objects: int = 2
     object_probs: tuple[float, ...] = (0.6, 0.4)
     steps: int = 4000
-    batch: int = 16
-    lr: float = 5e-4
-    warmup: int = 200
-    ema_decay: float = 0.999
-    p_uncond: float = 0.1
-    seed: int = 0
 
     def world(self) -> MotionConfig:
-        return MotionConfig(frames=self.unet.frames, size=self.unet.image_size, max_objects=self.max_objects,
-                            object_probs=self.object_probs, caption_length=self.unet.caption_length)
-
-    def build(self) -> VideoDenoiser:
-        return VideoDenoiser(self.unet)
+        return MotionConfig(
+            frames=self.unet.frames,
+            size=self.unet.image_size,
+            max_objects=self.max_objects,
+            object_probs=self.object_probs,
+            caption_length=self.unet.caption_length,
+        )
 
     def draw(self, data_seed: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training batch ``data_seed``: Motion clips in model space and their caption tokens."""
-        batch = make_motion(self.batch, data_seed, self.world())
-        return to_model_space(batch.videos), batch.tokens
+        clips = make_motion(self.batch, data_seed, self.world())
+        return to_model_space(clips.videos), clips.tokens
 
 
-def train_video_model(config: VideoBaseConfig, *, run_dir: Path = Path("runs/video"), ship: bool = True,
-                      **loop_options) -> tuple[VideoDenoiser, dict]:
-    """Train (or continue) the base video model; ship the EMA weights when the schedule completes."""
-    return train_diffusion_model(config, target="video", checkpoint=CHECKPOINT, run_dir=run_dir, ship=ship,
-                                 **loop_options)
+def train_video_model(
+    config: VideoBaseConfig, *, run_dir: Path = Path("runs/video"), **options
+) -> tuple[VideoDenoiser, dict]:
+    """Train (or continue) the from-scratch video model; ship its EMA weights when the schedule completes."""
+    return train_diffusion_model(config, target="video", checkpoint=CHECKPOINT, run_dir=run_dir, **options)
 
 
 def load_video_model(device: str | torch.device = "cpu") -> tuple[VideoDenoiser, VideoBaseConfig]:
@@ -70,7 +66,9 @@ def load_video_model(device: str | torch.device = "cpu") -> tuple[VideoDenoiser,
     return model.to(device).eval().requires_grad_(False), config
 
 
-def quick_train_video_model(steps: int = 60, seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[VideoDenoiser, dict]:
+def quick_train_video_model(
+    steps: int = 60, seed: int = 0, device: str = "auto", progress: bool = True
+) -> tuple[VideoDenoiser, dict]:
     """A short live run of the same training code (a fallback when the checkpoint is missing)."""
     import tempfile
 
@@ -85,5 +83,7 @@ def cli_train(options) -> dict:
     config = VideoBaseConfig(seed=options.seed)
     if options.steps is not None:
         config.steps = options.steps
-    _, summary = train_video_model(config, device=options.device, resume=options.resume, max_minutes=options.max_minutes)
+    _, summary = train_video_model(
+        config, device=options.device, resume=options.resume, max_minutes=options.max_minutes
+    )
     return summary

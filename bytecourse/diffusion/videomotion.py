@@ -64,7 +64,9 @@ class InflatedVideoConfig(JSONConfig):
     inflation: InflationConfig = field(default_factory=InflationConfig)
     stages: tuple[VideoStage, ...] = (
         VideoStage("stage 1: motion modules, spatial layers frozen", steps=5000, lr=5e-4),
-        VideoStage("stage 2: + spatial LoRA, image-video joint training", steps=3000, lr=3e-4, lora_rank=4, p_image=0.1),
+        VideoStage(
+            "stage 2: + spatial LoRA, image-video joint training", steps=3000, lr=3e-4, lora_rank=4, p_image=0.1
+        ),
     )
     max_objects: int = 2
     object_probs: tuple[float, ...] = (0.6, 0.4)
@@ -77,8 +79,13 @@ class InflatedVideoConfig(JSONConfig):
     seed: int = 0
 
     def world(self) -> MotionConfig:
-        return MotionConfig(frames=self.inflation.frames, size=32, max_objects=self.max_objects,
-                            object_probs=self.object_probs, caption_length=self.inflation.caption_length)
+        return MotionConfig(
+            frames=self.inflation.frames,
+            size=32,
+            max_objects=self.max_objects,
+            object_probs=self.object_probs,
+            caption_length=self.inflation.caption_length,
+        )
 
     def inflation_for(self, stage: int) -> InflationConfig:
         """The inflation a stage trains (LoRA exists from the first stage that asks for it on)."""
@@ -88,7 +95,9 @@ class InflatedVideoConfig(JSONConfig):
         return replace(self.inflation, lora_rank=rank)
 
 
-def build_video_model(config: InflatedVideoConfig, stage: int, device: str | torch.device = "cpu") -> InflatedVideoDenoiser:
+def build_video_model(
+    config: InflatedVideoConfig, stage: int, device: str | torch.device = "cpu"
+) -> InflatedVideoDenoiser:
     """The primer's shipped image model, inflated as ``stage`` trains it (motion modules fresh)."""
     image_model, _ = load_image_model(device)
     return InflatedVideoDenoiser(image_model, config.inflation_for(stage)).to(device)
@@ -99,8 +108,12 @@ def video_stage_loss(config: InflatedVideoConfig, stage: int, scheduler):
     ``p_image``) single Shapes images as one-frame clips with their Shapes captions."""
     spec = config.stages[stage - 1]
     world = config.world()
-    images = ShapesConfig(size=32, max_objects=config.max_objects, object_probs=config.object_probs,
-                          caption_length=config.inflation.caption_length)
+    images = ShapesConfig(
+        size=32,
+        max_objects=config.max_objects,
+        object_probs=config.object_probs,
+        caption_length=config.inflation.caption_length,
+    )
 
     def draw(data_seed: int, generator: torch.Generator):
         if spec.p_image > 0 and float(torch.rand((), generator=generator)) < spec.p_image:
@@ -109,9 +122,15 @@ def video_stage_loss(config: InflatedVideoConfig, stage: int, scheduler):
         batch = make_motion(config.batch, data_seed, world)
         return to_model_space(batch.videos), batch.tokens
 
-    return seeded_diffusion_loss(draw, scheduler, seed=config.seed, p_uncond=config.p_uncond,
-                                 stream=stage * seeds.STAGE_STRIDE, weighting=config.loss_weighting,
-                                 max_weight=config.max_loss_weight)
+    return seeded_diffusion_loss(
+        draw,
+        scheduler,
+        seed=config.seed,
+        p_uncond=config.p_uncond,
+        stream=stage * seeds.STAGE_STRIDE,
+        weighting=config.loss_weighting,
+        max_weight=config.max_loss_weight,
+    )
 
 
 def _stage_run_config(config: InflatedVideoConfig, stage: int) -> dict:
@@ -127,8 +146,16 @@ def _run_dir(root: Path, stage: int) -> Path:
 
 
 def train_video_stage(
-    config: InflatedVideoConfig, stage: int, *, device: str = "auto", run_root: Path = Path("runs/video_motion"),
-    resume: bool = False, max_minutes: float | None = None, ship: bool = True, progress: bool = True, on_step=None,
+    config: InflatedVideoConfig,
+    stage: int,
+    *,
+    device: str = "auto",
+    run_root: Path = Path("runs/video_motion"),
+    resume: bool = False,
+    max_minutes: float | None = None,
+    ship: bool = True,
+    progress: bool = True,
+    on_step=None,
 ) -> tuple[InflatedVideoDenoiser, dict]:
     """Train (or continue) one stage. Stage k > 1 starts from stage k−1's final EMA weights (its run
     directory). When the stage completes and ``ship``, the delta is written as ``data/video_motion`` with
@@ -157,9 +184,16 @@ def train_video_stage(
 
     def entry(state) -> dict:
         """Called once the stage is complete: record it in the run's history, which the shipped entry carries."""
-        record = {"stage": stage, "name": spec.name, "steps": spec.steps, "lr": spec.lr,
-                  "wall_time_s": round(state.elapsed_s, 1), "final_loss": round(state.last_loss, 5),
-                  "commands": state.commands, "git_commit": commit}
+        record = {
+            "stage": stage,
+            "name": spec.name,
+            "steps": spec.steps,
+            "lr": spec.lr,
+            "wall_time_s": round(state.elapsed_s, 1),
+            "final_loss": round(state.last_loss, 5),
+            "commands": state.commands,
+            "git_commit": commit,
+        }
         full = [h for h in history if h["stage"] < stage] + [record]
         meta = json.loads((run_dir / "state.json").read_text())
         (run_dir / "state.json").write_text(json.dumps(meta | {"history": full}, indent=2))
@@ -175,10 +209,24 @@ def train_video_stage(
         }
 
     trained, summary = train_and_ship(
-        model, video_stage_loss(config, stage, make_train_scheduler()), target="video", checkpoint=CHECKPOINT,
-        config=_stage_run_config(config, stage), total_steps=spec.steps, lr=spec.lr, run_dir=run_dir, seed=config.seed,
-        ship=ship, state_dict=lambda m: m.delta_state_dict(), entry=entry, warmup=config.warmup,
-        ema_decay=config.ema_decay, resume=resume, max_minutes=max_minutes, device=device, progress=progress,
+        model,
+        video_stage_loss(config, stage, make_train_scheduler()),
+        target="video",
+        checkpoint=CHECKPOINT,
+        config=_stage_run_config(config, stage),
+        total_steps=spec.steps,
+        lr=spec.lr,
+        run_dir=run_dir,
+        seed=config.seed,
+        ship=ship,
+        state_dict=lambda m: m.delta_state_dict(),
+        entry=entry,
+        warmup=config.warmup,
+        ema_decay=config.ema_decay,
+        resume=resume,
+        max_minutes=max_minutes,
+        device=device,
+        progress=progress,
         on_step=on_step,
     )
     return trained, summary | {"stage": stage}
@@ -195,11 +243,19 @@ def _earlier_stage_rows(stage: int) -> list[dict]:
         stored = checkpoints.read_manifest().get("tables", {}).get("video", {}).get("tables", {})
         for r in stored.get("models", {}).get("rows", []):
             if r.get("checkpoint_sha256") == entry["sha256"]:
-                rows.append(r | {"note": r["note"] + f" (stored by an earlier `eval video` of checkpoint {entry['sha256'][:12]}…)"})
+                rows.append(
+                    r
+                    | {
+                        "note": r["note"]
+                        + f" (stored by an earlier `eval video` of checkpoint {entry['sha256'][:12]}…)"
+                    }
+                )
     return rows
 
 
-def load_inflated_video_model(device: str | torch.device = "cpu") -> tuple[InflatedVideoDenoiser, InflatedVideoConfig, dict]:
+def load_inflated_video_model(
+    device: str | torch.device = "cpu",
+) -> tuple[InflatedVideoDenoiser, InflatedVideoConfig, dict]:
     """The shipped inflated video model (primer + motion delta, both hash-verified; frozen, eval mode), its
     config and manifest entry. Raises if the primer on disk is not the parent the delta was trained on."""
     state, entry = checkpoints.load_checkpoint(CHECKPOINT)
@@ -215,7 +271,9 @@ def load_inflated_video_model(device: str | torch.device = "cpu") -> tuple[Infla
     return model.eval().requires_grad_(False), config, entry
 
 
-def quick_train_video_model(steps: int = 40, seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[InflatedVideoDenoiser, dict]:
+def quick_train_video_model(
+    steps: int = 40, seed: int = 0, device: str = "auto", progress: bool = True
+) -> tuple[InflatedVideoDenoiser, dict]:
     """A short live run of stage 1's training code (the notebook's demo and its fallback without weights)."""
     import tempfile
 
@@ -224,8 +282,15 @@ def quick_train_video_model(steps: int = 40, seed: int = 0, device: str = "auto"
     losses: list[float] = []
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        model, summary = train_video_stage(config, 1, device=device, run_root=Path(tmp), ship=False, progress=progress,
-                                           on_step=lambda s, loss: losses.append(loss))
+        model, summary = train_video_stage(
+            config,
+            1,
+            device=device,
+            run_root=Path(tmp),
+            ship=False,
+            progress=progress,
+            on_step=lambda s, loss: losses.append(loss),
+        )
     return model.eval().requires_grad_(False), summary | {"losses": losses, "seconds": time.time() - t0}
 
 
@@ -240,15 +305,22 @@ def cli_train(options) -> dict:
     stage = options.stage or 1
     if options.steps is not None:
         config.stages = tuple(
-            VideoStage(**{**asdict(s), "steps": options.steps}) if i == stage - 1 else s for i, s in enumerate(config.stages)
+            VideoStage(**{**asdict(s), "steps": options.steps}) if i == stage - 1 else s
+            for i, s in enumerate(config.stages)
         )
-    _, summary = train_video_stage(config, stage, device=options.device, resume=options.resume,
-                                   max_minutes=options.max_minutes)
+    _, summary = train_video_stage(
+        config, stage, device=options.device, resume=options.resume, max_minutes=options.max_minutes
+    )
     return summary
 
 
 __all__ = [
-    "CHECKPOINT", "InflatedVideoConfig", "VideoStage", "build_video_model", "load_inflated_video_model",
-    "quick_train_video_model", "train_video_stage", "video_stage_loss",
+    "CHECKPOINT",
+    "InflatedVideoConfig",
+    "VideoStage",
+    "build_video_model",
+    "load_inflated_video_model",
+    "quick_train_video_model",
+    "train_video_stage",
+    "video_stage_loss",
 ]
-

@@ -12,6 +12,16 @@ from .segment import (
 )
 
 __all__ = [
-    "CaptionScore", "DetectedObject", "OracleConfig", "average_precision", "box_iou", "box_templates",
-    "caption_accuracy", "classify_pixels", "connected_components", "detect_objects", "realism", "score_caption",
+    "CaptionScore",
+    "DetectedObject",
+    "OracleConfig",
+    "average_precision",
+    "box_iou",
+    "box_templates",
+    "caption_accuracy",
+    "classify_pixels",
+    "connected_components",
+    "detect_objects",
+    "realism",
+    "score_caption",
 ]

@@ -25,7 +25,10 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def average_precision(
-    pred_boxes: list[torch.Tensor], pred_scores: list[torch.Tensor], gt_boxes: list[torch.Tensor], iou_threshold: float = 0.5
+    pred_boxes: list[torch.Tensor],
+    pred_scores: list[torch.Tensor],
+    gt_boxes: list[torch.Tensor],
+    iou_threshold: float = 0.5,
 ) -> float:
     """AP at an IoU threshold over a set of images (all-point interpolation, PASCAL VOC 2010+).
 
@@ -40,7 +43,9 @@ def average_precision(
         check_boxes(f"pred_boxes[{i}]", pb)
         check_boxes(f"gt_boxes[{i}]", gb)
         if not isinstance(ps, torch.Tensor) or ps.dim() != 1 or len(ps) != len(pb):
-            raise ValueError(f"pred_scores[{i}] must be a 1-D tensor with one score per box ({len(pb)}), got {_show(ps)}")
+            raise ValueError(
+                f"pred_scores[{i}] must be a 1-D tensor with one score per box ({len(pb)}), got {_show(ps)}"
+            )
         check_finite(f"pred_scores[{i}]", ps)
     n_gt = sum(len(g) for g in gt_boxes)
     if n_gt == 0:
@@ -96,8 +101,11 @@ def score_caption(caption: str, detections: list[DetectedObject]) -> CaptionScor
     shape_hits = [c in by_colour and by_colour[c].shape == s for c, s in wanted]
     found = sorted((o.colour, o.shape) for o in detections if o.well_formed)
     return CaptionScore(
-        colour=sum(colour_hits) / len(wanted), shape=sum(shape_hits) / len(wanted),
-        exact=found == sorted(wanted), n_caption=len(wanted), n_detected=len(detections),
+        colour=sum(colour_hits) / len(wanted),
+        shape=sum(shape_hits) / len(wanted),
+        exact=found == sorted(wanted),
+        n_caption=len(wanted),
+        n_detected=len(detections),
     )
 
 

@@ -136,7 +136,9 @@ def background_flicker(videos: torch.Tensor, config: OracleConfig = OracleConfig
     return (diff * both).flatten(1).sum(1) / both.flatten(1).sum(1).clamp(min=1)
 
 
-def motion_scores(videos: torch.Tensor, captions: list[str], config: OracleConfig = OracleConfig()) -> dict[str, float]:
+def motion_scores(
+    videos: torch.Tensor, captions: list[str], config: OracleConfig = OracleConfig()
+) -> dict[str, float]:
     """Direction accuracy (over every caption object), identity consistency (over one-object clips) and mean
     background flicker of a batch of clips ``(B, T, 3, H, W)`` against their Motion captions."""
     check_images("videos", videos, dims=5, layout="(B, T, 3, H, W)")
@@ -156,6 +158,14 @@ def motion_scores(videos: torch.Tensor, captions: list[str], config: OracleConfi
 
 
 __all__ = [
-    "BOUNCE_PATH", "DIRECTION_NAMES", "Track", "background_flicker", "identity_consistent", "motion_correct",
-    "motion_scores", "path_length", "read_direction", "track_objects",
+    "BOUNCE_PATH",
+    "DIRECTION_NAMES",
+    "Track",
+    "background_flicker",
+    "identity_consistent",
+    "motion_correct",
+    "motion_scores",
+    "path_length",
+    "read_direction",
+    "track_objects",
 ]

@@ -106,7 +106,9 @@ def _component_stats(labels: torch.Tensor, config: OracleConfig) -> list[dict]:
     uniq, inv, area = torch.unique(key, return_inverse=True, return_counts=True)
     keep = area >= config.min_area
     plane = uniq // (h * w + 1)
-    ys, xs = torch.meshgrid(torch.arange(h, device=labels.device), torch.arange(w, device=labels.device), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=labels.device), torch.arange(w, device=labels.device), indexing="ij"
+    )
     pos_mask = flat > 0
     px = xs.flatten().expand(b, p, h * w)[pos_mask].float()
     py = ys.flatten().expand(b, p, h * w)[pos_mask].float()
@@ -140,12 +142,20 @@ def _component_stats(labels: torch.Tensor, config: OracleConfig) -> list[dict]:
     rows = []
     for j, i in enumerate(idx.tolist()):
         pl = int(plane[i])
-        rows.append(dict(
-            image=pl // p, colour=pl % p, label=int(uniq[i] % (h * w + 1)), shape=int(best[j]),
-            box=(float(x0[i]) / w, float(y0[i]) / h, float(x1[i]) / w, float(y1[i]) / h),
-            centroid=(float(cx[i]) / w, float(cy[i]) / h), area=int(area[i]), shape_score=float(score[j]),
-            well_formed=bool(well[j]), touches_border=bool(border[j]),
-        ))
+        rows.append(
+            dict(
+                image=pl // p,
+                colour=pl % p,
+                label=int(uniq[i] % (h * w + 1)),
+                shape=int(best[j]),
+                box=(float(x0[i]) / w, float(y0[i]) / h, float(x1[i]) / w, float(y1[i]) / h),
+                centroid=(float(cx[i]) / w, float(cy[i]) / h),
+                area=int(area[i]),
+                shape_score=float(score[j]),
+                well_formed=bool(well[j]),
+                touches_border=bool(border[j]),
+            )
+        )
     return rows
 
 

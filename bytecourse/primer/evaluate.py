@@ -37,43 +37,71 @@ def eval_rows(
     results: dict[str, list] = {}
     for s, seed in tqdm([(s, seed) for s in settings for seed in seeds], disable=not progress, desc="eval"):
         caps = eval_captions(seed, s["num_objects"], n, model.config.image_size)
-        imgs = sample_captions(model, caps, steps=s["steps"], guidance_scale=s["guidance_scale"],
-                               seed=EVAL_SEED_OFFSET + seed, sampler=s["sampler"])
+        imgs = sample_captions(
+            model,
+            caps,
+            steps=s["steps"],
+            guidance_scale=s["guidance_scale"],
+            seed=EVAL_SEED_OFFSET + seed,
+            sampler=s["sampler"],
+        )
         results.setdefault(s["name"], []).append(measure(imgs, caps))
     rows = [{"setting": s["name"], "config": s, "metrics": summarise(results[s["name"]])} for s in settings]
     return {"rows": rows, "seeds": list(seeds), "samples_per_seed": n}
 
 
 def steps_settings(include_ddpm: bool = True, guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> list[dict]:
-    rows = [dict(name=f"DDIM {k} steps", num_objects=1, steps=k, guidance_scale=guidance_scale, sampler="ddim")
-            for k in STEP_GRID]
+    rows = [
+        dict(name=f"DDIM {k} steps", num_objects=1, steps=k, guidance_scale=guidance_scale, sampler="ddim")
+        for k in STEP_GRID
+    ]
     if include_ddpm:
-        rows.append(dict(name="DDPM 1000 steps", num_objects=1, steps=1000, guidance_scale=guidance_scale, sampler="ddpm"))
+        rows.append(
+            dict(name="DDPM 1000 steps", num_objects=1, steps=1000, guidance_scale=guidance_scale, sampler="ddpm")
+        )
     return rows
 
 
 def guidance_settings() -> list[dict]:
-    return [dict(name=f"CFG {w:g}", num_objects=1, steps=DEFAULT_STEPS, guidance_scale=w, sampler="ddim")
-            for w in GUIDANCE_GRID]
+    return [
+        dict(name=f"CFG {w:g}", num_objects=1, steps=DEFAULT_STEPS, guidance_scale=w, sampler="ddim")
+        for w in GUIDANCE_GRID
+    ]
 
 
 def objects_settings() -> list[dict]:
-    return [dict(name=f"{k} object(s)", num_objects=k, steps=DEFAULT_STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE,
-                 sampler="ddim") for k in (1, 2, 3)]
+    return [
+        dict(
+            name=f"{k} object(s)",
+            num_objects=k,
+            steps=DEFAULT_STEPS,
+            guidance_scale=DEFAULT_GUIDANCE_SCALE,
+            sampler="ddim",
+        )
+        for k in (1, 2, 3)
+    ]
 
 
 def evaluate_primer(model: ImageDenoiser, seeds: list[int], progress: bool = True) -> dict:
     """The chapter's full tables (what ``python -m bytecourse eval primer`` stores in the manifest)."""
     w, k = DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
     return {
-        "steps": {**eval_rows(model, steps_settings(), seeds, progress=progress),
-                  "setting_name": f"sampler (1 object, CFG {w:g})"},
-        "steps_unguided": {**eval_rows(model, steps_settings(include_ddpm=False, guidance_scale=1.0), seeds,
-                                       progress=progress), "setting_name": "sampler (1 object, CFG 1: no guidance)"},
-        "cfg": {**eval_rows(model, guidance_settings(), seeds, progress=progress),
-                "setting_name": f"CFG scale (1 object, DDIM {k})"},
-        "objects": {**eval_rows(model, objects_settings(), seeds, progress=progress),
-                    "setting_name": f"caption (DDIM {k}, CFG {w:g})"},
+        "steps": {
+            **eval_rows(model, steps_settings(), seeds, progress=progress),
+            "setting_name": f"sampler (1 object, CFG {w:g})",
+        },
+        "steps_unguided": {
+            **eval_rows(model, steps_settings(include_ddpm=False, guidance_scale=1.0), seeds, progress=progress),
+            "setting_name": "sampler (1 object, CFG 1: no guidance)",
+        },
+        "cfg": {
+            **eval_rows(model, guidance_settings(), seeds, progress=progress),
+            "setting_name": f"CFG scale (1 object, DDIM {k})",
+        },
+        "objects": {
+            **eval_rows(model, objects_settings(), seeds, progress=progress),
+            "setting_name": f"caption (DDIM {k}, CFG {w:g})",
+        },
         "world": {"oracle_on_world_images": world_sanity(seeds)},
     }
 
@@ -91,11 +119,14 @@ def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = None) -> dic
     """Evaluation seed 0 of the sampler and guidance tables, recomputed (``rows``: only the settings so named;
     default: every DDIM row of both). Checked against the stored tables with
     :func:`bytecourse.evaluation.check_slice` at :data:`SLICE_TOLERANCE`."""
+
     def keep(settings):
         return [s for s in settings if rows is None or s["name"] in rows]
 
-    out = {"steps": eval_rows(model, keep(steps_settings(include_ddpm=False)), [0], progress=False),
-           "cfg": eval_rows(model, keep(guidance_settings()), [0], progress=False)}
+    out = {
+        "steps": eval_rows(model, keep(steps_settings(include_ddpm=False)), [0], progress=False),
+        "cfg": eval_rows(model, keep(guidance_settings()), [0], progress=False),
+    }
     return {k: v for k, v in out.items() if v["rows"]}
 
 

@@ -18,7 +18,9 @@ from ..exercises import report as _report
 
 
 # Exercise 1 — the forward process q(x_t | x_0)
-def check_add_noise(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], tol: float = 1e-5):
+def check_add_noise(
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], tol: float = 1e-5
+):
     """``fn(x0, noise, t, alphas_cumprod) → x_t``."""
     sched = make_train_scheduler()
     g = torch.Generator().manual_seed(0)

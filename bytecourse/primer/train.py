@@ -10,51 +10,44 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from ..configs import JSONConfig
 from ..diffusion.image_model import CHECKPOINT
 from ..diffusion.sampling import to_model_space
-from ..diffusion.training import train_diffusion_model
+from ..diffusion.training import DiffusionTrainingConfig, train_diffusion_model
 from ..diffusion.unet import ImageDenoiser, UNetConfig
 from ..worlds import ShapesConfig, make_shapes
 
 
 @dataclass
-class PrimerConfig(JSONConfig):
+class PrimerConfig(DiffusionTrainingConfig):
     """Toy defaults (the shipped run). More objects are rarer so one-object captions are learnt first."""
 
+    model_class: ClassVar[type] = ImageDenoiser
     unet: UNetConfig = field(default_factory=UNetConfig)
     object_probs: tuple[float, ...] = (0.5, 0.3, 0.2)
     steps: int = 7000
     batch: int = 64
     lr: float = 6e-4
-    warmup: int = 200
-    ema_decay: float = 0.999
-    p_uncond: float = 0.1
-    seed: int = 0
 
     def world(self) -> ShapesConfig:
-        return ShapesConfig(size=self.unet.image_size, object_probs=self.object_probs,
-                            caption_length=self.unet.caption_length)
-
-    def build(self) -> ImageDenoiser:
-        return ImageDenoiser(self.unet)
+        return ShapesConfig(
+            size=self.unet.image_size, object_probs=self.object_probs, caption_length=self.unet.caption_length
+        )
 
     def draw(self, data_seed: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training batch ``data_seed``: Shapes images in model space and their caption tokens."""
-        batch = make_shapes(self.batch, data_seed, self.world())
-        return to_model_space(batch.images), batch.tokens
+        images = make_shapes(self.batch, data_seed, self.world())
+        return to_model_space(images.images), images.tokens
 
 
-def train_primer(config: PrimerConfig, *, run_dir: Path = Path("runs/primer"), ship: bool = True,
-                 **loop_options) -> tuple[ImageDenoiser, dict]:
-    """Train (or continue) the primer model; when the schedule completes and ``ship``, write the EMA weights and the
-    manifest entry (:func:`~bytecourse.diffusion.training.train_diffusion_model`; ``loop_options``: ``device``,
-    ``resume``, ``max_minutes``, ``progress``, ``on_step``). Returns the EMA model and a summary dict."""
-    return train_diffusion_model(config, target="primer", checkpoint=CHECKPOINT, run_dir=run_dir, ship=ship,
-                                 **loop_options)
+def train_primer(
+    config: PrimerConfig, *, run_dir: Path = Path("runs/primer"), **options
+) -> tuple[ImageDenoiser, dict]:
+    """Train (or continue) the primer model and ship its EMA weights when the schedule completes (``ship=False``:
+    don't); :func:`~bytecourse.diffusion.training.train_diffusion_model` does the work."""
+    return train_diffusion_model(config, target="primer", checkpoint=CHECKPOINT, run_dir=run_dir, **options)
 
 
 def quick_train_primer(
@@ -69,8 +62,14 @@ def quick_train_primer(
     losses: list[float] = []
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        model, summary = train_primer(config, device=device, run_dir=Path(tmp), ship=False, progress=progress,
-                                      on_step=lambda step, loss: losses.append(loss))
+        model, summary = train_primer(
+            config,
+            device=device,
+            run_dir=Path(tmp),
+            ship=False,
+            progress=progress,
+            on_step=lambda step, loss: losses.append(loss),
+        )
     summary |= {"losses": losses, "seconds": time.time() - t0}
     return model.eval(), summary
 

@@ -6,8 +6,9 @@ from ..diffusion.image_model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, sampl
 from ..diffusion.unet import ImageDenoiser
 
 
-def sample_with_verdicts(model: ImageDenoiser, caption: str, guidance_scale: float, steps: int, seed: int = 0,
-                         n: int = 8) -> dict:
+def sample_with_verdicts(
+    model: ImageDenoiser, caption: str, guidance_scale: float, steps: int, seed: int = 0, n: int = 8
+) -> dict:
     """Pure function behind the widget: ``n`` samples of one caption and the oracle's verdict on each."""
     from ..oracle import detect_objects, realism, score_caption
     from ..validation import check_int
@@ -19,11 +20,22 @@ def sample_with_verdicts(model: ImageDenoiser, caption: str, guidance_scale: flo
     dets = detect_objects(images)
     scores = [score_caption(caption, d) for d in dets]
     real = realism(images)
-    return {"images": images, "detections": dets, "scores": scores, "realism": real,
-            "caption": caption, "guidance_scale": guidance_scale, "steps": steps,
-            "nfe": steps * (1 if guidance_scale == 1.0 else 2),
-            "summary": {"colour": sum(s.colour for s in scores) / n, "shape": sum(s.shape for s in scores) / n,
-                        "exact": sum(s.exact for s in scores) / n, "realism": float(real.mean())}}
+    return {
+        "images": images,
+        "detections": dets,
+        "scores": scores,
+        "realism": real,
+        "caption": caption,
+        "guidance_scale": guidance_scale,
+        "steps": steps,
+        "nfe": steps * (1 if guidance_scale == 1.0 else 2),
+        "summary": {
+            "colour": sum(s.colour for s in scores) / n,
+            "shape": sum(s.shape for s in scores) / n,
+            "exact": sum(s.exact for s in scores) / n,
+            "realism": float(real.mean()),
+        },
+    }
 
 
 def render_verdicts(result: dict) -> None:
@@ -39,12 +51,21 @@ def render_verdicts(result: dict) -> None:
         titles.append(("✓ " if s.exact else "✗ ") + found)
     boxes = [[o.box for o in d] for d in result["detections"]]
     s = result["summary"]
-    print(f"CFG {result['guidance_scale']:g} · {result['steps']} DDIM steps · {result['nfe']} network evaluations → "
-          f"colour {s['colour']:.2f}, shape {s['shape']:.2f}, exact {s['exact']:.2f}, realism {s['realism']:.3f}")
-    fig = image_grid(result["images"], titles, ncols=8, boxes=boxes, suptitle=(
-        f"“{result['caption']}” — CFG {result['guidance_scale']:g}, {result['steps']} DDIM steps "
-        f"({result['nfe']} network evaluations): colour {s['colour']:.2f}, shape {s['shape']:.2f}, "
-        f"exact {s['exact']:.2f}, realism {s['realism']:.3f}"))
+    print(
+        f"CFG {result['guidance_scale']:g} · {result['steps']} DDIM steps · {result['nfe']} network evaluations → "
+        f"colour {s['colour']:.2f}, shape {s['shape']:.2f}, exact {s['exact']:.2f}, realism {s['realism']:.3f}"
+    )
+    fig = image_grid(
+        result["images"],
+        titles,
+        ncols=8,
+        boxes=boxes,
+        suptitle=(
+            f"“{result['caption']}” — CFG {result['guidance_scale']:g}, {result['steps']} DDIM steps "
+            f"({result['nfe']} network evaluations): colour {s['colour']:.2f}, shape {s['shape']:.2f}, "
+            f"exact {s['exact']:.2f}, realism {s['realism']:.3f}"
+        ),
+    )
     display(fig)  # into the widget's Output; closing it keeps the inline backend from drawing it twice
     plt.close(fig)
 
@@ -59,14 +80,20 @@ def primer_explorer(model: ImageDenoiser, n: int = 8):
     captions = [f"a {c} {s}" for c in COLOUR_NAMES for s in SHAPE_NAMES] + ["a red circle and a blue square"]
     controls = {
         "caption": W.Dropdown(options=captions, value="a red circle", description="caption"),
-        "guidance_scale": W.FloatSlider(value=DEFAULT_GUIDANCE_SCALE, min=0.0, max=10.0, step=0.5, description="CFG scale",
-                                        continuous_update=False),
-        "steps": W.SelectionSlider(options=[2, 5, 10, 20, 50], value=DEFAULT_STEPS, description="DDIM steps",
-                                   continuous_update=False),
+        "guidance_scale": W.FloatSlider(
+            value=DEFAULT_GUIDANCE_SCALE, min=0.0, max=10.0, step=0.5, description="CFG scale", continuous_update=False
+        ),
+        "steps": W.SelectionSlider(
+            options=[2, 5, 10, 20, 50], value=DEFAULT_STEPS, description="DDIM steps", continuous_update=False
+        ),
         "seed": W.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
     }
-    return FunctionView(controls, lambda **v: sample_with_verdicts(model, n=n, **v), render_verdicts,
-                        title="Classifier-free guidance explorer")
+    return FunctionView(
+        controls,
+        lambda **v: sample_with_verdicts(model, n=n, **v),
+        render_verdicts,
+        title="Classifier-free guidance explorer",
+    )
 
 
 __all__ = ["primer_explorer", "render_verdicts", "sample_with_verdicts"]

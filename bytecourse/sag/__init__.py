@@ -4,7 +4,8 @@
 - :mod:`.estimate` — x̂₀⁽ⁿ⁾(x_t): n Euler/DDIM steps of the PF-ODE to 0 (n = 1 is Tweedie, FreeDoM's estimate)
 - :mod:`.guided` — the guided sampler (window, time travel, step-size rule) and the FreeDoM / Universal
   Guidance baselines; gradients by the substrate's symplectic adjoint (:mod:`bytecourse.diffusion.ode`)
-- :mod:`.chapter` — the chapter's tables (``python -m bytecourse eval sag``), live slice and widget
+- :mod:`.evaluate` — the chapter's tasks and tables (``python -m bytecourse eval sag``) and the live slice
+- :mod:`.widget` — the guidance explorer
 """
 
 from .estimate import clean_estimate, clean_estimate_grid
@@ -22,6 +23,16 @@ from .guided import (
 )
 
 __all__ = [
-    "CountingModel", "GuidanceConfig", "GuidedResult", "clean_estimate", "clean_estimate_grid", "freedom", "guidance_gradient",
-    "guided_indices", "guided_sample", "sag", "unguided_sample", "universal_guidance",
+    "CountingModel",
+    "GuidanceConfig",
+    "GuidedResult",
+    "clean_estimate",
+    "clean_estimate_grid",
+    "freedom",
+    "guidance_gradient",
+    "guided_indices",
+    "guided_sample",
+    "sag",
+    "unguided_sample",
+    "universal_guidance",
 ]

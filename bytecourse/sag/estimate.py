@@ -25,19 +25,26 @@ def clean_estimate_grid(sampler_timesteps: Sequence[int], index: int, n: int) ->
         raise ValueError(f"index must be in [0, {len(ts) - 1}], got {index}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    remaining = ts[index + 1:]
+    remaining = ts[index + 1 :]
     k = min(n - 1, len(remaining))
     if k == 0:
         middle: list[int] = []
     else:
         # k points evenly spaced by index over the remaining timesteps, always including the last one
-        picks = torch.linspace(len(remaining) - 1, 0, k).round().long().flip(0).tolist() if k > 1 else [len(remaining) - 1]
+        picks = (
+            torch.linspace(len(remaining) - 1, 0, k).round().long().flip(0).tolist() if k > 1 else [len(remaining) - 1]
+        )
         middle = [remaining[i] for i in sorted(set(picks))]
     return [ts[index], *middle, -1]
 
 
 def clean_estimate(
-    eps_fn: EpsFn, x_t: torch.Tensor, sampler_timesteps: Sequence[int], index: int, n: int, levels: VPLevels,
+    eps_fn: EpsFn,
+    x_t: torch.Tensor,
+    sampler_timesteps: Sequence[int],
+    index: int,
+    n: int,
+    levels: VPLevels,
     form: Form = "data",
 ) -> torch.Tensor:
     """x̂₀⁽ⁿ⁾(x_t): n Euler steps of the PF-ODE (data form by default, as SAG's code) from the current level to 0."""

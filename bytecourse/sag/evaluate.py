@@ -71,26 +71,41 @@ def oracle_measures(images: torch.Tensor, captions: list[str]) -> dict[str, floa
 def method_rows() -> list[tuple[str, GuidanceConfig | None]]:
     rows: list[tuple[str, GuidanceConfig | None]] = [("unguided", None), ("FreeDoM (= SAG n=1)", freedom())]
     rows += [(f"SAG n={n}", sag(n)) for n in N_GRID[1:]]
-    rows += [("Universal Guidance", universal_guidance()),
-             ("SAG n=4, plain autograd", sag(4, gradient="autograd")),
-             (f"FreeDoM, window {EARLY_WINDOW}", freedom(window=EARLY_WINDOW)),
-             (f"SAG n=4, window {EARLY_WINDOW}", sag(4, window=EARLY_WINDOW))]
+    rows += [
+        ("Universal Guidance", universal_guidance()),
+        ("SAG n=4, plain autograd", sag(4, gradient="autograd")),
+        (f"FreeDoM, window {EARLY_WINDOW}", freedom(window=EARLY_WINDOW)),
+        (f"SAG n=4, window {EARLY_WINDOW}", sag(4, window=EARLY_WINDOW)),
+    ]
     return rows
 
 
-def run_setting(model, task: str, config: GuidanceConfig | None, seed: int, n: int = SAMPLES, loss_fn=None) -> dict[str, float]:
+def run_setting(
+    model, task: str, config: GuidanceConfig | None, seed: int, n: int = SAMPLES, loss_fn=None
+) -> dict[str, float]:
     """One table cell: ``n`` samples of seed ``seed``'s captions under one guidance setting."""
     loss_fn = loss_fn if loss_fn is not None else make_loss(task)
     caps = eval_captions(seed, 1, n, model.config.image_size)
     tokens = text.encode(caps, model.config.caption_length)
-    noise = initial_noise((n, model.config.channels, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + seed)
+    noise = initial_noise(
+        (n, model.config.channels, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + seed
+    )
     sched = make_train_scheduler()
     if config is None:
-        r = unguided_sample(model, noise, tokens, sched, loss_fn, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed)
+        r = unguided_sample(
+            model, noise, tokens, sched, loss_fn, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed
+        )
     else:
-        r = guided_sample(model, noise, tokens, sched, loss_fn, config, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed)
-    out = {"loss": float(r.loss.mean()), **oracle_measures(to_image_space(r.x0), caps), "nfe": r.nfe, "vjp": r.vjp,
-           "seconds_per_sample": r.seconds / n}
+        r = guided_sample(
+            model, noise, tokens, sched, loss_fn, config, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed
+        )
+    out = {
+        "loss": float(r.loss.mean()),
+        **oracle_measures(to_image_space(r.x0), caps),
+        "nfe": r.nfe,
+        "vjp": r.vjp,
+        "seconds_per_sample": r.seconds / n,
+    }
     return out
 
 
@@ -138,7 +153,9 @@ def exactness_and_memory(model, ns=(1, 2, 4, 8, 16), index: int = 2, batch: int 
             total = lambda z, lf=lf: lf(z).sum()  # noqa: E731
             ga = symplectic_adjoint_grad(eps, x, grid, levels, total, "data").grad_x
             gb = autograd_grad(eps, x, grid, levels, total, "data").grad_x
-            row["rel_err_float64" if dtype == torch.float64 else "rel_err_float32"] = float((ga - gb).norm() / gb.norm())
+            row["rel_err_float64" if dtype == torch.float64 else "rel_err_float32"] = float(
+                (ga - gb).norm() / gb.norm()
+            )
         x = initial_noise((batch, 3, model.config.image_size, model.config.image_size), 7)
         eps = _eps_fn(model, tokens)
         total = lambda z: loss32(z).sum()  # noqa: E731
@@ -151,17 +168,33 @@ def exactness_and_memory(model, ns=(1, 2, 4, 8, 16), index: int = 2, batch: int 
             with torch.enable_grad():
                 out = total(solve(eps, xg, grid, levels, "data"))
                 torch.autograd.grad(out, xg)
-        row |= {"adjoint_peak_bytes": meter.peak_bytes, "autograd_peak_bytes": auto.peak_bytes,
-                "ratio": auto.peak_bytes / meter.peak_bytes}
+        row |= {
+            "adjoint_peak_bytes": meter.peak_bytes,
+            "autograd_peak_bytes": auto.peak_bytes,
+            "ratio": auto.peak_bytes / meter.peak_bytes,
+        }
         rows.append(row)
-    return {"rows": rows, "index": index, "t": ts[index], "batch": batch,
-            "parameter_bytes": tensor_bytes(*model.parameters()),
-            "note": "peak bytes held for the backward pass: stored states (counted explicitly) + saved tensors of live graphs "
-                    "(the network's parameters are not counted: they are in memory with or without a backward pass)"}
+    return {
+        "rows": rows,
+        "index": index,
+        "t": ts[index],
+        "batch": batch,
+        "parameter_bytes": tensor_bytes(*model.parameters()),
+        "note": "peak bytes held for the backward pass: stored states (counted explicitly) + saved tensors of live "
+        "graphs "
+        "(the network's parameters are not counted: they are in memory with or without a backward pass)",
+    }
 
 
-def estimate_accuracy(model, seeds: list[int], indices=(2, 6, 10, 14), ns=N_GRID, batch: int = 8, fine_stride: int = 10,
-                      progress: bool = True) -> dict:
+def estimate_accuracy(
+    model,
+    seeds: list[int],
+    indices=(2, 6, 10, 14),
+    ns=N_GRID,
+    batch: int = 8,
+    fine_stride: int = 10,
+    progress: bool = True,
+) -> dict:
     """‖x̂₀⁽ⁿ⁾(x_t) − x₀^fine(x_t)‖ (rms per pixel) and the cosine between the n-step and the fine-solve guidance
     gradients (style loss), for x_t = α_t x₀ + σ_t ε of world images, against the sampler index and n."""
     from tqdm.auto import tqdm
@@ -173,11 +206,15 @@ def estimate_accuracy(model, seeds: list[int], indices=(2, 6, 10, 14), ns=N_GRID
     total = lambda z: loss_fn(z).sum()  # noqa: E731
     per: dict[tuple[int, int], list[dict]] = {}
     for seed in tqdm(seeds, disable=not progress, desc="estimate accuracy"):
-        world = make_shapes(batch, EVAL_SEED_OFFSET + 500 + seed, ShapesConfig(size=model.config.image_size), num_objects=1)
+        world = make_shapes(
+            batch, EVAL_SEED_OFFSET + 500 + seed, ShapesConfig(size=model.config.image_size), num_objects=1
+        )
         x0 = world.images * 2 - 1
         eps = _eps_fn(model, world.tokens)
         for i in indices:
-            g = torch.Generator().manual_seed(1000 * seed + i)  # per level, so any subset of levels recomputes the same x_t
+            g = torch.Generator().manual_seed(
+                1000 * seed + i
+            )  # per level, so any subset of levels recomputes the same x_t
             t = ts[i]
             a = sched.alphas_cumprod[t]
             xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g)
@@ -187,14 +224,26 @@ def estimate_accuracy(model, seeds: list[int], indices=(2, 6, 10, 14), ns=N_GRID
             for n in ns:
                 est = symplectic_adjoint_grad(eps, xt, clean_estimate_grid(ts, i, n), levels, total, "data")
                 g_n, x_n = est.grad_x, est.end
-                per.setdefault((i, n), []).append({
-                    "rms_error": float((x_n - x_ref).flatten(1).pow(2).mean(1).sqrt().mean()),
-                    "grad_cosine": float(torch.nn.functional.cosine_similarity(g_n.flatten(1), g_ref.flatten(1)).mean()),
-                })
-    rows = [{"setting": f"t={ts[i]} (step {i}), n={n}", "index": i, "t": ts[i], "n": n, "metrics": summarise(per[(i, n)])}
-            for i in indices for n in ns]
-    return {"rows": rows, "seeds": list(seeds), "samples_per_seed": batch, "setting_name": "level, n",
-            "fine_solve": f"Euler (DDIM) every {fine_stride} training timesteps from t to 0"}
+                per.setdefault((i, n), []).append(
+                    {
+                        "rms_error": float((x_n - x_ref).flatten(1).pow(2).mean(1).sqrt().mean()),
+                        "grad_cosine": float(
+                            torch.nn.functional.cosine_similarity(g_n.flatten(1), g_ref.flatten(1)).mean()
+                        ),
+                    }
+                )
+    rows = [
+        {"setting": f"t={ts[i]} (step {i}), n={n}", "index": i, "t": ts[i], "n": n, "metrics": summarise(per[(i, n)])}
+        for i in indices
+        for n in ns
+    ]
+    return {
+        "rows": rows,
+        "seeds": list(seeds),
+        "samples_per_seed": batch,
+        "setting_name": "level, n",
+        "fine_solve": f"Euler (DDIM) every {fine_stride} training timesteps from t to 0",
+    }
 
 
 def evaluate_sag(model, seeds: list[int], progress: bool = True) -> dict:
@@ -229,8 +278,9 @@ def live_slice(model, tables: tuple[str, ...] = ("estimate", "style"), rows: tup
     if "estimate" in tables:
         out["estimate"] = estimate_accuracy(model, [0], indices=(2, 10), progress=False)
     if "style" in tables:
-        out["style"] = guidance_table(model, "style", [0], rows=[r for r in method_rows() if r[0] in rows],
-                                      progress=False)
+        out["style"] = guidance_table(
+            model, "style", [0], rows=[r for r in method_rows() if r[0] in rows], progress=False
+        )
         for r in out["style"]["rows"]:
             r["metrics"].pop("seconds_per_sample")
     return out

@@ -148,20 +148,29 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def paper_step_size(e_c: torch.Tensor, e_u: torch.Tensor, g: torch.Tensor, guidance_scale: float, strength: float = 1.0) -> torch.Tensor:
+def paper_step_size(
+    e_c: torch.Tensor, e_u: torch.Tensor, g: torch.Tensor, guidance_scale: float, strength: float = 1.0
+) -> torch.Tensor:
     """SAG's normalised step, per sample: η = strength · 0.2 · w · rms(ε_c − ε_u) / rms(g)  → shape ``(B,)``."""
     return strength * 0.2 * guidance_scale * _rms(e_c - e_u) / _rms(g).clamp_min(1e-12)
 
 
-def time_travel(x_prev: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Re-noise x_{t′} back to level t: √(ᾱ_t/ᾱ_{t′}) x_{t′} + √(1 − ᾱ_t/ᾱ_{t′}) z (the forward process from t′ to t)."""
+def time_travel(
+    x_prev: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, z: torch.Tensor
+) -> torch.Tensor:
+    """Re-noise x_{t′} back to level t: √(ᾱ_t/ᾱ_{t′}) x_{t′} + √(1 − ᾱ_t/ᾱ_{t′}) z (the forward process from t′
+    to t)."""
     ratio = alpha_bar_t / alpha_bar_prev
     return ratio.sqrt() * x_prev + (1 - ratio).sqrt() * z
 
 
 def guidance_gradient(
-    eps_fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, grid: list[int], levels: VPLevels,
-    loss_fn: LossFn, config: GuidanceConfig,
+    eps_fn: Callable[[torch.Tensor, int], torch.Tensor],
+    x: torch.Tensor,
+    grid: list[int],
+    levels: VPLevels,
+    loss_fn: LossFn,
+    config: GuidanceConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-sample loss of x̂₀⁽ⁿ⁾(x), ∇_x Σ loss) by the symplectic adjoint or plain autograd through the n-step map."""
     per_sample: list[torch.Tensor] = []
@@ -199,7 +208,9 @@ def guided_sample(
     """
     config.validate()
     if guidance_scale <= 0:
-        raise ValueError(f"guidance_scale must be > 0 (the step-size rule uses the CFG direction), got {guidance_scale}")
+        raise ValueError(
+            f"guidance_scale must be > 0 (the step-size rule uses the CFG direction), got {guidance_scale}"
+        )
     if cond.shape[0] != noise.shape[0]:
         raise ValueError(f"cond has batch {cond.shape[0]} but the noise has batch {noise.shape[0]}")
     uncond = null_tokens_like(cond) if uncond is None else uncond
@@ -243,7 +254,8 @@ def guided_sample(
             # ε̂ = ε(∅) + w (ε(c) − ε(∅))   (CFG)
             eps = e_u + guidance_scale * (e_c - e_u)
             if k in guided and config.strength > 0:
-                # g = ∇_{x_t} L(x̂₀⁽ⁿ⁾(x_t)): n Euler steps from t to 0, gradient by the symplectic adjoint (SAG §3.2–3.3)
+                # g = ∇_{x_t} L(x̂₀⁽ⁿ⁾(x_t)): n Euler steps from t to 0, gradient by the symplectic adjoint
+                # (SAG §3.2–3.3)
                 grid = clean_estimate_grid(timesteps, k, config.n)
                 losses, g = guidance_gradient(eps_fn, x, grid, levels, loss_fn, config)
                 # η_t = strength, or strength · 0.2 · w · rms(ε(c) − ε(∅)) / rms(g)  (paper_step_size)
@@ -289,14 +301,46 @@ def _universal_guidance_eps(eps, x, g, eta, a_t, a_p, loss_fn, config) -> torch.
     return eps
 
 
-def unguided_sample(model: EpsModel, noise, cond, train_scheduler, loss_fn: LossFn, *, steps: int = 20, guidance_scale: float = 2.0,
-                    uncond=None, seed: int = 0, clip_x0: bool = True) -> GuidedResult:
+def unguided_sample(
+    model: EpsModel,
+    noise,
+    cond,
+    train_scheduler,
+    loss_fn: LossFn,
+    *,
+    steps: int = 20,
+    guidance_scale: float = 2.0,
+    uncond=None,
+    seed: int = 0,
+    clip_x0: bool = True,
+) -> GuidedResult:
     """The same sampler with guidance off (strength 0): the reference row of every table."""
-    return guided_sample(model, noise, cond, train_scheduler, loss_fn, replace(GuidanceConfig(), window=(0.0, 0.0)), steps=steps,
-                         guidance_scale=guidance_scale, uncond=uncond, seed=seed, clip_x0=clip_x0)
+    return guided_sample(
+        model,
+        noise,
+        cond,
+        train_scheduler,
+        loss_fn,
+        replace(GuidanceConfig(), window=(0.0, 0.0)),
+        steps=steps,
+        guidance_scale=guidance_scale,
+        uncond=uncond,
+        seed=seed,
+        clip_x0=clip_x0,
+    )
 
 
 __all__ = [
-    "CountingModel", "GuidanceConfig", "GuidedResult", "freedom", "guidance_gradient", "guided_indices", "guided_sample",
-    "paper_step_size", "sag", "time_travel", "universal_guidance", "unguided_sample",
+    "CountingModel",
+    "GuidanceConfig",
+    "GuidedResult",
+    "freedom",
+    "guidance_gradient",
+    "guided_indices",
+    "guided_sample",
+    "paper_step_size",
+    "sag",
+    "time_travel",
+    "universal_guidance",
+    "unguided_sample",
 ]

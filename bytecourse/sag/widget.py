@@ -1,5 +1,4 @@
-"""Chapter 01's widget: guidance strength, n, the guided window → unguided and guided samples side by side.
-"""
+"""Chapter 01's widget: guidance strength, n, the guided window → unguided and guided samples side by side."""
 
 from __future__ import annotations
 
@@ -15,8 +14,17 @@ from .evaluate import STEPS, make_loss, oracle_measures, style_reference
 from .guided import guided_sample, sag, unguided_sample
 
 
-def guide_preview(model, strength: float, n: int, window: tuple[float, float], task: str = "style", caption: str = "a red circle",
-                  seed: int = 0, samples: int = 4, classifier=None) -> dict:
+def guide_preview(
+    model,
+    strength: float,
+    n: int,
+    window: tuple[float, float],
+    task: str = "style",
+    caption: str = "a red circle",
+    seed: int = 0,
+    samples: int = 4,
+    classifier=None,
+) -> dict:
     """Pure function behind the widget: unguided and guided samples from the same noise, with the guidance loss,
     the oracle's verdicts and the network evaluations."""
     if samples < 1:
@@ -26,14 +34,31 @@ def guide_preview(model, strength: float, n: int, window: tuple[float, float], t
     tokens = text.encode(caps, model.config.caption_length)
     noise = initial_noise((samples, 3, model.config.image_size, model.config.image_size), seed)
     sched = make_train_scheduler()
-    base = unguided_sample(model, noise, tokens, sched, loss_fn, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed)
+    base = unguided_sample(
+        model, noise, tokens, sched, loss_fn, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed
+    )
     cfg = replace(sag(int(n)), strength=float(strength), window=(float(window[0]), float(window[1])))
-    r = guided_sample(model, noise, tokens, sched, loss_fn, cfg, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed)
+    r = guided_sample(
+        model, noise, tokens, sched, loss_fn, cfg, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed
+    )
     imgs_b, imgs_g = to_image_space(base.x0), to_image_space(r.x0)
-    return {"task": task, "caption": caption, "strength": strength, "n": int(n), "window": tuple(window),
-            "unguided": {"images": imgs_b, "loss": base.loss, **oracle_measures(imgs_b, caps), "nfe": base.nfe},
-            "guided": {"images": imgs_g, "loss": r.loss, **oracle_measures(imgs_g, caps), "nfe": r.nfe, "vjp": r.vjp,
-                       "seconds": r.seconds}, "trace": r.trace}
+    return {
+        "task": task,
+        "caption": caption,
+        "strength": strength,
+        "n": int(n),
+        "window": tuple(window),
+        "unguided": {"images": imgs_b, "loss": base.loss, **oracle_measures(imgs_b, caps), "nfe": base.nfe},
+        "guided": {
+            "images": imgs_g,
+            "loss": r.loss,
+            **oracle_measures(imgs_g, caps),
+            "nfe": r.nfe,
+            "vjp": r.vjp,
+            "seconds": r.seconds,
+        },
+        "trace": r.trace,
+    }
 
 
 def render_preview(result: dict) -> None:
@@ -44,16 +69,26 @@ def render_preview(result: dict) -> None:
 
     u, g = result["unguided"], result["guided"]
     lo, hi = result["window"]
-    print(f"{result['task']} guidance · strength {result['strength']:g} · n={result['n']} · window {lo:.2f}–{hi:.2f} → "
-          f"loss {float(u['loss'].mean()):.3f} → {float(g['loss'].mean()):.3f}, realism {u['realism']:.3f} → {g['realism']:.3f}, "
-          f"content {u['content']:.2f} → {g['content']:.2f}, left {u['left_hit']:.2f} → {g['left_hit']:.2f}, "
-          f"network evaluations {u['nfe']:.0f} → {g['nfe']:.0f} (+{g['vjp']:.0f} VJPs)")
+    print(
+        f"{result['task']} guidance · strength {result['strength']:g} · n={result['n']} · window {lo:.2f}–{hi:.2f} → "
+        f"loss {float(u['loss'].mean()):.3f} → {float(g['loss'].mean()):.3f}, realism {u['realism']:.3f} → "
+        f"{g['realism']:.3f}, "
+        f"content {u['content']:.2f} → {g['content']:.2f}, left {u['left_hit']:.2f} → {g['left_hit']:.2f}, "
+        f"network evaluations {u['nfe']:.0f} → {g['nfe']:.0f} (+{g['vjp']:.0f} VJPs)"
+    )
     images = torch.cat([u["images"], g["images"]])
     titles = [f"unguided {v:.2f}" for v in u["loss"].tolist()] + [f"guided {v:.2f}" for v in g["loss"].tolist()]
-    target = ("towards the Gram statistics of “" + style_reference()[1] + "” on a textured background" if result["task"] == "style"
-              else "object towards the left third")
-    fig = image_grid(images, titles, ncols=len(u["images"]),
-                     suptitle=f"“{result['caption']}”, {target}: top unguided, bottom guided (loss per sample)")
+    target = (
+        "towards the Gram statistics of “" + style_reference()[1] + "” on a textured background"
+        if result["task"] == "style"
+        else "object towards the left third"
+    )
+    fig = image_grid(
+        images,
+        titles,
+        ncols=len(u["images"]),
+        suptitle=f"“{result['caption']}”, {target}: top unguided, bottom guided (loss per sample)",
+    )
     display(fig)
     plt.close(fig)
 
@@ -67,10 +102,18 @@ def sag_explorer(model, samples: int = 4, classifier=None):
     clf = classifier if classifier is not None else get_classifier()[0]
     controls = {
         "task": W.Dropdown(options=["style", "position"], value="style", description="task"),
-        "strength": W.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="strength", continuous_update=False),
+        "strength": W.FloatSlider(
+            value=1.0, min=0.0, max=4.0, step=0.25, description="strength", continuous_update=False
+        ),
         "n": W.SelectionSlider(options=[1, 2, 4, 8], value=4, description="n (NFE/x̂₀)", continuous_update=False),
-        "window": W.FloatRangeSlider(value=(0.3, 0.7), min=0.0, max=1.0, step=0.05, description="guided steps", continuous_update=False),
+        "window": W.FloatRangeSlider(
+            value=(0.3, 0.7), min=0.0, max=1.0, step=0.05, description="guided steps", continuous_update=False
+        ),
         "seed": W.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
     }
-    return FunctionView(controls, lambda **v: guide_preview(model, samples=samples, classifier=clf, **v), render_preview,
-                        title="Training-free guidance: the n-step estimate")
+    return FunctionView(
+        controls,
+        lambda **v: guide_preview(model, samples=samples, classifier=clf, **v),
+        render_preview,
+        title="Training-free guidance: the n-step estimate",
+    )

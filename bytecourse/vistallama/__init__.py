@@ -4,10 +4,20 @@
 - :mod:`.projector` — the frame encoder and the sequential visual projector
 - :mod:`.data` — narrated Motion-world episodes, frame-order questions and the narration oracle
 - :mod:`.narrator` — the tiny frozen Llama + projector narrator, its training and cached greedy decoding
-- :mod:`.chapter` — ``python -m bytecourse train|eval vistallama``, the tables and the widget
+- :mod:`.train` — ``python -m bytecourse train vistallama`` (and loading the shipped narrators)
+- :mod:`.evaluate` — ``python -m bytecourse eval vistallama``: the tables and the live slice
+- :mod:`.widget` — the attention explorer
 """
 
 from .attention import EDVTLlamaAttention, edvt_logits, enable_edvt, widened_qk
 from .projector import FrameEncoder, ProjectorConfig, SequentialProjector
 
-__all__ = ["EDVTLlamaAttention", "FrameEncoder", "ProjectorConfig", "SequentialProjector", "edvt_logits", "enable_edvt", "widened_qk"]
+__all__ = [
+    "EDVTLlamaAttention",
+    "FrameEncoder",
+    "ProjectorConfig",
+    "SequentialProjector",
+    "edvt_logits",
+    "enable_edvt",
+    "widened_qk",
+]

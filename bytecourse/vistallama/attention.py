@@ -32,14 +32,20 @@ from transformers.models.llama import modeling_llama as llama
 __all__ = ["EDVTLlamaAttention", "edvt_logits", "enable_edvt", "widened_qk"]
 
 
-def widened_qk(attn: llama.LlamaAttention, hidden_states: torch.Tensor, position_embeddings, visual_mask: torch.Tensor):
+def widened_qk(
+    attn: llama.LlamaAttention, hidden_states: torch.Tensor, position_embeddings, visual_mask: torch.Tensor
+):
     """(q′, k′, v) for one attention layer: q′ = [q, Rq], k′ = [m·k, (1−m)·Rk] (heads first, like the HF layer)."""
     input_shape = hidden_states.shape[:-1]
     if visual_mask.shape != input_shape:
-        raise ValueError(f"visual_mask must have the tokens' shape {tuple(input_shape)}, got {tuple(visual_mask.shape)}")
+        raise ValueError(
+            f"visual_mask must have the tokens' shape {tuple(input_shape)}, got {tuple(visual_mask.shape)}"
+        )
     if visual_mask.dtype != torch.bool and not bool(((visual_mask == 0) | (visual_mask == 1)).all()):
-        raise ValueError(f"visual_mask must be 0/1 (or bool): 1 on visual tokens, 0 on text; got values "
-                         f"{sorted(set(visual_mask.flatten().tolist()))[:6]}")
+        raise ValueError(
+            f"visual_mask must be 0/1 (or bool): 1 on visual tokens, 0 on text; got values "
+            f"{sorted(set(visual_mask.flatten().tolist()))[:6]}"
+        )
     hidden_shape = (*input_shape, -1, attn.head_dim)
     q = attn.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
     k = attn.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -61,9 +67,19 @@ class EDVTLlamaAttention(llama.LlamaAttention):
         q2, k2, v = widened_qk(self, hidden_states, position_embeddings, visual_mask)
         if cache is not None:
             k2, v = cache.update(k2, v, self.layer_idx)
-        interface = llama.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, llama.eager_attention_forward)
-        out, weights = interface(self, q2, k2, v, attention_mask, dropout=0.0 if not self.training else self.attention_dropout,
-                                 scaling=self.scaling, **kwargs)  # 1/√d of the original head width
+        interface = llama.ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, llama.eager_attention_forward
+        )
+        out, weights = interface(
+            self,
+            q2,
+            k2,
+            v,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )  # 1/√d of the original head width
         out = out.reshape(*input_shape, -1).contiguous()
         return self.o_proj(out), weights
 
@@ -80,8 +96,9 @@ def enable_edvt(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def edvt_logits(attn: llama.LlamaAttention, hidden_states: torch.Tensor, position_embeddings,
-                visual_mask: torch.Tensor | None) -> torch.Tensor:
+def edvt_logits(
+    attn: llama.LlamaAttention, hidden_states: torch.Tensor, position_embeddings, visual_mask: torch.Tensor | None
+) -> torch.Tensor:
     """Pre-softmax logits (B, H, S, S) of one layer, before the causal mask: EDVT with a mask, plain RoPE without."""
     if visual_mask is None:  # m = 0: exactly the RoPE logits
         visual_mask = torch.zeros(hidden_states.shape[:-1], device=hidden_states.device)

@@ -52,15 +52,27 @@ def make_episodes(n: int, seed: int, segments: tuple[int, int] = (2, 4), size: i
         raise ValueError(f"n must be ≥ 1, got {n}")
     g = torch.Generator().manual_seed(int(seed))
     ks = torch.randint(lo, hi + 1, (n,), generator=g)
-    clips = make_motion(n * hi, int(seed) * 7919 + 1, MotionConfig(frames=FRAMES_PER_SEGMENT, size=size, max_objects=1,
-                                                                   caption_length=12), num_objects=1)
+    clips = make_motion(
+        n * hi,
+        int(seed) * 7919 + 1,
+        MotionConfig(frames=FRAMES_PER_SEGMENT, size=size, max_objects=1, caption_length=12),
+        num_objects=1,
+    )
     v = clips.videos.view(n, hi, FRAMES_PER_SEGMENT, 3, size, size)
     mask = (torch.arange(hi)[None] < ks[:, None]).float()
     videos = (v * mask[:, :, None, None, None, None]).flatten(1, 2)
     phrases = [[clips.captions[i * hi + k] for k in range(int(ks[i]))] for i in range(n)]
     view = lambda t: t.view(n, hi)  # noqa: E731
-    return Episodes(videos, ks, view(clips.colours[:, 0]), view(clips.shapes[:, 0]), view(clips.motion[:, 0]),
-                    view(clips.direction[:, 0]), phrases, [" then ".join(p) for p in phrases])
+    return Episodes(
+        videos,
+        ks,
+        view(clips.colours[:, 0]),
+        view(clips.shapes[:, 0]),
+        view(clips.motion[:, 0]),
+        view(clips.direction[:, 0]),
+        phrases,
+        [" then ".join(p) for p in phrases],
+    )
 
 
 def encode_words(words: list[str]) -> list[int]:
@@ -85,8 +97,12 @@ def order_question(ep: Episodes, i: int, generator: torch.Generator) -> tuple[st
     """A "which came first" question about two segments with different objects, and its answer (None if all equal)."""
     k = int(ep.segments[i])
     objs = [(int(ep.colours[i, j]), int(ep.shapes[i, j])) for j in range(k)]
-    pairs = [(a, b) for a in range(k) for b in range(a + 1, k) if objs[a] != objs[b] and objs.count(objs[a]) == 1
-             and objs.count(objs[b]) == 1]
+    pairs = [
+        (a, b)
+        for a in range(k)
+        for b in range(a + 1, k)
+        if objs[a] != objs[b] and objs.count(objs[a]) == 1 and objs.count(objs[b]) == 1
+    ]
     if not pairs:
         return None
     a, b = pairs[int(torch.randint(0, len(pairs), (1,), generator=generator))]
@@ -125,8 +141,14 @@ def check_narration(narration: str, ep: Episodes, i: int) -> list[Fact]:
     facts = []
     k = int(ep.segments[i])
     for item, words in enumerate(parse_narration(narration)):
-        obj = next(((text.COLOUR_NAMES.index(a), text.SHAPE_NAMES.index(b)) for a, b in zip(words, words[1:])
-                    if a in text.COLOUR_NAMES and b in text.SHAPE_NAMES), None)
+        obj = next(
+            (
+                (text.COLOUR_NAMES.index(a), text.SHAPE_NAMES.index(b))
+                for a, b in zip(words, words[1:])
+                if a in text.COLOUR_NAMES and b in text.SHAPE_NAMES
+            ),
+            None,
+        )
         if obj is not None:
             ok = item < k and obj == (int(ep.colours[i, item]), int(ep.shapes[i, item]))
             facts.append(Fact("object", item, f"{text.COLOUR_NAMES[obj[0]]} {text.SHAPE_NAMES[obj[1]]}", ok))

@@ -9,28 +9,47 @@ import time
 import torch
 
 from .. import seeds
-from .data import FRAMES_PER_SEGMENT, check_narration, decode_ids, encode_words, hallucination_rate, make_episodes, order_question
+from .data import (
+    FRAMES_PER_SEGMENT,
+    check_narration,
+    decode_ids,
+    encode_words,
+    hallucination_rate,
+    make_episodes,
+    order_question,
+)
 from .narrator import Narrator
 from .train import load_narrators
 
 
 @torch.no_grad()
-def narrate_and_check(narrator: Narrator, seed: int, segments: int, n: int = 16, fill: int = 8, with_attention: bool = False) -> dict:
+def narrate_and_check(
+    narrator: Narrator, seed: int, segments: int, n: int = 16, fill: int = 8, with_attention: bool = False
+) -> dict:
     """Narrate n episodes of K = ``segments``; per generated item k: fact accuracy; overall hallucination rate;
     optionally the attention mass on visual tokens per generated position."""
     ep = make_episodes(n, seeds.VISTALLAMA_EVAL + 1000 * seed + segments, (segments, segments))
     halluc, recall, per_item, masses = [], [], {}, []
     for i in range(n):
-        ids, mass = narrator.generate(ep.videos[i:i + 1, : segments * FRAMES_PER_SEGMENT], [fill], [encode_words(["describe"])],
-                                      max_new=8 * segments + 8, output_attentions=with_attention)
+        ids, mass = narrator.generate(
+            ep.videos[i : i + 1, : segments * FRAMES_PER_SEGMENT],
+            [fill],
+            [encode_words(["describe"])],
+            max_new=8 * segments + 8,
+            output_attentions=with_attention,
+        )
         facts = check_narration(decode_ids(ids), ep, i)
         halluc.append(hallucination_rate(facts))
         recall.append(sum(f.true for f in facts) / (2 * segments))
         for f in facts:
             per_item.setdefault(f.item, []).append(f.true)
         masses.append(mass)
-    return {"hallucination": sum(halluc) / n, "fact_recall": sum(recall) / n, "item_accuracy": {k: sum(v) / len(v) for k, v in sorted(per_item.items())},
-            "attention_mass": masses}
+    return {
+        "hallucination": sum(halluc) / n,
+        "fact_recall": sum(recall) / n,
+        "item_accuracy": {k: sum(v) / len(v) for k, v in sorted(per_item.items())},
+        "attention_mass": masses,
+    }
 
 
 @torch.no_grad()
@@ -42,14 +61,18 @@ def order_accuracy(narrator: Narrator, seed: int, segments: int = 3, n: int = 32
         qa = order_question(ep, i, g)
         if qa is None:
             continue
-        ids, _ = narrator.generate(ep.videos[i:i + 1, : segments * FRAMES_PER_SEGMENT], [fill], [encode_words(qa[0].split())], max_new=5)
+        ids, _ = narrator.generate(
+            ep.videos[i : i + 1, : segments * FRAMES_PER_SEGMENT], [fill], [encode_words(qa[0].split())], max_new=5
+        )
         right += decode_ids(ids) == qa[1]
         asked += 1
     return right / max(1, asked)
 
 
 @torch.no_grad()
-def attention_mass_forced(narrator: Narrator, seeds: list[int], segments: int = 6, fill: int = 64, n: int = 8) -> list[float]:
+def attention_mass_forced(
+    narrator: Narrator, seeds: list[int], segments: int = 6, fill: int = 64, n: int = 8
+) -> list[float]:
     """Attention mass on the visual tokens at each narration position, with the *true* narration fed in (teacher
     forcing), so both attention rules are measured on the same tokens whatever they would have generated."""
     previous = narrator.lm.config._attn_implementation
@@ -61,8 +84,12 @@ def attention_mass_forced(narrator: Narrator, seeds: list[int], segments: int = 
             ep = make_episodes(n, seeds.VISTALLAMA_EVAL + 700_000 + 1000 * seed, (segments, segments))
             for i in range(n):
                 answer = encode_words(ep.narrations[i].split())
-                x, _, vmask, _ = narrator.embed(ep.videos[i:i + 1, : segments * FRAMES_PER_SEGMENT], [fill],
-                                                [encode_words(["describe"])], [answer])
+                x, _, vmask, _ = narrator.embed(
+                    ep.videos[i : i + 1, : segments * FRAMES_PER_SEGMENT],
+                    [fill],
+                    [encode_words(["describe"])],
+                    [answer],
+                )
                 kwargs = {"visual_mask": vmask} if narrator.attention == "edvt" else {}
                 out = narrator.lm(inputs_embeds=x, output_attentions=True, **kwargs)
                 att = torch.stack([a[0] for a in out.attentions])  # (layers, heads, S, S)
@@ -95,14 +122,28 @@ def evaluate_vistallama(seeds: list[int], progress: bool = True) -> dict:
                 r = narrate_and_check(nar, s, k)
                 per_seed.append({"hallucination": r["hallucination"], "fact_recall": r["fact_recall"]})
             halluc_rows.append({"setting": f"{name}, K={k}", "variant": name, "K": k, "metrics": summarise(per_seed)})
-        order_rows.append({"setting": name, "metrics": summarise([{"order_accuracy": order_accuracy(nar, s)} for s in seeds])})
+        order_rows.append(
+            {"setting": name, "metrics": summarise([{"order_accuracy": order_accuracy(nar, s)} for s in seeds])}
+        )
     mass = {name: attention_mass_forced(narrators[name], seeds) for name in ("rope", "edvt")}
-    return {"hallucination": {"rows": halluc_rows, "seeds": list(seeds), "samples_per_seed": 16,
-                              "setting_name": "narrator, segments (K; training saw 2–4)"},
-            "order": {"rows": order_rows, "seeds": list(seeds), "samples_per_seed": 32, "setting_name": "narrator"},
-            "attention_mass": {"per_position": mass, "fill": 64, "segments": 6, "episodes_per_seed": 8,
-                               "how": "teacher-forced on the true narration; mass = attention on visual keys, mean over layers, heads, episodes"},
-            "wall_time_s": round(time.time() - t0, 1)}
+    return {
+        "hallucination": {
+            "rows": halluc_rows,
+            "seeds": list(seeds),
+            "samples_per_seed": 16,
+            "setting_name": "narrator, segments (K; training saw 2–4)",
+        },
+        "order": {"rows": order_rows, "seeds": list(seeds), "samples_per_seed": 32, "setting_name": "narrator"},
+        "attention_mass": {
+            "per_position": mass,
+            "fill": 64,
+            "segments": 6,
+            "episodes_per_seed": 8,
+            "how": "teacher-forced on the true narration; mass = attention on visual keys, mean over layers, heads, "
+            "episodes",
+        },
+        "wall_time_s": round(time.time() - t0, 1),
+    }
 
 
 def cli_eval(args) -> dict:
@@ -120,5 +161,7 @@ def live_slice(narrators: dict, rows: tuple[str, ...] = SLICE_ROWS, segments: in
     live = []
     for name in rows:
         r = narrate_and_check(narrators[name], 0, segments)
-        live.append({"setting": f"{name}, K={segments}", "metrics": summarise([{"hallucination": r["hallucination"]}])})
+        live.append(
+            {"setting": f"{name}, K={segments}", "metrics": summarise([{"hallucination": r["hallucination"]}])}
+        )
     return {"hallucination": {"rows": live, "setting_name": "narrator, segments"}}

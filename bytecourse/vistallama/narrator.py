@@ -22,7 +22,17 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from .. import seeds
 from .attention import enable_edvt
-from .data import BOS_ID, EOS_ID, FILL_ID, FRAMES_PER_SEGMENT, PAD_ID, VOCAB, encode_words, make_episodes, order_question
+from .data import (
+    BOS_ID,
+    EOS_ID,
+    FILL_ID,
+    FRAMES_PER_SEGMENT,
+    PAD_ID,
+    VOCAB,
+    encode_words,
+    make_episodes,
+    order_question,
+)
 from .projector import ProjectorConfig, SequentialProjector
 
 
@@ -35,10 +45,20 @@ class LMConfig:
     max_positions: int = 512
 
     def llama(self) -> LlamaConfig:
-        cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=self.hidden, intermediate_size=2 * self.hidden,
-                          num_hidden_layers=self.layers, num_attention_heads=self.heads, num_key_value_heads=self.heads,
-                          rope_theta=self.rope_theta, max_position_embeddings=self.max_positions, pad_token_id=PAD_ID,
-                          bos_token_id=BOS_ID, eos_token_id=EOS_ID, tie_word_embeddings=True)
+        cfg = LlamaConfig(
+            vocab_size=len(VOCAB),
+            hidden_size=self.hidden,
+            intermediate_size=2 * self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.heads,
+            rope_theta=self.rope_theta,
+            max_position_embeddings=self.max_positions,
+            pad_token_id=PAD_ID,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            tie_word_embeddings=True,
+        )
         cfg._attn_implementation = "sdpa"
         return cfg
 
@@ -50,8 +70,23 @@ def build_lm(config: LMConfig = LMConfig(), seed: int = 0) -> LlamaForCausalLM:
     return enable_edvt(seeded_init(seed, lambda: LlamaForCausalLM(config.llama())))
 
 
-def _train(model, loss_fn, config, *, name: str, weight_decay: float, progress, on_step, run_dir, resume, max_minutes,
-           device, checkpoint, state_dict, entry):
+def _train(
+    model,
+    loss_fn,
+    config,
+    *,
+    name: str,
+    weight_decay: float,
+    progress,
+    on_step,
+    run_dir,
+    resume,
+    max_minutes,
+    device,
+    checkpoint,
+    state_dict,
+    entry,
+):
     """Both stages' shared loop: AdamW, linear warm-up over the first 10 % of steps, cosine decay to 0, gradient
     clipping at 1, no EMA (the raw weights ship) — through the course's trainer (resumable, ``--device``,
     ``--max-minutes``)."""
@@ -61,10 +96,26 @@ def _train(model, loss_fn, config, *, name: str, weight_decay: float, progress, 
 
     with tempfile.TemporaryDirectory() as tmp:
         return train_and_ship(
-            model, loss_fn, target="vistallama", checkpoint=checkpoint, config=json_config(config), total_steps=config.steps,
-            lr=config.lr, run_dir=run_dir or Path(tmp) / name, seed=config.seed, ship=checkpoint is not None,
-            ship_ema=False, state_dict=state_dict, entry=entry, warmup=max(1, config.steps // 10), final_lr_ratio=0.0,
-            weight_decay=weight_decay, resume=resume, max_minutes=max_minutes, device=device, progress=progress,
+            model,
+            loss_fn,
+            target="vistallama",
+            checkpoint=checkpoint,
+            config=json_config(config),
+            total_steps=config.steps,
+            lr=config.lr,
+            run_dir=run_dir or Path(tmp) / name,
+            seed=config.seed,
+            ship=checkpoint is not None,
+            ship_ema=False,
+            state_dict=state_dict,
+            entry=entry,
+            warmup=max(1, config.steps // 10),
+            final_lr_ratio=0.0,
+            weight_decay=weight_decay,
+            resume=resume,
+            max_minutes=max_minutes,
+            device=device,
+            progress=progress,
             on_step=on_step,
         )
 
@@ -133,9 +184,17 @@ def lm_batch(step: int, config: PretrainConfig) -> tuple[torch.Tensor, torch.Ten
     return _pad(seqs, PAD_ID), _pad(labels, -100)
 
 
-def pretrain_lm(config: PretrainConfig = PretrainConfig(), progress: bool = True, on_step=None, *,
-                run_dir: Path | None = None, resume: bool = False, max_minutes: float | None = None, device: str = "cpu",
-                checkpoint: str | None = None) -> tuple[LlamaForCausalLM, dict]:
+def pretrain_lm(
+    config: PretrainConfig = PretrainConfig(),
+    progress: bool = True,
+    on_step=None,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    device: str = "cpu",
+    checkpoint: str | None = None,
+) -> tuple[LlamaForCausalLM, dict]:
     """Stage 1: next-token pretraining of the LM on text-only narrations (:func:`lm_batch`). ``checkpoint``: ship the
     weights under that name when the schedule completes. Returns the LM (frozen, eval mode) and a summary with the
     per-step ``losses``."""
@@ -146,9 +205,22 @@ def pretrain_lm(config: PretrainConfig = PretrainConfig(), progress: bool = True
         ids, labels = lm_batch(step, config)
         return model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
 
-    lm, summary = _train(lm, loss_fn, config, name="lm", weight_decay=0.0, progress=progress,
-                         on_step=_record(losses, on_step), run_dir=run_dir, resume=resume, max_minutes=max_minutes,
-                         device=device, checkpoint=checkpoint, state_dict=None, entry=None)
+    lm, summary = _train(
+        lm,
+        loss_fn,
+        config,
+        name="lm",
+        weight_decay=0.0,
+        progress=progress,
+        on_step=_record(losses, on_step),
+        run_dir=run_dir,
+        resume=resume,
+        max_minutes=max_minutes,
+        device=device,
+        checkpoint=checkpoint,
+        state_dict=None,
+        entry=None,
+    )
     lm.eval().requires_grad_(False)
     return lm, summary | {"steps": config.steps, "losses": losses, "config": asdict(config)}
 
@@ -200,7 +272,9 @@ class Narrator(torch.nn.Module):
         return self.lm(inputs_embeds=x, attention_mask=att, labels=labels, **kwargs)
 
     @torch.no_grad()
-    def generate(self, videos, fills: list[int], prompts: list[list[int]], max_new: int = 40, output_attentions: bool = False):
+    def generate(
+        self, videos, fills: list[int], prompts: list[list[int]], max_new: int = 40, output_attentions: bool = False
+    ):
         """Greedy decoding with the KV cache (one episode at a time is simplest: B = 1). Returns ids and, if asked,
         the per-step attention mass on the visual tokens (mean over layers and heads)."""
         if videos.shape[0] != 1:
@@ -214,7 +288,9 @@ class Narrator(torch.nn.Module):
             self.lm.config._attn_implementation = previous
 
     def _generate(self, videos, fills, prompts, max_new, output_attentions):
-        self.last_rows: list[torch.Tensor] = []  # per generated token: attention over the visual tokens (mean of layers, heads)
+        self.last_rows: list[
+            torch.Tensor
+        ] = []  # per generated token: attention over the visual tokens (mean of layers, heads)
         x, _, vmask, _ = self.embed(videos, fills, prompts, [[]])
         emb = self.lm.get_input_embeddings()
         kwargs = {"visual_mask": vmask} if self.attention == "edvt" else {}
@@ -233,8 +309,13 @@ class Narrator(torch.nn.Module):
             if nxt == EOS_ID:
                 break
             kw = {"visual_mask": torch.zeros(1, 1, device=x.device)} if self.attention == "edvt" else {}
-            out = self.lm(inputs_embeds=emb(torch.tensor([[nxt]], device=x.device)), cache=cache, use_cache=True,
-                          output_attentions=output_attentions, **kw)
+            out = self.lm(
+                inputs_embeds=emb(torch.tensor([[nxt]], device=x.device)),
+                cache=cache,
+                use_cache=True,
+                output_attentions=output_attentions,
+                **kw,
+            )
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
         return ids, mass
 
@@ -254,7 +335,9 @@ class NarratorConfig:
 def narrator_batch(step: int, config: NarratorConfig):
     g = torch.Generator().manual_seed(config.seed * seeds.TRAIN_SEED_STRIDE + step + 7)
     k = int(torch.randint(config.segments[0], config.segments[1] + 1, (1,), generator=g))
-    ep = make_episodes(config.batch, seeds.VISTALLAMA_NARRATOR + config.seed * 100_000 + step, (k, k), config.projector.image_size)
+    ep = make_episodes(
+        config.batch, seeds.VISTALLAMA_NARRATOR + config.seed * 100_000 + step, (k, k), config.projector.image_size
+    )
     fills, prompts, answers = [], [], []
     for i in range(config.batch):
         p, a = text_task(ep, i, "qa" if torch.rand(1, generator=g) < 0.5 else "narrate", g)
@@ -264,9 +347,18 @@ def narrator_batch(step: int, config: NarratorConfig):
     return ep.videos[:, : k * FRAMES_PER_SEGMENT], fills, prompts, answers
 
 
-def train_narrator(lm: LlamaForCausalLM, config: NarratorConfig, progress: bool = True, on_step=None, *,
-                   run_dir: Path | None = None, resume: bool = False, max_minutes: float | None = None,
-                   device: str = "cpu", checkpoint: str | None = None) -> tuple[Narrator, dict]:
+def train_narrator(
+    lm: LlamaForCausalLM,
+    config: NarratorConfig,
+    progress: bool = True,
+    on_step=None,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    device: str = "cpu",
+    checkpoint: str | None = None,
+) -> tuple[Narrator, dict]:
     """Stage 2: the projector trained on narrated episodes with the LM frozen (LLaVA-style). ``checkpoint``: ship the
     projector's weights under that name when the schedule completes."""
     from ..trainer import seeded_init
@@ -278,9 +370,21 @@ def train_narrator(lm: LlamaForCausalLM, config: NarratorConfig, progress: bool 
         videos, fills, prompts, answers = narrator_batch(step, config)
         return narrator(videos.to(dev), fills, prompts, answers).loss
 
-    model, summary = _train(model, loss_fn, config, name=f"narrator_{config.attention}", weight_decay=0.01,
-                            progress=progress, on_step=_record(losses, on_step), run_dir=run_dir, resume=resume,
-                            max_minutes=max_minutes, device=device, checkpoint=checkpoint,
-                            state_dict=lambda m: m.projector.state_dict(), entry=None)
+    model, summary = _train(
+        model,
+        loss_fn,
+        config,
+        name=f"narrator_{config.attention}",
+        weight_decay=0.01,
+        progress=progress,
+        on_step=_record(losses, on_step),
+        run_dir=run_dir,
+        resume=resume,
+        max_minutes=max_minutes,
+        device=device,
+        checkpoint=checkpoint,
+        state_dict=lambda m: m.projector.state_dict(),
+        entry=None,
+    )
     model.eval()
     return model, summary | {"steps": config.steps, "losses": losses}

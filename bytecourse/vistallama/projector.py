@@ -81,7 +81,9 @@ class SequentialProjector(nn.Module):
         self.config = config
         self.encoder = FrameEncoder(config)
         self.queries = nn.Parameter(torch.randn(config.queries, config.dim) * 0.02)
-        self.blocks = nn.ModuleList(QFormerBlock(config.dim, config.feat_dim, config.heads) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(
+            QFormerBlock(config.dim, config.feat_dim, config.heads) for _ in range(config.layers)
+        )
         self.norm = nn.LayerNorm(config.dim)
         self.to_lm = nn.Linear(config.dim, config.lm_dim)
 
@@ -97,7 +99,10 @@ class SequentialProjector(nn.Module):
 
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
         if videos.dim() != 5 or videos.shape[2] != 3 or videos.shape[-1] != self.config.image_size:
-            raise ValueError(f"videos must be (B, T, 3, {self.config.image_size}, {self.config.image_size}), got {tuple(videos.shape)}")
+            raise ValueError(
+                f"videos must be (B, T, 3, {self.config.image_size}, {self.config.image_size}), got "
+                f"{tuple(videos.shape)}"
+            )
         b, t = videos.shape[:2]
         feats = self.encoder(videos.flatten(0, 1)).view(b, t, -1, self.config.feat_dim)
         out, previous = [], None

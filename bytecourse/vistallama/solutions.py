@@ -23,7 +23,10 @@ def check_widen(fn: Callable, tol: float = 1e-10):
     """``fn(q, k, q_rot, k_rot, m) → (q′, k′)`` such that q′·k′ = m (q·k) + (1 − m)(Rq·Rk) for every query/key pair;
     checked by comparing q′ k′ᵀ with the explicit EDVT logits."""
     g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(1, 2, 6, 8, generator=g, dtype=torch.float64), torch.randn(1, 2, 6, 8, generator=g, dtype=torch.float64)
+    q, k = (
+        torch.randn(1, 2, 6, 8, generator=g, dtype=torch.float64),
+        torch.randn(1, 2, 6, 8, generator=g, dtype=torch.float64),
+    )
     cos, sin = _rope(torch.arange(6), 8)
     qr, kr = apply_rotary_pos_emb(q, k, cos, sin)
     m = torch.tensor([0, 1, 1, 1, 0, 0], dtype=torch.float64)[None, None, :, None]
@@ -73,8 +76,11 @@ def solution_relative(q, k, i, j):
 # Exercise 3 — the hallucination rate
 def check_hallucination(fn: Callable, tol: float = 1e-12):
     """``fn(facts) → fraction of stated facts that are false`` (0 when nothing is stated)."""
-    cases = [[], [Fact("object", 0, "red circle", True)], [Fact("object", 0, "a", True), Fact("motion", 0, "b", False),
-                                                           Fact("object", 1, "c", False)]]
+    cases = [
+        [],
+        [Fact("object", 0, "red circle", True)],
+        [Fact("object", 0, "a", True), Fact("motion", 0, "b", False), Fact("object", 1, "c", False)],
+    ]
     errs = []
     for facts in cases:
         got = attempt("hallucination", fn, facts)

@@ -35,17 +35,34 @@ def cli_train(options) -> dict:
 
     steps = {"steps": options.steps} if options.steps else {}
     pre = PretrainConfig(seed=options.seed, **steps)
-    lm, s = pretrain_lm(pre, run_dir=root / "lm", max_minutes=left(), checkpoint=CHECKPOINT,
-                        device=options.device, resume=options.resume)
+    lm, s = pretrain_lm(
+        pre,
+        run_dir=root / "lm",
+        max_minutes=left(),
+        checkpoint=CHECKPOINT,
+        device=options.device,
+        resume=options.resume,
+    )
     summary = {"lm": {k: v for k, v in s.items() if k not in ("losses", "config")}}
     if not s["finished"]:
         return summary | {"stopped": "out of --max-minutes during LM pretraining; continue with --resume"}
     for name, (attention, sequential) in VARIANTS.items():
-        config = NarratorConfig(projector=ProjectorConfig(sequential=sequential, lm_dim=pre.lm.hidden),
-                                attention=attention, seed=options.seed, **steps)
+        config = NarratorConfig(
+            projector=ProjectorConfig(sequential=sequential, lm_dim=pre.lm.hidden),
+            attention=attention,
+            seed=options.seed,
+            **steps,
+        )
         resume = options.resume and (root / name / "state.json").exists()  # a later run may not have started yet
-        _, s2 = train_narrator(lm, config, run_dir=root / name, max_minutes=left(),
-                               checkpoint=projector_checkpoint(name), device=options.device, resume=resume)
+        _, s2 = train_narrator(
+            lm,
+            config,
+            run_dir=root / name,
+            max_minutes=left(),
+            checkpoint=projector_checkpoint(name),
+            device=options.device,
+            resume=resume,
+        )
         summary[name] = {k: v for k, v in s2.items() if k != "losses"}
         if not s2["finished"]:
             return summary | {"stopped": f"out of --max-minutes while training {name}; continue with --resume"}
@@ -69,8 +86,6 @@ def load_narrators() -> dict[str, Narrator]:
     return out
 
 
-
-
 def get_narrators(progress: bool = False) -> tuple[dict, str]:
     """The shipped narrators, or (without checkpoints) short runs of the same training code — and which it was."""
     names = [CHECKPOINT] + [projector_checkpoint(n) for n in VARIANTS]
@@ -79,6 +94,10 @@ def get_narrators(progress: bool = False) -> tuple[dict, str]:
     lm, _ = pretrain_lm(PretrainConfig(steps=100), progress=progress)
     out = {}
     for name, (attention, sequential) in VARIANTS.items():
-        cfg = NarratorConfig(projector=ProjectorConfig(sequential=sequential, lm_dim=lm.config.hidden_size), attention=attention, steps=40)
+        cfg = NarratorConfig(
+            projector=ProjectorConfig(sequential=sequential, lm_dim=lm.config.hidden_size),
+            attention=attention,
+            steps=40,
+        )
         out[name], _ = train_narrator(lm, cfg, progress=progress)
     return out, "trained now for a few steps (no shipped checkpoints found): expect poor narrations"

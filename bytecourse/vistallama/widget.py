@@ -1,5 +1,4 @@
-"""Chapter 09's widget: pick a narrator and a generated position → where its attention goes.
-"""
+"""Chapter 09's widget: pick a narrator and a generated position → where its attention goes."""
 
 from __future__ import annotations
 
@@ -17,15 +16,28 @@ def attention_view(narrators: dict, variant: str, seed: int = 0, segments: int =
         raise ValueError(f"variant must be one of {sorted(narrators)}, got {variant!r}")
     nar = narrators[variant]
     ep = make_episodes(1, seeds.VISTALLAMA_EVAL + 900_000 + seed, (segments, segments))
-    ids, mass = nar.generate(ep.videos[:, : segments * FRAMES_PER_SEGMENT], [fill], [encode_words(["describe"])],
-                             max_new=8 * segments + 8, output_attentions=True)
+    ids, mass = nar.generate(
+        ep.videos[:, : segments * FRAMES_PER_SEGMENT],
+        [fill],
+        [encode_words(["describe"])],
+        max_new=8 * segments + 8,
+        output_attentions=True,
+    )
     rows = torch.stack(nar.last_rows) if nar.last_rows else torch.zeros(0, 1)
     frames = segments * FRAMES_PER_SEGMENT
     per_frame = rows.view(rows.shape[0], frames, -1).sum(-1) if rows.numel() else rows
     narration = decode_ids(ids)
     words = [w for w in (decode_ids([t]) for t in ids) if w]
-    return {"variant": variant, "narration": narration, "words": words, "mass": mass, "per_frame": per_frame,
-            "facts": check_narration(narration, ep, 0), "truth": ep.narrations[0], "video": ep.videos[0, :frames]}
+    return {
+        "variant": variant,
+        "narration": narration,
+        "words": words,
+        "mass": mass,
+        "per_frame": per_frame,
+        "facts": check_narration(narration, ep, 0),
+        "truth": ep.narrations[0],
+        "video": ep.videos[0, :frames],
+    }
 
 
 def render_attention(view: dict, position: int) -> None:
@@ -37,13 +49,17 @@ def render_attention(view: dict, position: int) -> None:
     pos = min(max(0, position), max(0, len(view["words"]) - 1))
     bad_items = {f.item for f in view["facts"] if not f.true}
     items = view["narration"].split(" then ")
-    marked = " then ".join(f"<span style='background:#f4b6b6'>{html.escape(t)}</span>" if k in bad_items else html.escape(t)
-                           for k, t in enumerate(items))
+    marked = " then ".join(
+        f"<span style='background:#f4b6b6'>{html.escape(t)}</span>" if k in bad_items else html.escape(t)
+        for k, t in enumerate(items)
+    )
     total = len(view["facts"])
     wrong = sum(not f.true for f in view["facts"])
-    print(f"{view['variant']} · token {pos + 1}/{len(view['words'])} "
-          f"“{view['words'][pos] if view['words'] else ''}” · attention on visual tokens "
-          f"{view['mass'][pos] if view['mass'] else 0:.3f} · facts rejected {wrong}/{total}")
+    print(
+        f"{view['variant']} · token {pos + 1}/{len(view['words'])} "
+        f"“{view['words'][pos] if view['words'] else ''}” · attention on visual tokens "
+        f"{view['mass'][pos] if view['mass'] else 0:.3f} · facts rejected {wrong}/{total}"
+    )
     display(HTML(f"<div><b>generated:</b> {marked}</div><div><b>truth:</b> {html.escape(view['truth'])}</div>"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 2.6), gridspec_kw={"width_ratios": [3, 2]})
     if len(view["per_frame"]):
@@ -80,5 +96,9 @@ def narration_explorer(narrators: dict, seed: int = 0):
         "position": W.IntSlider(value=0, min=0, max=40, description="token", continuous_update=False),
         "seed": W.IntSlider(value=seed, min=0, max=20, description="episode", continuous_update=False),
     }
-    return FunctionView(controls, compute, lambda r: render_attention(r["view"], r["position"]),
-                        title="Where does each generated word look? RoPE vs equal-distance visual tokens")
+    return FunctionView(
+        controls,
+        compute,
+        lambda r: render_attention(r["view"], r["position"]),
+        title="Where does each generated word look? RoPE vs equal-distance visual tokens",
+    )

@@ -16,28 +16,53 @@ def _hwc(img: torch.Tensor):
     return img.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def draw_boxes(ax, boxes: torch.Tensor | Sequence, size: tuple[int, int], colours: Sequence | None = None,
-               labels: Sequence[str] | None = None, style: str = "-", linewidth: float = 1.5) -> None:
+def draw_boxes(
+    ax,
+    boxes: torch.Tensor | Sequence,
+    size: tuple[int, int],
+    colours: Sequence | None = None,
+    labels: Sequence[str] | None = None,
+    style: str = "-",
+    linewidth: float = 1.5,
+) -> None:
     """Draw normalised (x0, y0, x1, y1) boxes on an axis showing an image of ``size = (H, W)``."""
     h, w = size
     for i, b in enumerate(boxes):
         x0, y0, x1, y1 = [float(v) for v in b]
         col = colours[i] if colours is not None else "white"
-        ax.add_patch(Rectangle((x0 * w - 0.5, y0 * h - 0.5), (x1 - x0) * w, (y1 - y0) * h, fill=False,
-                               edgecolor=col, linewidth=linewidth, linestyle=style))
+        ax.add_patch(
+            Rectangle(
+                (x0 * w - 0.5, y0 * h - 0.5),
+                (x1 - x0) * w,
+                (y1 - y0) * h,
+                fill=False,
+                edgecolor=col,
+                linewidth=linewidth,
+                linestyle=style,
+            )
+        )
         if labels is not None:
             ax.text(x0 * w - 0.5, y0 * h - 1.0, labels[i], color=col, fontsize=6, va="bottom")
 
 
-def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 8, scale: float = 1.6,
-               boxes: Sequence | None = None, box_colours: Sequence | None = None, suptitle: str | None = None):
+def image_grid(
+    images: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    scale: float = 1.6,
+    boxes: Sequence | None = None,
+    box_colours: Sequence | None = None,
+    suptitle: str | None = None,
+):
     """A grid of ``(B, 3, H, W)`` images in [0, 1]; optional per-image titles and box lists. Returns the figure."""
     if images.dim() != 4:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     n = images.shape[0]
     ncols = max(1, min(ncols, n))
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.3 if suptitle else 0)), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.3 if suptitle else 0)), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -53,9 +78,15 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
     return fig
 
 
-def animate_video(videos: torch.Tensor, titles: Sequence[str] | None = None, boxes: torch.Tensor | None = None,
-                  interval: int = 250, scale: float = 2.0, box_colours: Sequence | None = None,
-                  frame_titles: Sequence[str] | None = None):
+def animate_video(
+    videos: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    boxes: torch.Tensor | None = None,
+    interval: int = 250,
+    scale: float = 2.0,
+    box_colours: Sequence | None = None,
+    frame_titles: Sequence[str] | None = None,
+):
     """An inline HTML animation (``IPython.display.HTML``) of ``(T,3,H,W)`` or ``(B,T,3,H,W)`` clips,
     optionally with per-frame boxes ``(B,T,K,4)`` (zero boxes are skipped) drawn in ``box_colours`` (one per
     K), and a suptitle per frame (``frame_titles``)."""
@@ -93,8 +124,15 @@ def animate_video(videos: torch.Tensor, titles: Sequence[str] | None = None, box
     return html
 
 
-def plot_rows(table: dict, metrics: Sequence[str], x: Sequence[float] | None = None, xlabel: str = "", ax=None,
-              title: str | None = None, logx: bool = False):
+def plot_rows(
+    table: dict,
+    metrics: Sequence[str],
+    x: Sequence[float] | None = None,
+    xlabel: str = "",
+    ax=None,
+    title: str | None = None,
+    logx: bool = False,
+):
     """Plot a table's metrics (mean with min–max bars over seeds) against its rows."""
     rows = table["rows"]
     xs = list(x) if x is not None else list(range(len(rows)))

@@ -72,7 +72,9 @@ class FunctionView:
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
         except Exception as e:
             self.result = None
-            self.status.value = f"<span style='color:#b00'>error: {html.escape(type(e).__name__ + ': ' + str(e))}</span>"
+            self.status.value = (
+                f"<span style='color:#b00'>error: {html.escape(type(e).__name__ + ': ' + str(e))}</span>"
+            )
             raise
         return self.result
 

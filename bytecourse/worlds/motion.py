@@ -42,8 +42,12 @@ class MotionConfig:
 
     def shapes_config(self) -> ShapesConfig:
         return ShapesConfig(
-            size=self.size, max_objects=self.max_objects, object_probs=self.object_probs,
-            radius_range=self.radius_range, textured=self.textured, caption_length=4 * self.max_objects,
+            size=self.size,
+            max_objects=self.max_objects,
+            object_probs=self.object_probs,
+            radius_range=self.radius_range,
+            textured=self.textured,
+            caption_length=4 * self.max_objects,
         )
 
 
@@ -94,8 +98,13 @@ def _motion_phrase(kind: int, direction: int) -> str:
 
 
 def trajectories(
-    centers: torch.Tensor, radii: torch.Tensor, kinds: torch.Tensor, dirs: torch.Tensor,
-    frames: int, size: int, generator: torch.Generator,
+    centers: torch.Tensor,
+    radii: torch.Tensor,
+    kinds: torch.Tensor,
+    dirs: torch.Tensor,
+    frames: int,
+    size: int,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """Centres ``(B, K, T, 2)`` for each motion kind (the paths are exact closed forms).
 
@@ -115,8 +124,9 @@ def trajectories(
     travel = span * (0.4 + 0.35 * u[..., 0])
     axis_pos = (dirs >= 2).long()  # 0: x-axis, 1: y-axis
     sign = unit.sum(-1)  # ±1
-    along_start = torch.where(sign > 0, lo.squeeze(-1) + u[..., 1] * (span - travel),
-                              hi.squeeze(-1) - u[..., 1] * (span - travel))
+    along_start = torch.where(
+        sign > 0, lo.squeeze(-1) + u[..., 1] * (span - travel), hi.squeeze(-1) - u[..., 1] * (span - travel)
+    )
     start = centers.clone()
     start.scatter_(-1, axis_pos[..., None], along_start[..., None])
     lin = start[..., None, :] + (sign * travel)[..., None, None] * unit.abs()[..., None, :] * t[:, None]
@@ -202,4 +212,3 @@ def make_motion(
         class_mask=class_mask.view(*sh, size, size),
         depth=depth.view(*sh, size, size),
     )
-

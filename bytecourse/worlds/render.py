@@ -79,9 +79,7 @@ def masks_to_boxes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(nonempty[..., None], boxes, torch.zeros_like(boxes)), nonempty
 
 
-def background(
-    batch: int, height: int, width: int, textured: bool, generator: torch.Generator
-) -> torch.Tensor:
+def background(batch: int, height: int, width: int, textured: bool, generator: torch.Generator) -> torch.Tensor:
     """Background ``(B, 3, H, W)``: plain grey, or an achromatic texture (stripes + checker at a random
     grey level and orientation) that stays inside :data:`TEXTURE_RANGE`."""
     if not textured:

@@ -48,9 +48,7 @@ class ShapesConfig:
         if not 0 < lo <= hi < 0.5:
             raise ValueError(f"radius_range must satisfy 0 < lo <= hi < 0.5, got {self.radius_range}")
         if self.caption_length < 4 * self.max_objects - 1:
-            raise ValueError(
-                f"caption_length={self.caption_length} is too short for {self.max_objects} objects"
-            )
+            raise ValueError(f"caption_length={self.caption_length} is too short for {self.max_objects} objects")
 
 
 @dataclass
@@ -139,7 +137,9 @@ def render_layout(layout: dict[str, torch.Tensor], bg: torch.Tensor):
     size = bg.shape[-1]
     present = layout["present"]
     masks = shape_masks(layout["centers"], layout["radii"], layout["shapes"], size, size) & present[..., None, None]
-    image, visible, depth, owner = composite(bg, masks, layout["colours"], layout["depths"], background_depth(size, size))
+    image, visible, depth, owner = composite(
+        bg, masks, layout["colours"], layout["depths"], background_depth(size, size)
+    )
     shape_at = torch.gather(layout["shapes"], 1, owner.clamp(min=0).flatten(1)).view_as(owner)
     class_mask = torch.where(owner >= 0, shape_at + 1, 0)
     return image, visible, depth, class_mask

@@ -71,7 +71,9 @@ def test_sag_n_slider_changes_the_cost_and_the_samples(lab_page):
     handle.focus()
     handle.press("ArrowLeft")
     expect(output).to_contain_text("n=2 ·", timeout=180_000)
-    expect(output).to_contain_text("network evaluations 40 → 184", timeout=10_000)  # 2·(20 + 8 repeats) + 16 guided × 4n
+    expect(output).to_contain_text(
+        "network evaluations 40 → 184", timeout=10_000
+    )  # 2·(20 + 8 repeats) + 16 guided × 4n
     second_src = _image_src(page)
     assert second_src != first_src, "the samples did not change when n moved"
 
@@ -88,7 +90,9 @@ def test_adjointdpm_steps_and_coordinates(lab_page):
     from playwright.sync_api import expect
 
     page = lab_page("02_adjointdpm_widget.ipynb")
-    slider, handle, output, first_src = _first_render(page, "ODE steps N", "N=10 · euler · rho-coords", timeout=180_000)
+    slider, handle, output, first_src = _first_render(
+        page, "ODE steps N", "N=10 · euler · rho-coords", timeout=180_000
+    )
 
     handle.focus()
     handle.press("ArrowRight")  # 5, 10, 20, 50 → 20
@@ -133,7 +137,9 @@ def test_boximator_editor_preview_and_generate(lab_page):
     end_x.focus()
     for _ in range(3):
         end_x.press("ArrowLeft")
-    page.wait_for_function("s => document.querySelector('.widget-output img').src !== s", arg=preview_src, timeout=60_000)
+    page.wait_for_function(
+        "s => document.querySelector('.widget-output img').src !== s", arg=preview_src, timeout=60_000
+    )
 
     # box guidance waits for the button
     cfg = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="box CFG")).locator(".noUi-handle")

@@ -12,7 +12,7 @@ computed from; :func:`stored_tables` refuses tables whose checkpoints have chang
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import checkpoints
 
@@ -41,8 +41,6 @@ class Target:
     variants: tuple[str, ...] = ()
     stages: int = 0  # > 0: ``--stage k`` runs one stage of a multi-stage schedule
     no_train_reason: str = ""
-    eval_minutes: str = ""  # measured wall time of ``eval`` on the 2-core CPU (README, ``list``)
-    extra: dict = field(default_factory=dict)
 
     @property
     def eval_command(self) -> str:

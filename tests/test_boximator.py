@@ -22,7 +22,7 @@ from bytecourse.boximator.pipeline import (
     StageConfig,
     conditions_from_batch,
     control_loss,
-    generate,
+    generate_video,
     guided_eps_model,
 )
 from bytecourse.diffusion.schedule import make_train_scheduler
@@ -280,16 +280,16 @@ def test_first_frame_is_kept_and_null_boxes_match_the_base():
     model = tiny_model()
     tok = torch.randint(1, 20, (2, 24))
     frame0 = torch.rand(2, 3, 16, 16)
-    out = generate(model, tok, one_box(), first_frame=frame0, steps=3, box_guidance_scale=2.0)
+    out = generate_video(model, tok, one_box(), first_frame=frame0, steps=3, box_guidance_scale=2.0)
     assert out.shape == (2, 4, 3, 16, 16)
     torch.testing.assert_close(out[:, 0], frame0.clamp(0, 1), atol=1e-6, rtol=0)
     # at initialisation (gates closed) the controlled model samples exactly what the base samples
-    a = generate(model, tok, one_box(), steps=3, box_guidance_scale=3.0)
+    a = generate_video(model, tok, one_box(), steps=3, box_guidance_scale=3.0)
     model.control.detach()
-    b = generate(model.base, tok, None, steps=3)
+    b = generate_video(model.base, tok, None, steps=3)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="BoximatorModel"):
-        generate(model.base, tok, one_box(), steps=2)
+        generate_video(model.base, tok, one_box(), steps=2)
 
 
 def test_box_cfg_formula():

@@ -14,8 +14,8 @@ from .solvers import (
     autograd_gradients,
     continuous_adjoint_gradients,
     discrete_adjoint_gradients,
-    generate,
     ode_step,
+    solve_pf_ode,
     time_grid,
 )
 
@@ -26,7 +26,7 @@ __all__ = [
     "autograd_gradients",
     "continuous_adjoint_gradients",
     "discrete_adjoint_gradients",
-    "generate",
+    "solve_pf_ode",
     "ode_step",
     "time_grid",
 ]

@@ -29,7 +29,7 @@ from ..diffusion import guided_eps, initial_noise, make_train_scheduler, to_imag
 from ..diffusion.image_model import DEFAULT_GUIDANCE_SCALE, EVAL_SEED_OFFSET, eval_captions
 from ..diffusion.losses import GramStyleLoss
 from ..worlds import ShapesConfig, make_shapes
-from .solvers import PFODE, ROUTES, discrete_adjoint_gradients, generate, time_grid
+from .solvers import PFODE, ROUTES, discrete_adjoint_gradients, solve_pf_ode, time_grid
 
 CHECKPOINT = None  # AdjointDPM's applications optimise noise, embeddings and weights at run time: no shipped weights
 TABLE_KEY = "adjointdpm"
@@ -107,7 +107,7 @@ def security_audit(
     x_T = initial_noise((n, 3, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + seed)
     ode = make_ode(model, tokens, num_steps, "rho")
     with torch.no_grad():
-        x0 = generate(ode, x_T)
+        x0 = solve_pf_ode(ode, x_T)
         label = classifier(x0.clamp(-1, 1))["colour"].argmax(1)
 
     def loss_fn(x0):
@@ -126,7 +126,7 @@ def security_audit(
         if on_iter is not None:
             on_iter(it, float(g.loss), delta)
     with torch.no_grad():
-        x_adv = generate(ode, x_T + delta)
+        x_adv = solve_pf_ode(ode, x_T + delta)
         new = classifier(x_adv.clamp(-1, 1))["colour"].argmax(1)
     img0, img1 = to_image_space(x0), to_image_space(x_adv)
     d0, d1 = detect_objects(img0), detect_objects(img1)
@@ -177,8 +177,8 @@ def learn_effect_word(
     seed: int = 0,
     on_iter=None,
 ) -> tuple[torch.Tensor, list[float]]:
-    """(b) The paper's embedding inversion: minimise Σ‖generate(x_T^i, c_i + word) − example_i‖² over the word, with
-    the exact adjoint giving ∂L/∂c (then ∂L/∂word by the chain rule through :func:`with_new_word`)."""
+    """(b) The paper's embedding inversion: minimise Σ‖solve_pf_ode(x_T^i, c_i + word) − example_i‖² over the
+    word, with the exact adjoint giving ∂L/∂c (then ∂L/∂word by the chain rule through :func:`with_new_word`)."""
     tokens = text.encode(captions, model.config.caption_length)
     n = len(captions)
     x_T = initial_noise((n, 3, model.config.image_size, model.config.image_size), 90_000 + seed)
@@ -225,10 +225,10 @@ def sample_with_word(model, word: torch.Tensor | None, seed: int, n: int = 24, n
     x_T = initial_noise((n, 3, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + 77 + seed)
     with torch.no_grad():
         if word is None:
-            x0 = generate(make_ode(model, tokens, num_steps, "rho"), x_T)
+            x0 = solve_pf_ode(make_ode(model, tokens, num_steps, "rho"), x_T)
         else:
             c = with_new_word(model, tokens, word)
-            x0 = generate(make_ode(model, c, num_steps, "rho", null_embedding(model, n)), x_T)
+            x0 = solve_pf_ode(make_ode(model, c, num_steps, "rho", null_embedding(model, n)), x_T)
     return _left_and_content(to_image_space(x0.clamp(-1, 1)), caps)
 
 
@@ -269,7 +269,7 @@ def style_outcome(model, seed: int, n: int = 24, num_steps: int = APP_STEPS) -> 
     tokens = text.encode(caps, model.config.caption_length)
     x_T = initial_noise((n, 3, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + 99 + seed)
     with torch.no_grad():
-        x0 = generate(make_ode(model, tokens, num_steps, "rho"), x_T)
+        x0 = solve_pf_ode(make_ode(model, tokens, num_steps, "rho"), x_T)
     out = _left_and_content(to_image_space(x0.clamp(-1, 1)), caps)
     out["gram_loss"] = float(style_loss()(x0.clamp(-1, 1)).mean())
     return out

@@ -114,7 +114,7 @@ def ode_step(ode: PFODE, y: torch.Tensor, m: int, method: Method = "euler") -> t
     raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
 
 
-def generate(ode: PFODE, x_T: torch.Tensor, method: Method = "euler") -> torch.Tensor:
+def solve_pf_ode(ode: PFODE, x_T: torch.Tensor, method: Method = "euler") -> torch.Tensor:
     """x₀ ≈ the PF-ODE's solution from x_T over the grid."""
     y = ode.to_y(x_T)
     for m in range(ode.num_steps):
@@ -126,7 +126,7 @@ def autograd_gradients(
     ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler"
 ) -> Gradients:
     """The reference: plain backpropagation through the whole solve."""
-    return autograd_through(lambda x: generate(ode, x, method), x_T, loss_fn, wrt)
+    return autograd_through(lambda x: solve_pf_ode(ode, x, method), x_T, loss_fn, wrt)
 
 
 def discrete_adjoint_gradients(

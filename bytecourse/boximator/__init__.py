@@ -23,7 +23,7 @@ from .boxes import (
     to_frame,
 )
 from .control import BoximatorControl, BoxSelfAttention, BoxTokenEncoder, FourierEmbedder
-from .pipeline import BoximatorModel, StageConfig, control_loss, generate
+from .pipeline import BoximatorModel, StageConfig, control_loss, generate_video
 
 __all__ = [
     "ID_COLOURS",
@@ -38,7 +38,7 @@ __all__ = [
     "control_loss",
     "draw_outlines",
     "empty_conditions",
-    "generate",
+    "generate_video",
     "interpolate_keyframes",
     "motion_path",
     "relax",

@@ -111,10 +111,10 @@ def generate_request(
 ) -> dict:
     """Sample one video for a plan; detect the constrained object (by its colour) on every frame and score the
     IoU of its box against the requested (hard) box."""
-    from .pipeline import generate
+    from .pipeline import generate_video
 
     tokens = text.encode([plan["caption"]], model.config.caption_length)
-    video = generate(
+    video = generate_video(
         model,
         tokens,
         plan["cond"],

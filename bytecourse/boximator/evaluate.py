@@ -16,7 +16,7 @@ from ..oracle import box_iou, detect_objects, realism
 from ..oracle.metrics import average_precision
 from ..worlds.motion import MotionBatch, make_motion
 from .boxes import BoxConditions, interpolate_keyframes, request, to_frame
-from .pipeline import generate
+from .pipeline import generate_video
 from .train import VARIANTS, checkpoint_name, load_variant
 
 # The paper's protocol: boxes from real clips → generate → detect → AP / IoU against the requested boxes.
@@ -30,8 +30,8 @@ MODES = {"none": "–", "box": "Box", "f0": "F0", "f0box": "F0+Box"}
 
 
 def eval_clips(seed: int, n: int = EVAL_CLIPS) -> MotionBatch:
-    _, cfg = load_video_model("cpu")
-    return make_motion(n, EVAL_SEED_OFFSET + seed, cfg.world())
+    _, config = load_video_model("cpu")
+    return make_motion(n, EVAL_SEED_OFFSET + seed, config.world())
 
 
 def requested_boxes(batch: MotionBatch, soft: bool = True) -> tuple[BoxConditions, torch.Tensor]:
@@ -101,7 +101,7 @@ def run_setting(models: dict, setting: dict, seed: int, n: int = EVAL_CLIPS, pro
     mode = setting["mode"]
     cond, paths = requested_boxes(batch, soft=setting.get("soft", True))
     first = batch.videos[:, 0] if mode in ("f0", "f0box") else None
-    videos = generate(
+    videos = generate_video(
         model,
         batch.tokens,
         cond if mode in ("box", "f0box") else None,

@@ -187,7 +187,7 @@ def guided_eps_model(
 
 
 @torch.no_grad()
-def generate(
+def generate_video(
     model: nn.Module,
     tokens: torch.Tensor,
     cond: BoxConditions | None = None,
@@ -203,15 +203,15 @@ def generate(
     denoiser (then ``cond`` must be None); ``first_frame (B, 3, H, W)`` in [0, 1] turns on F0."""
     from ..device import autocast
 
-    cfg = model.config
+    config = model.config
     device = next(model.parameters()).device
     b = tokens.shape[0]
-    shape = (b, cfg.frames, cfg.channels, cfg.image_size, cfg.image_size)
+    shape = (b, config.frames, config.channels, config.image_size, config.image_size)
     boxed_model = isinstance(model, BoximatorModel)
     if cond is not None and not boxed_model:
         raise ValueError("box conditions need a BoximatorModel (the base model has no control module)")
-    box_tokens = model.box_tokens(cond.to(device), b, cfg.frames) if (boxed_model and cond is not None) else None
-    null_tokens = model.control.null_tokens(b * cfg.frames) if boxed_model else None
+    box_tokens = model.box_tokens(cond.to(device), b, config.frames) if (boxed_model and cond is not None) else None
+    null_tokens = model.control.null_tokens(b * config.frames) if boxed_model else None
     hook = None
     if first_frame is not None:
         if first_frame.shape != (b, *shape[2:]):

@@ -201,16 +201,18 @@ class InflatedVideoDenoiser(nn.Module):
         unknown = [p for p in config.motion_points if p not in points or p == "stem"]
         if unknown:
             raise ValueError(f"motion_points {unknown} are not stage points of the image model {sorted(points)}")
-        scfg = spatial.config
-        self.motion_text = CaptionEncoder(scfg.text_dim, config.caption_length, config.caption_layers, config.heads)
+        spatial_config = spatial.config
+        self.motion_text = CaptionEncoder(
+            spatial_config.text_dim, config.caption_length, config.caption_layers, config.heads
+        )
         with torch.no_grad():
             self.motion_text.embed.weight.copy_(spatial.text.embed.weight)
         self.motion = nn.ModuleDict(
             {
                 p: MotionModule(
                     points[p][0],
-                    scfg.text_dim,
-                    scfg.image_size // points[p][1],
+                    spatial_config.text_dim,
+                    spatial_config.image_size // points[p][1],
                     config.heads,
                     caption_cross_attention=config.caption_cross_attention,
                 )
@@ -219,8 +221,8 @@ class InflatedVideoDenoiser(nn.Module):
         )
         self.first_frame_in = None
         if config.first_frame:
-            s = scfg.unshuffle
-            self.first_frame_in = nn.Conv2d(scfg.channels * s * s, scfg.widths[0], 3, padding=1)
+            s = spatial_config.unshuffle
+            self.first_frame_in = nn.Conv2d(spatial_config.channels * s * s, spatial_config.widths[0], 3, padding=1)
             nn.init.zeros_(self.first_frame_in.weight)
             nn.init.zeros_(self.first_frame_in.bias)
         self.lora = nn.ModuleDict()
@@ -261,14 +263,19 @@ class InflatedVideoDenoiser(nn.Module):
         extra: dict | None = None,
         first_frame: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        scfg, cfg = self.spatial.config, self.config
-        if x.dim() != 5 or x.shape[2] != scfg.channels or x.shape[-2:] != (scfg.image_size, scfg.image_size):
+        spatial_config, config = self.spatial.config, self.config
+        if (
+            x.dim() != 5
+            or x.shape[2] != spatial_config.channels
+            or x.shape[-2:] != (spatial_config.image_size, spatial_config.image_size)
+        ):
             raise ValueError(
-                f"x must be (B, T, {scfg.channels}, {scfg.image_size}, {scfg.image_size}), got {tuple(x.shape)}"
+                f"x must be (B, T, {spatial_config.channels}, {spatial_config.image_size}, "
+                f"{spatial_config.image_size}), got {tuple(x.shape)}"
             )
-        if tokens.dim() != 2 or tokens.shape != (x.shape[0], cfg.caption_length) or tokens.is_floating_point():
+        if tokens.dim() != 2 or tokens.shape != (x.shape[0], config.caption_length) or tokens.is_floating_point():
             raise ValueError(
-                f"tokens must be ({x.shape[0]}, {cfg.caption_length}) token ids, got {tuple(tokens.shape)}"
+                f"tokens must be ({x.shape[0]}, {config.caption_length}) token ids, got {tuple(tokens.shape)}"
             )
         b, frames = x.shape[:2]
         if frames > 24:
@@ -276,8 +283,10 @@ class InflatedVideoDenoiser(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(b)
-        spatial_ctx = self.spatial.text(object_tokens(tokens, scfg.caption_length)).repeat_interleave(frames, 0)
-        motion_ctx = self.motion_text(tokens) if cfg.caption_cross_attention else None
+        spatial_ctx = self.spatial.text(object_tokens(tokens, spatial_config.caption_length)).repeat_interleave(
+            frames, 0
+        )
+        motion_ctx = self.motion_text(tokens) if config.caption_cross_attention else None
         ff = None
         if first_frame is not None:
             if self.first_frame_in is None:

@@ -141,24 +141,24 @@ class ImageDenoiser(nn.Module):
         ``after_stage(name, h) → h`` (optional) is called at every :meth:`stage_points` entry; ``frames`` and
         ``extra`` are passed on to the attention processors and ``post_spatial`` layers. With the defaults the
         image model runs exactly as trained."""
-        cfg = self.config
+        config = self.config
         if (
             x.dim() != 4
-            or x.shape[1] != cfg.channels
-            or x.shape[-1] != cfg.image_size
-            or x.shape[-2] != cfg.image_size
+            or x.shape[1] != config.channels
+            or x.shape[-1] != config.image_size
+            or x.shape[-2] != config.image_size
         ):
             raise ValueError(
-                f"x must be (B, {cfg.channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
+                f"x must be (B, {config.channels}, {config.image_size}, {config.image_size}), got {tuple(x.shape)}"
             )
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
-        temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]).to(x.dtype))
+        temb = self.time_mlp(timestep_embedding(t, config.widths[0]).to(x.dtype))
         if (
             tokens.is_floating_point()
         ):  # a conditioning embedding c = text(tokens), e.g. one being optimised (AdjointDPM)
-            want = (x.shape[0], cfg.caption_length, cfg.text_dim)
+            want = (x.shape[0], config.caption_length, config.text_dim)
             if tuple(tokens.shape) != want:
                 raise ValueError(f"a conditioning embedding must be {want}, got {tuple(tokens.shape)}")
             ctx = tokens.to(x.dtype)

@@ -112,15 +112,15 @@ class VideoDenoiser(nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor | int, tokens: torch.Tensor, extra: dict | None = None
     ) -> torch.Tensor:
-        cfg = self.config
+        config = self.config
         if (
             x.dim() != 5
-            or x.shape[2] != cfg.channels
-            or x.shape[-1] != cfg.image_size
-            or x.shape[-2] != cfg.image_size
+            or x.shape[2] != config.channels
+            or x.shape[-1] != config.image_size
+            or x.shape[-2] != config.image_size
         ):
             raise ValueError(
-                f"x must be (B, T, {cfg.channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
+                f"x must be (B, T, {config.channels}, {config.image_size}, {config.image_size}), got {tuple(x.shape)}"
             )
         b, frames = x.shape[:2]
         if frames > self.block0.frame_pos.shape[0]:
@@ -128,7 +128,7 @@ class VideoDenoiser(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(b)
-        temb = self.time_mlp(timestep_embedding(t, cfg.widths[0]).to(x.dtype)).repeat_interleave(frames, 0)
+        temb = self.time_mlp(timestep_embedding(t, config.widths[0]).to(x.dtype)).repeat_interleave(frames, 0)
         ctx = self.text(tokens).repeat_interleave(frames, 0)
         h0 = self.conv_in(self.stem(x.flatten(0, 1)))
         h0 = self.block0(self.down0(h0, temb), ctx, frames, extra)

@@ -115,9 +115,15 @@ def guidance_table(model, task: str, seeds: list[int], rows=None, n: int = SAMPL
     loss_fn = make_loss(task)
     rows = method_rows() if rows is None else rows
     out = []
-    for name, cfg in tqdm(rows, disable=not progress, desc=f"guidance ({task})"):
-        per_seed = [run_setting(model, task, cfg, s, n, loss_fn) for s in seeds]
-        out.append({"setting": name, "config": None if cfg is None else cfg.to_dict(), "metrics": summarise(per_seed)})
+    for name, guidance in tqdm(rows, disable=not progress, desc=f"guidance ({task})"):
+        per_seed = [run_setting(model, task, guidance, s, n, loss_fn) for s in seeds]
+        out.append(
+            {
+                "setting": name,
+                "config": None if guidance is None else guidance.to_dict(),
+                "metrics": summarise(per_seed),
+            }
+        )
     return {"rows": out, "seeds": list(seeds), "samples_per_seed": n, "setting_name": f"method ({task})"}
 
 

@@ -37,9 +37,9 @@ def guide_preview(
     base = unguided_sample(
         model, noise, tokens, sched, loss_fn, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed
     )
-    cfg = replace(sag(int(n)), strength=float(strength), window=(float(window[0]), float(window[1])))
+    guidance = replace(sag(int(n)), strength=float(strength), window=(float(window[0]), float(window[1])))
     r = guided_sample(
-        model, noise, tokens, sched, loss_fn, cfg, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed
+        model, noise, tokens, sched, loss_fn, guidance, steps=STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=seed
     )
     imgs_b, imgs_g = to_image_space(base.x0), to_image_space(r.x0)
     return {

@@ -45,7 +45,7 @@ class LMConfig:
     max_positions: int = 512
 
     def llama(self) -> LlamaConfig:
-        cfg = LlamaConfig(
+        config = LlamaConfig(
             vocab_size=len(VOCAB),
             hidden_size=self.hidden,
             intermediate_size=2 * self.hidden,
@@ -59,8 +59,8 @@ class LMConfig:
             eos_token_id=EOS_ID,
             tie_word_embeddings=True,
         )
-        cfg._attn_implementation = "sdpa"
-        return cfg
+        config._attn_implementation = "sdpa"
+        return config
 
 
 def build_lm(config: LMConfig = LMConfig(), seed: int = 0) -> LlamaForCausalLM:

@@ -94,10 +94,10 @@ def get_narrators(progress: bool = False) -> tuple[dict, str]:
     lm, _ = pretrain_lm(PretrainConfig(steps=100), progress=progress)
     out = {}
     for name, (attention, sequential) in VARIANTS.items():
-        cfg = NarratorConfig(
+        config = NarratorConfig(
             projector=ProjectorConfig(sequential=sequential, lm_dim=lm.config.hidden_size),
             attention=attention,
             steps=40,
         )
-        out[name], _ = train_narrator(lm, cfg, progress=progress)
+        out[name], _ = train_narrator(lm, config, progress=progress)
     return out, "trained now for a few steps (no shipped checkpoints found): expect poor narrations"

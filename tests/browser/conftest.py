@@ -175,3 +175,23 @@ def lab_page(jupyter_server, browser_context):
     for i, page in enumerate(pages):  # the last state, pass or fail, for a person to look at
         page.screenshot(path=str(SCREENSHOTS / f"last_page_{i}.png"), full_page=True)
         page.close()
+    shutdown_kernels(jupyter_server)
+
+
+def shutdown_kernels(server: dict) -> None:
+    """End every session and kernel the test started (a kernel left running would keep computing beside the next
+    test's, on a 2-core machine), and check that none is left."""
+    import json
+    import urllib.request
+
+    def call(path: str, method: str = "GET"):
+        req = urllib.request.Request(f"{server['base']}{path}?token={server['token']}", method=method)
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    for session in call("/api/sessions"):
+        call(f"/api/sessions/{session['id']}", "DELETE")
+    for kernel in call("/api/kernels"):
+        call(f"/api/kernels/{kernel['id']}", "DELETE")
+    assert call("/api/kernels") == [], "a kernel outlived its browser test"

@@ -25,6 +25,8 @@ STEP_GRID = (5, 10, 20, 50)
 GUIDANCE_GRID = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 METRICS = ("colour", "shape", "exact", "realism")
 SLICE_TOLERANCE = 0.05  # same code and seed; only float rounding across CPUs/GPUs can move a sample across a verdict
+# the notebook's slice: both ends of each table
+SLICE_ROWS = ("DDIM 5 steps", "DDIM 20 steps", "CFG 1", "CFG 3", "CFG 8")
 
 
 def eval_rows(
@@ -115,9 +117,9 @@ def world_sanity(seeds: list[int], n: int = EVAL_SAMPLES) -> dict:
     return summarise(per_seed)
 
 
-def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = None) -> dict[str, dict]:
-    """Evaluation seed 0 of the sampler and guidance tables, recomputed (``rows``: only the settings so named;
-    default: every DDIM row of both). Checked against the stored tables with
+def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = SLICE_ROWS) -> dict[str, dict]:
+    """Evaluation seed 0 of the sampler and guidance tables, recomputed (``rows``: only the settings so named,
+    :data:`SLICE_ROWS` by default; None: every DDIM row of both). Checked against the stored tables with
     :func:`bytecourse.evaluation.check_slice` at :data:`SLICE_TOLERANCE`."""
 
     def keep(settings):

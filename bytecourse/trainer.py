@@ -260,3 +260,19 @@ def train_and_ship(
         )
         summary["shipped"] = checkpoint
     return trained, summary
+
+
+def quick_run(train: Callable[..., tuple[nn.Module, dict]], config, **options) -> tuple[nn.Module, dict]:
+    """A short live run of a training command's own code (the notebooks' *Train* demos, and their fallback when a
+    checkpoint is not shipped): ``train(config, run_dir=<temporary>, ship=False, on_step=…, **options)``. Nothing is
+    written to ``data/``. Returns the trained model (frozen, eval mode) and the summary with the per-step ``losses``
+    and the wall ``seconds``."""
+    import tempfile
+
+    losses: list[float] = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, summary = train(
+            config, run_dir=Path(tmp), ship=False, on_step=lambda s, loss: losses.append(loss), **options
+        )
+    return model.eval().requires_grad_(False), summary | {"losses": losses, "seconds": time.time() - t0}

@@ -233,11 +233,7 @@ def motion_path(box: torch.Tensor, path: torch.Tensor, frames: int) -> tuple[tor
 
 
 def request(
-    trajectories: list[torch.Tensor],
-    drawn: list[torch.Tensor],
-    *,
-    soft: bool = True,
-    margin: float = SOFT_MARGIN_MEAN,
+    trajectories: list[torch.Tensor], drawn: list[torch.Tensor], *, soft: bool = True, margin: float = SOFT_MARGIN_MEAN
 ) -> BoxConditions:
     """One clip's constraints from per-object boxes ``(T, 4)`` and their drawn masks ``(T,)`` (object ``j`` in
     slot ``j``, ID colour ``j``): drawn boxes stay hard; with ``soft`` the others are relaxed and flagged soft

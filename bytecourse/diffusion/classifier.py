@@ -124,6 +124,9 @@ def train_classifier(
     model = seeded_init(config.seed, lambda: ShapesClassifier(config))
     losses: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        # Adam, cosine decay to 0, no warm-up, clipping or EMA: the classifier's own recipe
+        recipe = {"ship_ema": False, "warmup": 0, "final_lr_ratio": 0.0, "clip_grad": None}
+        run = {"resume": resume, "max_minutes": max_minutes, "device": device, "progress": progress}
         model, summary = train_and_ship(
             model,
             classifier_batch_loss(config),
@@ -135,16 +138,9 @@ def train_classifier(
             run_dir=run_dir or Path(tmp),
             seed=config.seed,
             ship=ship,
-            ship_ema=False,
-            warmup=0,
-            final_lr_ratio=0.0,
-            clip_grad=None,
-            resume=resume,
-            max_minutes=max_minutes,
-            device=device,
-            progress=progress,
             on_step=lambda step, loss: losses.append(loss),
-            entry={"train_metrics_note": "held-out accuracy: python -m bytecourse eval classifier"},
+            **recipe,
+            **run,
         )
     model = model.cpu().eval().requires_grad_(False)
     summary |= {"losses": losses, "steps": config.steps}

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]  # ε̂(x, t): condition and CFG already bound
+LossFn = Callable[[torch.Tensor], torch.Tensor]  # a scalar loss of the end state
 Form = Literal["noise", "data"]
 
 
@@ -172,35 +174,35 @@ def autograd_through(
     )
 
 
-def symplectic_adjoint_grad(
+def euler_gradients(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: Sequence[int],
     levels: VPLevels,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: LossFn,
     form: Form = "noise",
     params: Sequence[torch.Tensor] = (),
+    *,
+    route: str = "adjoint",
     on_step: Callable[[int], None] | None = None,
 ) -> Gradients:
-    """Gradients through the Euler (= DDIM) map on ``timesteps`` by the exact discrete adjoint
-    (:func:`discrete_adjoint`): forward under ``no_grad`` keeping the n+1 states, then for m = n−1 … 0 recompute
-    φ_m(x_m) with a graph and take one VJP."""
+    """Gradients of ``loss_fn`` through the Euler (= DDIM) map on ``timesteps``, by one of two routes:
+
+    - ``route="adjoint"`` (:func:`symplectic_adjoint_grad`): the exact discrete adjoint (:func:`discrete_adjoint`):
+      forward under ``no_grad`` keeping the n+1 states, then for m = n−1 … 0 recompute φ_m(x_m) with a graph and
+      take one VJP;
+    - ``route="autograd"`` (:func:`autograd_grad`): plain backpropagation through the whole solve (n graphs alive
+      at once) — the reference."""
     ts = check_grid(timesteps)
     if form not in ("noise", "data"):
         raise ValueError(f"form must be 'noise' or 'data', got {form!r}")
-    return discrete_adjoint(
-        lambda xm, m: euler_step(eps_fn, xm, ts[m], ts[m + 1], levels, form), x, len(ts) - 1, loss_fn, params, on_step
-    )
+    if route == "autograd":
+        return autograd_through(lambda z: solve(eps_fn, z, ts, levels, form), x, loss_fn, params)
+    if route != "adjoint":
+        raise ValueError(f"route must be 'adjoint' or 'autograd', got {route!r}")
+    step = lambda xm, m: euler_step(eps_fn, xm, ts[m], ts[m + 1], levels, form)  # noqa: E731
+    return discrete_adjoint(step, x, len(ts) - 1, loss_fn, params, on_step)
 
 
-def autograd_grad(
-    eps_fn: EpsFn,
-    x: torch.Tensor,
-    timesteps: Sequence[int],
-    levels: VPLevels,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    form: Form = "noise",
-    params: Sequence[torch.Tensor] = (),
-) -> Gradients:
-    """The same gradients by plain backpropagation through the whole solve (n graphs alive at once)."""
-    return autograd_through(lambda z: solve(eps_fn, z, timesteps, levels, form), x, loss_fn, params)
+symplectic_adjoint_grad = partial(euler_gradients, route="adjoint")
+autograd_grad = partial(euler_gradients, route="autograd")

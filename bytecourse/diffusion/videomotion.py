@@ -24,7 +24,6 @@ applied frame by frame, the inflated model, the old from-scratch video model and
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 
 from .. import checkpoints, seeds
 from ..configs import JSONConfig
-from ..trainer import seeded_init, train_and_ship
+from ..trainer import quick_run, seeded_init, train_and_ship
 from ..worlds import ShapesConfig, make_shapes
 from ..worlds.motion import MotionConfig, make_motion
 from .image_model import CHECKPOINT as PRIMER_CHECKPOINT
@@ -271,27 +270,16 @@ def load_inflated_video_model(
     return model.eval().requires_grad_(False), config, entry
 
 
-def quick_train_video_model(
-    steps: int = 40, seed: int = 0, device: str = "auto", progress: bool = True
-) -> tuple[InflatedVideoDenoiser, dict]:
-    """A short live run of stage 1's training code (the notebook's demo and its fallback without weights)."""
-    import tempfile
-
+def quick_train_video_model(steps: int = 40, seed: int = 0, device: str = "auto", progress: bool = True):
+    """A short live run of stage 1's training code (the notebook's demo and its fallback without weights):
+    :func:`~bytecourse.trainer.quick_run`."""
     config = InflatedVideoConfig(seed=seed, warmup=min(20, steps))
     config.stages = (VideoStage("live demo: motion modules", steps=steps, lr=5e-4),)
-    losses: list[float] = []
-    t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        model, summary = train_video_stage(
-            config,
-            1,
-            device=device,
-            run_root=Path(tmp),
-            ship=False,
-            progress=progress,
-            on_step=lambda s, loss: losses.append(loss),
-        )
-    return model.eval().requires_grad_(False), summary | {"losses": losses, "seconds": time.time() - t0}
+
+    def stage_1(config, run_dir, **options):
+        return train_video_stage(config, 1, run_root=run_dir, **options)
+
+    return quick_run(stage_1, config, device=device, progress=progress)
 
 
 def cli_train(options) -> dict:

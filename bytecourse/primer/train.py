@@ -7,7 +7,6 @@ later chapter loads through :func:`bytecourse.diffusion.image_model.load_image_m
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -18,6 +17,7 @@ from ..diffusion.image_model import CHECKPOINT
 from ..diffusion.sampling import to_model_space
 from ..diffusion.training import DiffusionTrainingConfig, train_diffusion_model
 from ..diffusion.unet import ImageDenoiser, UNetConfig
+from ..trainer import quick_run
 from ..worlds import ShapesConfig, make_shapes
 
 
@@ -50,28 +50,11 @@ def train_primer(
     return train_diffusion_model(config, target="primer", checkpoint=CHECKPOINT, run_dir=run_dir, **options)
 
 
-def quick_train_primer(
-    steps: int = 150, seed: int = 0, device: str = "auto", progress: bool = True
-) -> tuple[ImageDenoiser, dict]:
-    """A short live run of the same training code (the notebook's *Train* section and its fallback when the
-    shipped checkpoint is missing). Nothing is written to ``data/``. Returns the EMA model and a summary
-    with the per-step ``losses`` and ``seconds``."""
-    import tempfile
-
+def quick_train_primer(steps: int = 150, seed: int = 0, device: str = "auto", progress: bool = True):
+    """A short live run of the same training code (the notebook's *Train* section and its fallback when the shipped
+    checkpoint is missing): :func:`~bytecourse.trainer.quick_run`. Returns the EMA model and the summary."""
     config = PrimerConfig(steps=steps, seed=seed, warmup=min(50, steps))
-    losses: list[float] = []
-    t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        model, summary = train_primer(
-            config,
-            device=device,
-            run_dir=Path(tmp),
-            ship=False,
-            progress=progress,
-            on_step=lambda step, loss: losses.append(loss),
-        )
-    summary |= {"losses": losses, "seconds": time.time() - t0}
-    return model.eval(), summary
+    return quick_run(train_primer, config, device=device, progress=progress)
 
 
 def cli_train(options) -> dict:

@@ -77,23 +77,27 @@ def _train(
     *,
     name: str,
     weight_decay: float,
-    progress,
-    on_step,
-    run_dir,
-    resume,
-    max_minutes,
-    device,
-    checkpoint,
-    state_dict,
-    entry,
+    losses: list[float],
+    on_step=None,
+    run_dir: Path | None = None,
+    device: str = "cpu",
+    checkpoint: str | None = None,
+    **run,
 ):
     """Both stages' shared loop: AdamW, linear warm-up over the first 10 % of steps, cosine decay to 0, gradient
     clipping at 1, no EMA (the raw weights ship) — through the course's trainer (resumable, ``--device``,
-    ``--max-minutes``)."""
+    ``--max-minutes``). ``run``: the trainer's other options (``resume``, ``max_minutes``, ``progress``,
+    ``state_dict``); ``losses`` collects the per-step loss."""
     import tempfile
 
     from ..trainer import train_and_ship
 
+    def record(step: int, loss: float) -> None:
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step - 1, loss)
+
+    schedule = {"warmup": max(1, config.steps // 10), "final_lr_ratio": 0.0, "weight_decay": weight_decay}
     with tempfile.TemporaryDirectory() as tmp:
         return train_and_ship(
             model,
@@ -107,16 +111,10 @@ def _train(
             seed=config.seed,
             ship=checkpoint is not None,
             ship_ema=False,
-            state_dict=state_dict,
-            entry=entry,
-            warmup=max(1, config.steps // 10),
-            final_lr_ratio=0.0,
-            weight_decay=weight_decay,
-            resume=resume,
-            max_minutes=max_minutes,
             device=device,
-            progress=progress,
-            on_step=on_step,
+            on_step=record,
+            **schedule,
+            **run,
         )
 
 
@@ -184,19 +182,10 @@ def lm_batch(step: int, config: PretrainConfig) -> tuple[torch.Tensor, torch.Ten
     return _pad(seqs, PAD_ID), _pad(labels, -100)
 
 
-def pretrain_lm(
-    config: PretrainConfig = PretrainConfig(),
-    progress: bool = True,
-    on_step=None,
-    *,
-    run_dir: Path | None = None,
-    resume: bool = False,
-    max_minutes: float | None = None,
-    device: str = "cpu",
-    checkpoint: str | None = None,
-) -> tuple[LlamaForCausalLM, dict]:
-    """Stage 1: next-token pretraining of the LM on text-only narrations (:func:`lm_batch`). ``checkpoint``: ship the
-    weights under that name when the schedule completes. Returns the LM (frozen, eval mode) and a summary with the
+def pretrain_lm(config: PretrainConfig = PretrainConfig(), **run) -> tuple[LlamaForCausalLM, dict]:
+    """Stage 1: next-token pretraining of the LM on text-only narrations (:func:`lm_batch`). ``run``: the trainer's
+    options (``checkpoint``: ship the weights under that name when the schedule completes; ``run_dir``, ``resume``,
+    ``max_minutes``, ``device``, ``progress``, ``on_step``). Returns the LM (frozen, eval mode) and a summary with the
     per-step ``losses``."""
     lm = build_lm(config.lm, config.seed)
     losses: list[float] = []
@@ -205,33 +194,9 @@ def pretrain_lm(
         ids, labels = lm_batch(step, config)
         return model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
 
-    lm, summary = _train(
-        lm,
-        loss_fn,
-        config,
-        name="lm",
-        weight_decay=0.0,
-        progress=progress,
-        on_step=_record(losses, on_step),
-        run_dir=run_dir,
-        resume=resume,
-        max_minutes=max_minutes,
-        device=device,
-        checkpoint=checkpoint,
-        state_dict=None,
-        entry=None,
-    )
+    lm, summary = _train(lm, loss_fn, config, name="lm", weight_decay=0.0, losses=losses, **run)
     lm.eval().requires_grad_(False)
     return lm, summary | {"steps": config.steps, "losses": losses, "config": asdict(config)}
-
-
-def _record(losses: list[float], on_step):
-    def hook(step: int, loss: float) -> None:
-        losses.append(loss)
-        if on_step is not None:
-            on_step(step - 1, loss)
-
-    return hook
 
 
 # ------------------------------------------------------------------------------------------------ the narrator
@@ -347,20 +312,9 @@ def narrator_batch(step: int, config: NarratorConfig):
     return ep.videos[:, : k * FRAMES_PER_SEGMENT], fills, prompts, answers
 
 
-def train_narrator(
-    lm: LlamaForCausalLM,
-    config: NarratorConfig,
-    progress: bool = True,
-    on_step=None,
-    *,
-    run_dir: Path | None = None,
-    resume: bool = False,
-    max_minutes: float | None = None,
-    device: str = "cpu",
-    checkpoint: str | None = None,
-) -> tuple[Narrator, dict]:
-    """Stage 2: the projector trained on narrated episodes with the LM frozen (LLaVA-style). ``checkpoint``: ship the
-    projector's weights under that name when the schedule completes."""
+def train_narrator(lm: LlamaForCausalLM, config: NarratorConfig, **run) -> tuple[Narrator, dict]:
+    """Stage 2: the projector trained on narrated episodes with the LM frozen (LLaVA-style). ``run`` as in
+    :func:`pretrain_lm` (``checkpoint``: ship the projector's weights under that name)."""
     from ..trainer import seeded_init
 
     model = Narrator(lm, seeded_init(config.seed, lambda: SequentialProjector(config.projector)), config.attention)
@@ -370,21 +324,16 @@ def train_narrator(
         videos, fills, prompts, answers = narrator_batch(step, config)
         return narrator(videos.to(dev), fills, prompts, answers).loss
 
+    projector = {"state_dict": lambda m: m.projector.state_dict()}
     model, summary = _train(
         model,
         loss_fn,
         config,
         name=f"narrator_{config.attention}",
         weight_decay=0.01,
-        progress=progress,
-        on_step=_record(losses, on_step),
-        run_dir=run_dir,
-        resume=resume,
-        max_minutes=max_minutes,
-        device=device,
-        checkpoint=checkpoint,
-        state_dict=lambda m: m.projector.state_dict(),
-        entry=None,
+        losses=losses,
+        **projector,
+        **run,
     )
     model.eval()
     return model, summary | {"steps": config.steps, "losses": losses}

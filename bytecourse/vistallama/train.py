@@ -35,13 +35,9 @@ def cli_train(options) -> dict:
 
     steps = {"steps": options.steps} if options.steps else {}
     pre = PretrainConfig(seed=options.seed, **steps)
+    run = {"device": options.device}
     lm, s = pretrain_lm(
-        pre,
-        run_dir=root / "lm",
-        max_minutes=left(),
-        checkpoint=CHECKPOINT,
-        device=options.device,
-        resume=options.resume,
+        pre, run_dir=root / "lm", max_minutes=left(), checkpoint=CHECKPOINT, resume=options.resume, **run
     )
     summary = {"lm": {k: v for k, v in s.items() if k not in ("losses", "config")}}
     if not s["finished"]:
@@ -54,15 +50,8 @@ def cli_train(options) -> dict:
             **steps,
         )
         resume = options.resume and (root / name / "state.json").exists()  # a later run may not have started yet
-        _, s2 = train_narrator(
-            lm,
-            config,
-            run_dir=root / name,
-            max_minutes=left(),
-            checkpoint=projector_checkpoint(name),
-            device=options.device,
-            resume=resume,
-        )
+        where = {"run_dir": root / name, "checkpoint": projector_checkpoint(name)}
+        _, s2 = train_narrator(lm, config, max_minutes=left(), resume=resume, **where, **run)
         summary[name] = {k: v for k, v in s2.items() if k != "losses"}
         if not s2["finished"]:
             return summary | {"stopped": f"out of --max-minutes while training {name}; continue with --resume"}

@@ -98,11 +98,7 @@ def background(batch: int, height: int, width: int, textured: bool, generator: t
 
 
 def composite(
-    bg: torch.Tensor,
-    masks: torch.Tensor,
-    colours: torch.Tensor,
-    depths: torch.Tensor,
-    bg_depth: torch.Tensor,
+    bg: torch.Tensor, masks: torch.Tensor, colours: torch.Tensor, depths: torch.Tensor, bg_depth: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Paint objects far-to-near (painter's algorithm).
 

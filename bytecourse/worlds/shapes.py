@@ -8,15 +8,7 @@ import torch
 
 from .. import text
 from ..validation import check_flag, check_float, check_int
-from .render import (
-    NUM_COLOURS,
-    NUM_SHAPES,
-    background,
-    background_depth,
-    composite,
-    masks_to_boxes,
-    shape_masks,
-)
+from .render import NUM_COLOURS, NUM_SHAPES, background, background_depth, composite, masks_to_boxes, shape_masks
 
 
 @dataclass(frozen=True)
@@ -146,11 +138,7 @@ def render_layout(layout: dict[str, torch.Tensor], bg: torch.Tensor):
 
 
 def make_shapes(
-    batch: int,
-    seed: int = 0,
-    config: ShapesConfig | None = None,
-    *,
-    num_objects: int | None = None,
+    batch: int, seed: int = 0, config: ShapesConfig | None = None, *, num_objects: int | None = None
 ) -> ShapesBatch:
     """A seeded batch of the Shapes world. The same ``seed`` gives the same batch on every machine
     (all randomness is drawn on the CPU from one ``torch.Generator``)."""

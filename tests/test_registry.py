@@ -123,6 +123,16 @@ def test_check_slice_raises_outside_the_tolerance_and_names_metric_live_and_stor
     assert "trained a short run" in check_slice({"t": _table(0.6)}, None, 0.05, target="primer")
 
 
+def test_check_slice_tolerance_is_relative_above_one():
+    """Absolute for values up to 1; relative beyond (a gradient error ratio of ~113 carries thread-count rounding)."""
+    stored = {"t": _table(113.104)}
+    assert check_slice({"t": _table(113.111)}, stored, 1e-3, target="adjointdpm").startswith("live slice matches")
+    with pytest.raises(SliceMismatch):
+        check_slice({"t": _table(113.3)}, stored, 1e-3, target="adjointdpm")
+    with pytest.raises(SliceMismatch):
+        check_slice({"t": _table(0.503)}, {"t": _table(0.5)}, 1e-3, target="adjointdpm")
+
+
 def test_seed_streams_never_overlap():
     spans = sorted((start, start + width, name) for name, (start, width) in seeds.STREAMS.items())
     for (a0, a1, a), (b0, _, b) in zip(spans, spans[1:]):

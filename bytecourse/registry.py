@@ -119,6 +119,15 @@ _ALL = (
         "bytecourse.vistallama.evaluate:cli_eval",
     ),
     Target(
+        "dreamtalk",
+        "DREAM-Talk — diffusion over expression sequences, lips refined to the audio",
+        "07_dreamtalk.ipynb",
+        ("dreamtalk_sync", "dreamtalk_emotion", "dreamtalk_emodiff", "dreamtalk_lstm", "dreamtalk_refiner"),
+        ("dreamtalk_sync", "dreamtalk_emotion", "dreamtalk_emodiff", "dreamtalk_lstm", "dreamtalk_refiner"),
+        "bytecourse.dreamtalk.train:cli_train",
+        "bytecourse.dreamtalk.evaluate:cli_eval",
+    ),
+    Target(
         "video",
         "The course's video model (the primer's image model inflated with motion modules)",
         None,

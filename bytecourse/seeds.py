@@ -28,6 +28,8 @@ CLASSIFIER_HELDOUT = 50_000_000  # the clean-image classifier's held-out images
 VISTALLAMA_LM = 10_000_000  # Vista-LLaMA: LM pretraining narrations (+ seed * 100_000 + step)
 VISTALLAMA_NARRATOR = 20_000_000  # Vista-LLaMA: narrator training episodes (+ seed * 100_000 + step)
 VISTALLAMA_EVAL = 30_000_000  # Vista-LLaMA: evaluation episodes (+ 500_000 / 700_000 / 900_000 per table)
+DREAMTALK_DATA = 40_000_000  # DREAM-Talk: training clips (+ run * 1_000_000 + seed * 100_000 + step)
+DREAMTALK_EVAL = 51_000_000  # DREAM-Talk: evaluation clips and sampling noise (+ 1_000 * seed + table offsets)
 BOXIMATOR_DATA = 500_000  # Boximator's control-training clips (+ seed * TRAIN_SEED_STRIDE + stage * 100_000 + step)
 
 STYLE_REFERENCE = 5  # the textured world image ("a cyan square") that SAG and AdjointDPM stylise towards
@@ -44,4 +46,6 @@ STREAMS: dict[str, tuple[int, int]] = {  # name: (offset, width of the range its
     "vistallama narrator": (VISTALLAMA_NARRATOR, 10_000_000),
     "vistallama eval": (VISTALLAMA_EVAL, 1_000_000),
     "classifier heldout": (CLASSIFIER_HELDOUT, 1_000),
+    "dreamtalk data": (DREAMTALK_DATA, 10_000_000),
+    "dreamtalk eval": (DREAMTALK_EVAL, 1_000_000),
 }

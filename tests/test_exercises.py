@@ -10,6 +10,7 @@ MODULES = [
     "bytecourse.adjointdpm.solutions",
     "bytecourse.vistallama.solutions",
     "bytecourse.boximator.solutions",
+    "bytecourse.dreamtalk.solutions",
 ]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 

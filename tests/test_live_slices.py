@@ -72,6 +72,15 @@ def test_vistallama_slice():
     )
 
 
+def test_dreamtalk_slice():
+    from bytecourse.dreamtalk import evaluate
+    from bytecourse.dreamtalk.train import load_models
+
+    stored = _stored("dreamtalk")
+    live = evaluate.live_slice(load_models(), rows=("LSTM regressor",))
+    check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="dreamtalk")
+
+
 def test_video_slice():
     from bytecourse.diffusion import video_eval
     from bytecourse.diffusion.videomotion import load_inflated_video_model

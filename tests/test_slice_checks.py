@@ -18,6 +18,7 @@ CASES = {  # notebook: (target, stored table its slice reads)
     "01_sag.ipynb": ("sag", "estimate"),
     "02_adjointdpm.ipynb": ("adjointdpm", "fidelity"),
     "04_boximator.ipynb": ("boximator", "table1"),
+    "07_dreamtalk.ipynb": ("dreamtalk", "models"),
     "09_vistallama.ipynb": ("vistallama", "hallucination"),
 }
 

@@ -74,8 +74,14 @@ class SyncScorer(nn.Module):
         dists = torch.stack(
             [(a[:, lo:hi] - m[:, lo + d : hi + d]).norm(dim=-1).mean(1) for d in range(-offsets, offsets + 1)], 1
         )
-        dmin, arg = dists.min(1)
-        return {"lse_d": dmin, "lse_c": dists.median(1).values - dmin, "offset": arg - offsets}
+        return lse_from_distances(dists) | {"offset": dists.argmin(1) - offsets}
+
+
+def lse_from_distances(dists: torch.Tensor) -> dict[str, torch.Tensor]:
+    """SyncNet's two numbers from per-clip distances at each offset, ``dists`` (B, offsets):
+    LSE-D = min over offsets, LSE-C = median − min."""
+    dmin = dists.min(1).values
+    return {"lse_d": dmin, "lse_c": dists.median(1).values - dmin}
 
 
 class EmotionClassifier(nn.Module):
@@ -117,4 +123,4 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu1 - mu2) ** 2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * torch.trace(cross))
 
 
-__all__ = ["SYNC_OFFSETS", "EmotionClassifier", "SyncScorer", "frechet_distance"]
+__all__ = ["SYNC_OFFSETS", "EmotionClassifier", "SyncScorer", "frechet_distance", "lse_from_distances"]

@@ -4,9 +4,18 @@ Training (DDPM, Ho et al. 2020, Eq. 14): x_0 is the normalised sequence, t ~ U{0
 √(1 − ᾱ_t) ε, and L_simple = ‖ε − ε_θ(x_t, t, a, x_0[0], s)‖², with the style code replaced by the null code with
 probability ``p_drop_style`` (so the same network is also the style-free model CFG needs).
 
-Sampling runs the substrate's schedule through diffusers' ``DDIMScheduler`` on a ``steps``-step subsequence;
-``eta = 1`` is the ancestral (DDPM-like) sampler, ``eta = 0`` deterministic DDIM. No clipping: normalised
-coefficients have no fixed range. Guidance (Ho & Salimans 2022, Eq. 6), on the style only:
+Sampling is DDIM (Song et al. 2021, Eq. 12) on the substrate's ``steps``-step "trailing" subsequence of the same
+ᾱ table; ``eta = 1`` is the ancestral (DDPM-like) sampler, ``eta = 0`` deterministic DDIM:
+
+    x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t,   σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_s),
+    x_s = √ᾱ_s x̂₀ + √(1−ᾱ_s−σ²) ε̂ + σ z.
+
+It is written out here rather than taken from diffusers' ``DDIMScheduler.step`` because at ᾱ_t ≈ 2·10⁻⁹ the float
+value of 1 − ᾱ_s − σ² can come out slightly negative, and diffusers' square root then returns NaN (measured: a
+5-step η = 1 run); here it is clamped at 0. The clean estimate x̂₀ is clipped
+to ±``X0_CLIP`` in normalised units (the world's coefficients never leave ±7.4 std): the cosine schedule ends at
+ᾱ_999 ≈ 2·10⁻⁹, so the first step's x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t multiplies any error in ε̂ by ~2·10⁴, and an
+unclipped sampler overflows to NaN within five steps (measured on an untrained network). Guidance (Ho & Salimans 2022, Eq. 6), on the style only:
 
     ε̂ = ε_θ(x_t, a, x_0[0], ∅) + w · (ε_θ(x_t, a, x_0[0], s) − ε_θ(x_t, a, x_0[0], ∅)).
 """
@@ -19,6 +28,8 @@ from ..diffusion.schedule import make_ddim_scheduler, make_train_scheduler
 from ..validation import check_float, check_int
 from ..worlds.talking import TalkingBatch
 from .models import EmoDiff, LipRefiner, check_inputs
+
+X0_CLIP = 8.0
 
 
 def emodiff_loss(model: EmoDiff, batch: TalkingBatch, generator: torch.Generator, scheduler=None) -> torch.Tensor:
@@ -59,22 +70,29 @@ def generate(
     audio, initial, style = audio.to(dev), initial.to(dev), style.to(dev)
     b = audio.shape[0]
     g = torch.Generator().manual_seed(check_int("seed", seed, 0, 2**63 - 1))
-    sched = make_ddim_scheduler(make_train_scheduler(), steps, clip_x0=False)
+    train = make_train_scheduler()
+    alphas = train.alphas_cumprod.to(dev)
+    timesteps = make_ddim_scheduler(train, steps, clip_x0=False).timesteps.tolist()
     x = torch.randn(b, model.config.frames, model.config.coeff_dim, generator=g).to(dev)
     code = model.style_code(style)
     guided = w != 1.0
     if guided:
-        null = model.null_style.expand(b, -1)
-        codes = torch.cat([code, null])
+        codes = torch.cat([code, model.null_style.expand(b, -1)])
         audio2, initial2 = torch.cat([audio, audio]), torch.cat([initial, initial])
-    for t in sched.timesteps:
+    for i, t in enumerate(timesteps):
         tt = torch.full((b,), int(t), device=dev, dtype=torch.long)
         if guided:
             e_c, e_u = model(torch.cat([x, x]), torch.cat([tt, tt]), audio2, initial2, codes).chunk(2)
             eps = e_u + w * (e_c - e_u)
         else:
             eps = model(x, tt, audio, initial, code)
-        x = sched.step(eps, int(t), x, eta=eta, generator=g).prev_sample  # a CPU generator works on any device
+        a_t = alphas[t]
+        a_s = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones((), device=dev)
+        x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-X0_CLIP, X0_CLIP)
+        sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp_min(0).sqrt()
+        x = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp_min(0).sqrt() * eps
+        if eta > 0 and i + 1 < len(timesteps):
+            x = x + sigma * torch.randn(x.shape, generator=g).to(dev)
     out = model.normaliser.denorm(x)
     if refiner is not None:
         out = refiner.refine(out, audio, style)

@@ -121,7 +121,7 @@ class TalkingConfig:
     frames: int = 40
     audio_dim: int = AUDIO_DIM
     duration_range: tuple[int, int] = (2, 6)
-    intensity_range: tuple[float, float] = (0.4, 1.0)
+    intensity_range: tuple[float, float] = (0.15, 1.0)
     scale_spread: float = 0.15  # per-clip scale s ~ U(1 − spread, 1 + spread)
     coarticulation: float = 1.3  # Gaussian σ, in frames, of the mouth-target and audio smoothing
     speaker_spread: float = 0.25
@@ -189,7 +189,7 @@ def audio_templates(audio_dim: int = AUDIO_DIM) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def smooth_along_time(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian smoothing along dim 1 of (B, T, C), replicate-padded."""
     if sigma <= 0:
         return x
@@ -272,7 +272,7 @@ def _blinks(rate: torch.Tensor, frames: int, g: torch.Generator) -> torch.Tensor
 
 
 def _mouth_target(phonemes, emotion, intensity, scale, config: TalkingConfig) -> torch.Tensor:
-    art = _smooth(_ARTICULATION[phonemes], config.coarticulation)  # (B, T, 3)
+    art = smooth_along_time(_ARTICULATION[phonemes], config.coarticulation)  # (B, T, 3)
     sh = _MOUTH_SHAPING[emotion] * (intensity * scale)[:, None]  # (B, 5)
     jaw = art[..., 0] * (1 + sh[:, None, 0]) + sh[:, None, 1]
     width = art[..., 1] + sh[:, None, 2]
@@ -285,7 +285,9 @@ def _compose(phonemes, emotion, intensity, scale, z0, v0, config: TalkingConfig,
     """Coefficients (B, T, D) and the mouth target from the inputs and the oscillator start (z0, v0)."""
     b, frames = phonemes.shape
     target = _mouth_target(phonemes, emotion, intensity, scale, config)
-    mouth = target + _smooth(config.mouth_jitter * 2.0 * torch.randn(b, frames, len(MOUTH), generator=g), 1.5)
+    mouth = target + smooth_along_time(
+        config.mouth_jitter * 2.0 * torch.randn(b, frames, len(MOUTH), generator=g), 1.5
+    )
     amp, omega, blink_rate = _dynamics_params(emotion, intensity, scale)
     osc = _oscillators(z0, v0, amp, omega, frames, g)  # (B, T, 7)
     k = (intensity * scale)[:, None, None]
@@ -298,7 +300,7 @@ def _compose(phonemes, emotion, intensity, scale, z0, v0, config: TalkingConfig,
 def _audio(phonemes: torch.Tensor, config: TalkingConfig, g: torch.Generator) -> torch.Tensor:
     b, frames = phonemes.shape
     f = config.audio_dim
-    clean = _smooth(audio_templates(f)[phonemes], config.coarticulation * 0.8)
+    clean = smooth_along_time(audio_templates(f)[phonemes], config.coarticulation * 0.8)
     mix = torch.eye(f) + config.speaker_spread * torch.randn(b, f, f, generator=g) / math.sqrt(f)
     bias = config.speaker_spread * torch.randn(b, 1, f, generator=g)
     gain = 1 + config.speaker_spread * (2 * torch.rand(b, 1, 1, generator=g) - 1)
@@ -309,9 +311,39 @@ def _audio(phonemes: torch.Tensor, config: TalkingConfig, g: torch.Generator) ->
     )
 
 
-def _draw_clips(emotion, intensity, config: TalkingConfig, g: torch.Generator) -> dict:
+def sentence_frames(sentence, frames: int) -> torch.Tensor:
+    """Frame-level phoneme ids (T,) of a given sentence, a list of (phoneme, frames) pairs; cut at ``frames`` or
+    filled with silence up to it."""
+    if not isinstance(sentence, (list, tuple)) or not sentence:
+        raise ValueError(f"sentence must be a non-empty list of (phoneme, frames) pairs, got {sentence!r}")
+    ids: list[int] = []
+    for i, item in enumerate(sentence):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"sentence[{i}] must be a (phoneme, frames) pair, got {item!r}")
+        p, d = item
+        ids += [PHONEMES.index(check_choice(f"sentence[{i}] phoneme", p, PHONEMES))] * check_int(
+            f"sentence[{i}] frames", d, 1, 10_000
+        )
+    ids = (ids + [0] * frames)[:frames]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _runs(ids: torch.Tensor) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for i in ids.tolist():
+        if out and out[-1][0] == PHONEMES[i]:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((PHONEMES[i], 1))
+    return out
+
+
+def _draw_clips(emotion, intensity, config: TalkingConfig, g: torch.Generator, sentence=None) -> dict:
     b = emotion.shape[0]
     phonemes, sentences = _sentences(b, config, g)
+    if sentence is not None:
+        phonemes = sentence_frames(sentence, config.frames).expand(b, -1).clone()
+        sentences = [_runs(phonemes[0]) for _ in range(b)]
     lo = 1 - config.scale_spread
     scale = lo + 2 * config.scale_spread * torch.rand(b, generator=g)
     amp, omega, _ = _dynamics_params(emotion, intensity, scale)
@@ -336,10 +368,12 @@ def make_talking(
     *,
     emotion: str | int | torch.Tensor | None = None,
     intensity: float | torch.Tensor | None = None,
+    sentence: list[tuple[str, int]] | None = None,
 ) -> TalkingBatch:
     """A seeded batch of the Talking world (same seed → same batch on every machine). ``emotion`` (a name, an index
     or a (B,) tensor) and ``intensity`` fix those inputs; otherwise they are drawn (emotion uniform, intensity in
-    ``config.intensity_range``)."""
+    ``config.intensity_range``). ``sentence`` (a list of (phoneme, frames) pairs) makes every clip speak it; the
+    style clips keep sentences of their own."""
     config = config or TalkingConfig()
     if not isinstance(config, TalkingConfig):
         raise ValueError(f"config must be a TalkingConfig, got {type(config).__name__}")
@@ -359,7 +393,7 @@ def make_talking(
             inten = intensity.float()
         else:
             inten = torch.full((batch,), check_float("intensity", intensity, 0.0, 1.0))
-    main = _draw_clips(emo, inten, config, g)
+    main = _draw_clips(emo, inten, config, g, sentence)
     style = _draw_clips(emo, inten, config, g)
     return TalkingBatch(
         coeffs=main["coeffs"],
@@ -446,4 +480,6 @@ __all__ = [
     "make_talking",
     "resample_dynamics",
     "select",
+    "sentence_frames",
+    "smooth_along_time",
 ]

@@ -152,3 +152,26 @@ def test_boximator_editor_preview_and_generate(lab_page):
     expect(generated).to_contain_text("box guidance 3", timeout=240_000)
     page.screenshot(path=str(SCREENSHOTS / "04_boximator_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "04_boximator_widget_output.png"))
+
+
+def test_dreamtalk_emotion_intensity_and_refiner(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("07_dreamtalk_widget.ipynb")
+    slider, handle, output, first_src = _first_render(page, "intensity", "happy 0.8 ·", timeout=180_000)
+
+    page.get_by_role("button", name="sad", exact=True).click()  # the emotion toggle
+    expect(output).to_contain_text("sad 0.8 ·", timeout=120_000)
+    second_src = _image_src(page)
+    assert second_src != first_src, "the curves did not change with the emotion"
+
+    handle.focus()
+    for _ in range(3):  # 0.8 → 0.5 in steps of 0.1
+        handle.press("ArrowLeft")
+    expect(output).to_contain_text("sad 0.5 ·", timeout=120_000)
+    assert _image_src(page) != second_src
+
+    page.get_by_label("lip refiner").uncheck()
+    expect(output).to_contain_text("lip refiner off", timeout=120_000)
+    page.screenshot(path=str(SCREENSHOTS / "07_dreamtalk_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "07_dreamtalk_widget_output.png"))

@@ -16,6 +16,7 @@ from bytecourse.worlds.talking import (
     MOUTH_DIMS,
     PHONEMES,
     TalkingConfig,
+    expressed_emotion,
     make_talking,
     resample_dynamics,
     select,
@@ -46,6 +47,16 @@ def test_mouth_is_its_target_plus_small_jitter_and_emotion_shapes_the_mouth():
     # the same sentence: the articulation (jaw) follows the phonemes, scaled by the emotion
     jaw_h, jaw_n = happy.mouth_target[:, :, 0], neutral.mouth_target[:, :, 0]
     assert torch.corrcoef(torch.stack([jaw_h.flatten(), jaw_n.flatten()]))[0, 1] > 0.95
+
+
+def test_expressed_emotion_reads_the_intensity():
+    strong = make_talking(64, 8, emotion="happy", intensity=1.0)
+    weak = make_talking(64, 8, emotion="happy", intensity=0.3)
+    e_strong, e_weak = expressed_emotion(strong.coeffs, strong.emotion), expressed_emotion(weak.coeffs, weak.emotion)
+    assert float(e_strong.mean()) == pytest.approx(float(e_weak.mean()) / 0.3, rel=0.15)
+    assert float(e_strong.min()) > 0.3
+    neutral = make_talking(8, 8, emotion="neutral")
+    assert torch.equal(expressed_emotion(neutral.coeffs, neutral.emotion), torch.zeros(8))
 
 
 def test_audio_is_not_the_phoneme_ids():
@@ -279,12 +290,12 @@ def _tables(
                 {
                     "setting": "w = 1",
                     "w": 1.0,
-                    "metrics": {"emotion_strength": _s(strength[0]), "diversity": _s(div[0])},
+                    "metrics": {"emotion_intensity": _s(strength[0]), "diversity": _s(div[0])},
                 },
                 {
                     "setting": "w = 3",
                     "w": 3.0,
-                    "metrics": {"emotion_strength": _s(strength[1]), "diversity": _s(div[1])},
+                    "metrics": {"emotion_intensity": _s(strength[1]), "diversity": _s(div[1])},
                 },
             ]
         },

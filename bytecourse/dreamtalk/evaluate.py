@@ -9,9 +9,13 @@ gets the same audio, initial state and style clip. Metrics:
   mouth; :mod:`bytecourse.worlds.talking`);
 - ``lse_c`` / ``lse_d``: the sync scorer's confidence and distance (:class:`~bytecourse.dreamtalk.judges.SyncScorer`);
 - ``emotion_accuracy`` and ``emotion_strength`` (the classifier's mean probability of the clip's emotion);
+- ``emotion_intensity``: how strongly the sequences show their emotion, measured exactly — each clip's mean
+  expression projected on the world's direction for its emotion
+  (:func:`~bytecourse.worlds.talking.expressed_emotion`), summed over the non-neutral clips, as a ratio to the real
+  clips' (1 is right; > 1 exaggerates);
 - ``fd``: Fréchet distance to the real clips in the emotion classifier's feature space;
 - ``expressiveness``: the upper face's temporal std per clip, as a ratio to the real clips' (1 is right);
-- ``diversity``: for 16 of the clips, the std across 4 samples of the same inputs (upper face and pose, frames 1…T−1),
+- ``diversity``: for 32 of the clips, the std across 4 samples of the same inputs (upper face and pose, frames 1…T−1),
   as a ratio to the world's own std across 4 redraws of what it leaves to chance given those inputs
   (:func:`~bytecourse.worlds.talking.resample_dynamics`); the deterministic LSTM scores 0 by construction.
 
@@ -27,12 +31,22 @@ import torch
 
 from .. import seeds
 from ..evaluation import summarise
-from ..worlds.talking import MOUTH_DIMS, POSE_DIMS, UPPER_DIMS, TalkingBatch, make_talking, resample_dynamics, select
+from ..worlds.talking import (
+    EMOTIONS,
+    MOUTH_DIMS,
+    POSE_DIMS,
+    UPPER_DIMS,
+    TalkingBatch,
+    expressed_emotion,
+    make_talking,
+    resample_dynamics,
+    select,
+)
 from .judges import frechet_distance
 from .sampling import generate
 
 EVAL_CLIPS = 128
-DIVERSITY_CLIPS, DIVERSITY_SAMPLES = 16, 4
+DIVERSITY_CLIPS, DIVERSITY_SAMPLES = 32, 4
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 3.0)
 DEFAULT_GUIDANCE = 1.5
 STEPS = 50
@@ -44,7 +58,8 @@ PAPER = {
     "claims": [
         "EmoDiff (a diffusion transformer over expression sequences) generates diverse, highly dynamic emotional "
         "expressions; LSTM regressors wash out emotional variety.",
-        "A lip refinement network re-predicts the mouth from audio and style: better lip sync, emotion intensity kept.",
+        "A lip refinement network re-predicts the mouth from audio and style: better lip sync, emotion intensity "
+        "kept.",
         "Classifier-free guidance on the emotion style strengthens the emotion.",
     ],
     "numbers": "not available",
@@ -75,6 +90,9 @@ def score(coeffs: torch.Tensor, batch: TalkingBatch, judges: dict, reference: to
         "lse_d": float(lse["lse_d"].mean()),
         "emotion_accuracy": float((probs.argmax(-1) == batch.emotion).float().mean()),
         "emotion_strength": float(probs.gather(1, batch.emotion[:, None]).mean()),
+        "emotion_intensity": float(
+            expressed_emotion(coeffs, batch.emotion).sum() / expressed_emotion(batch.coeffs, batch.emotion).sum()
+        ),
         "fd": frechet_distance(emo.features(coeffs), emo.features(real)),
         "expressiveness": float(upper(coeffs) / upper(batch.coeffs)),
     }
@@ -87,13 +105,23 @@ def _spread(samples: list[torch.Tensor]) -> float:
     return float(dims.std(0).mean())
 
 
+#: emotions whose dynamics are smaller (calm) or larger (lively) than the average clip's: guidance on the style
+#: pushes each away from the style-free average, so it can shrink one group's spread and widen the other's
+CALM, LIVELY = ("neutral", "sad"), ("happy", "angry", "surprised")
+
+
 @torch.no_grad()
-def diversity(sample_fn, batch: TalkingBatch, seed: int) -> float:
-    """Std across ``DIVERSITY_SAMPLES`` samples of the same inputs, as a ratio to the world's own (see the module)."""
+def diversity(sample_fn, batch: TalkingBatch, seed: int) -> dict[str, float]:
+    """Std across ``DIVERSITY_SAMPLES`` samples of the same inputs, as a ratio to the world's own (see the module):
+    over the first ``DIVERSITY_CLIPS`` clips, and over their calm and lively clips separately."""
     sub = select(batch, slice(0, DIVERSITY_CLIPS))
     model = [sample_fn(sub, _sample_seed(seed, 10 + k)) for k in range(DIVERSITY_SAMPLES)]
     world = [resample_dynamics(sub, _sample_seed(seed, 20 + k)) for k in range(DIVERSITY_SAMPLES)]
-    return _spread(model) / _spread(world)
+    out = {"diversity": _spread(model) / _spread(world)}
+    for name, group in (("calm", CALM), ("lively", LIVELY)):
+        idx = [i for i, e in enumerate(sub.emotion.tolist()) if EMOTIONS[e] in group]
+        out[f"diversity_{name}"] = _spread([m[idx] for m in model]) / _spread([w[idx] for w in world])
+    return out
 
 
 def samplers(models: dict, guidance_scale: float = DEFAULT_GUIDANCE, steps: int = STEPS) -> dict:
@@ -129,7 +157,7 @@ def evaluate_row(name: str, sample_fn, models: dict, seed: int) -> dict:
     metrics = score(out, batch, models)
     if name == "Real clips":  # the world's own clips; a redraw of the same inputs is the FD's second set
         metrics = score(batch.coeffs, batch, models, reference=out)
-    metrics["diversity"] = diversity(sample_fn, batch, seed)
+    metrics |= diversity(sample_fn, batch, seed)
     return metrics
 
 
@@ -146,7 +174,8 @@ def evaluate_dreamtalk(models: dict, seed_list: list[int], progress: bool = True
         per_seed = []
         for s in seed_list:
             m = evaluate_row("EmoDiff", fn, models, s)
-            per_seed.append({k: m[k] for k in ("emotion_accuracy", "emotion_strength", "diversity", "fd")})
+            keep = ("emotion_accuracy", "emotion_intensity", "diversity", "diversity_calm", "diversity_lively", "fd")
+            per_seed.append({k: m[k] for k in keep})
         guidance.append({"setting": f"w = {w:g}", "w": w, "metrics": summarise(per_seed)})
     return {
         "models": {
@@ -217,7 +246,8 @@ def verdict_expressive(tables: dict) -> dict:
 
 
 def verdict_refiner(tables: dict, max_drop: float = 0.02) -> dict:
-    """The lip refiner lowers the lip error (beyond the seeds' spread) while emotion accuracy drops by ≤ ``max_drop``."""
+    """The lip refiner lowers the lip error (beyond the seeds' spread) while emotion accuracy drops by at most
+    ``max_drop``."""
     t = tables["models"]
     e, r = _row(t, "EmoDiff"), _row(t, "EmoDiff + lip refiner")
     side = _separated(r["lip_error"], e["lip_error"])
@@ -238,11 +268,11 @@ def verdict_refiner(tables: dict, max_drop: float = 0.02) -> dict:
 
 
 def verdict_guidance(tables: dict) -> dict:
-    """Style guidance trades diversity for emotion strength: from the smallest to the largest w, emotion strength
-    rises and diversity falls, each beyond the seeds' spread."""
+    """Style guidance trades diversity for emotion strength: from the smallest to the largest w, the expressed emotion
+    intensity (exact, from the world's emotion directions) rises and diversity falls, each beyond the seeds' spread."""
     rows = sorted(tables["guidance"]["rows"], key=lambda r: r["w"])
     lo, hi = rows[0]["metrics"], rows[-1]["metrics"]
-    strength = _separated(hi["emotion_strength"], lo["emotion_strength"])
+    strength = _separated(hi["emotion_intensity"], lo["emotion_intensity"])
     div = _separated(hi["diversity"], lo["diversity"])
     if strength == "above" and div == "below":
         outcome = "reproduced"
@@ -250,13 +280,18 @@ def verdict_guidance(tables: dict) -> dict:
         outcome = "not reproduced"
     else:
         outcome = "inconclusive"
-    return {
-        "claim": "style guidance trades diversity for emotion strength",
-        "outcome": outcome,
-        "sentence": f"From {rows[0]['setting']} to {rows[-1]['setting']}: emotion strength "
-        f"{_fmt(lo['emotion_strength'])} → {_fmt(hi['emotion_strength'])}, diversity {_fmt(lo['diversity'])} → "
-        f"{_fmt(hi['diversity'])} → **{outcome}**.",
-    }
+    sentence = (
+        f"From {rows[0]['setting']} to {rows[-1]['setting']}: expressed emotion intensity (÷ real) "
+        f"{_fmt(lo['emotion_intensity'])} → {_fmt(hi['emotion_intensity'])}, diversity {_fmt(lo['diversity'])} → "
+        f"{_fmt(hi['diversity'])} → **{outcome}**."
+    )
+    if "diversity_calm" in lo:
+        sentence += (
+            f" Diversity of the calm clips ({', '.join(CALM)}) {_fmt(lo['diversity_calm'])} → "
+            f"{_fmt(hi['diversity_calm'])}; of the lively ones ({', '.join(LIVELY)}) {_fmt(lo['diversity_lively'])} → "
+            f"{_fmt(hi['diversity_lively'])}."
+        )
+    return {"claim": "style guidance trades diversity for emotion strength", "outcome": outcome, "sentence": sentence}
 
 
 def verdict_floor(tables: dict, sync_ratio: float = 0.8, accuracy: float = 0.8) -> dict:

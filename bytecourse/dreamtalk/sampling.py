@@ -12,10 +12,11 @@ Sampling is DDIM (Song et al. 2021, Eq. 12) on the substrate's ``steps``-step "t
 
 It is written out here rather than taken from diffusers' ``DDIMScheduler.step`` because at ᾱ_t ≈ 2·10⁻⁹ the float
 value of 1 − ᾱ_s − σ² can come out slightly negative, and diffusers' square root then returns NaN (measured: a
-5-step η = 1 run); here it is clamped at 0. The clean estimate x̂₀ is clipped
-to ±``X0_CLIP`` in normalised units (the world's coefficients never leave ±7.4 std): the cosine schedule ends at
-ᾱ_999 ≈ 2·10⁻⁹, so the first step's x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t multiplies any error in ε̂ by ~2·10⁴, and an
-unclipped sampler overflows to NaN within five steps (measured on an untrained network). Guidance (Ho & Salimans 2022, Eq. 6), on the style only:
+5-step η = 1 run); here it is clamped at 0. The clean estimate x̂₀ is clipped to ±``X0_CLIP`` in normalised units, a
+safeguard far outside the data (the world's coefficients stay within ±7.4 std): the cosine schedule ends at
+ᾱ_999 ≈ 2·10⁻⁹, so the first step's x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t multiplies any error in ε̂ by ~2·10⁴.
+
+Guidance (Ho & Salimans 2022, Eq. 6), on the style only:
 
     ε̂ = ε_θ(x_t, a, x_0[0], ∅) + w · (ε_θ(x_t, a, x_0[0], s) − ε_θ(x_t, a, x_0[0], ∅)).
 """

@@ -16,7 +16,8 @@ shows it) sets
 
 - upper-face and pose offsets ``I·s·offset[e]`` (a frown furrows the brows, sadness bows the head);
 - the dynamics: every upper-face and pose coefficient adds a noise-driven damped oscillator whose amplitude and
-  frequency depend on the emotion (anger is jerky, sadness slow and small), plus blinks at an emotion's rate;
+  frequency move from neutral's towards the emotion's with ``I·s`` (anger is jerky, sadness slow and small), plus
+  blinks at a rate that does the same — at intensity 0 every emotion is neutral;
 - **the mouth as well**: ``jaw ← jaw·(1 + I·s·g[e]) + I·s·j[e]``, ``width += I·s·w[e]``, ``corner += I·s·c[e]`` (a
   smile widens the lips and lifts the corners, sadness narrows the articulation and lowers them), so lip sync and
   emotion compete for the same coefficients, as they do on real faces.
@@ -246,9 +247,13 @@ def _dynamics_params(emotion: torch.Tensor, intensity: torch.Tensor, scale: torc
         ],
         1,
     )
-    hz = torch.cat([dyn[:, 2:3].expand(-1, n_upper), dyn[:, 3:4].expand(-1, n_pose)], 1)
+    # frequencies and blink rates move from neutral's towards the emotion's with the intensity, so that at intensity
+    # 0 every emotion is neutral (a classifier cannot tell them apart by their rhythm alone)
+    neutral = _DYNAMICS[0]
+    mix = neutral + k * (dyn - neutral)
+    hz = torch.cat([mix[:, 2:3].expand(-1, n_upper), mix[:, 3:4].expand(-1, n_pose)], 1)
     omega = 2 * math.pi * hz / FPS
-    blink_rate = dyn[:, 4] / FPS
+    blink_rate = mix[:, 4] / FPS
     return amp, omega, blink_rate
 
 
@@ -436,6 +441,27 @@ def resample_dynamics(batch: TalkingBatch, seed: int) -> torch.Tensor:
     return coeffs
 
 
+def emotion_directions() -> torch.Tensor:
+    """(5, D) per emotion: the unit direction, in coefficient space, along which the world moves a face's mean
+    expression as the intensity grows (its upper-face, pose and mouth-corner offsets; zero for neutral)."""
+    d = torch.zeros(len(EMOTIONS), D)
+    d[:, UPPER_DIMS] = _UPPER_OFFSET
+    d[:, POSE_DIMS] = _POSE_OFFSET
+    d[:, MOUTH.index("mouth_corner")] = _MOUTH_SHAPING[:, 4]
+    return d / d.norm(dim=1, keepdim=True).clamp_min(1e-9)
+
+
+def expressed_emotion(coeffs: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
+    """How strongly each clip (B, T, D) shows ``emotion`` (B,): its mean expression projected on the emotion's
+    direction (:func:`emotion_directions`). Exact for the world's clips up to the oscillators' mean over the clip:
+    ≈ intensity · scale · ‖offset‖. Neutral clips score 0."""
+    if coeffs.dim() != 3 or coeffs.shape[-1] != D or emotion.shape != coeffs.shape[:1]:
+        raise ValueError(
+            f"coeffs must be (B, T, {D}) with emotion (B,), got {tuple(coeffs.shape)}, {tuple(emotion.shape)}"
+        )
+    return (coeffs.mean(1) * emotion_directions()[emotion]).sum(-1)
+
+
 @functools.lru_cache(maxsize=4)
 def coefficient_statistics(config: TalkingConfig = TalkingConfig()) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-coefficient mean and std (D,) over 4,096 clips of a fixed seed: the models' normalisation."""
@@ -477,6 +503,8 @@ __all__ = [
     "TalkingConfig",
     "audio_templates",
     "coefficient_statistics",
+    "emotion_directions",
+    "expressed_emotion",
     "make_talking",
     "resample_dynamics",
     "select",

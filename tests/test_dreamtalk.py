@@ -336,3 +336,28 @@ def test_verdicts_say_not_reproduced(verdict, kwargs):
 )
 def test_verdicts_say_inconclusive_when_ranges_overlap(verdict, kwargs):
     assert verdict(_tables(**kwargs))["outcome"] == "inconclusive"
+
+
+# ---- the widget, without a browser ----
+
+
+def test_widget_controls_change_what_the_learner_sees(tiny):
+    from bytecourse.dreamtalk.judges import EmotionClassifier
+    from bytecourse.dreamtalk.widget import talking_face_explorer, talking_view
+
+    models = dict(tiny, emotion=EmotionClassifier().eval())
+    view = talking_face_explorer(models)
+    first = view.refresh()
+    assert first["settings"]["emotion"] == "happy" and first["coeffs"].shape == (40, 11)
+    view.controls["emotion"].value = "sad"
+    sad = view.result
+    assert sad["settings"]["emotion"] == "sad" and not torch.equal(sad["truth"], first["truth"])
+    view.controls["refiner"].value = False
+    assert view.result["settings"]["refiner"] is False
+    assert not torch.equal(view.result["coeffs"][:, :4], sad["coeffs"][:, :4])
+    view.controls["system"].value = "LSTM"
+    assert view.result["settings"]["system"] == "LSTM"
+    with pytest.raises(ValueError, match="intensity"):
+        talking_view(models, intensity=1.5)
+    with pytest.raises(ValueError, match="emotion"):
+        talking_view(models, emotion="bored")

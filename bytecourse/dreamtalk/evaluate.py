@@ -43,12 +43,12 @@ from ..worlds.talking import (
     select,
 )
 from .judges import frechet_distance
-from .sampling import generate
+from .sampling import DEFAULT_GUIDANCE_SCALE, generate
 
 EVAL_CLIPS = 128
 DIVERSITY_CLIPS, DIVERSITY_SAMPLES = 32, 4
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 3.0)
-DEFAULT_GUIDANCE = 1.5
+DEFAULT_GUIDANCE = DEFAULT_GUIDANCE_SCALE
 STEPS = 50
 ROWS = ("Real clips", "LSTM regressor", "EmoDiff", "EmoDiff + lip refiner")
 

@@ -95,7 +95,7 @@ def render_faces(coeffs: torch.Tensor, size: int = 64) -> torch.Tensor:
 
 def coefficient_curves(ax, series: dict[str, torch.Tensor], names: tuple[str, ...], title: str = "") -> None:
     """Plot the named coefficients of each labelled sequence (T, D) on ``ax``; the first series is drawn dashed."""
-    styles = ["--", "-", "-", ":"]
+    styles = ["--", "-", ":", "-."]
     for k, (label, seq) in enumerate(series.items()):
         for j, name in enumerate(names):
             ax.plot(

@@ -9,7 +9,7 @@ from .. import seeds
 from ..validation import check_choice, check_flag, check_float, check_int
 from ..worlds.talking import EMOTIONS, MOUTH_DIMS, make_talking
 from .render import coefficient_curves, render_faces
-from .sampling import generate
+from .sampling import DEFAULT_GUIDANCE_SCALE, generate
 
 SYSTEMS = ("EmoDiff", "LSTM")
 
@@ -20,7 +20,7 @@ def talking_view(
     sentence: int = 0,
     emotion: str = "happy",
     intensity: float = 0.8,
-    guidance_scale: float = 1.5,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     refiner: bool = True,
     system: str = "EmoDiff",
     sample: int = 0,
@@ -81,6 +81,8 @@ def render_view(view: dict) -> None:
     )
     print(f"phonemes: {view['phonemes']}")
     truth = view["truth"].clone()
+    frames = torch.stack([render_faces(view["coeffs"]), render_faces(truth)])
+    display(animate_video(frames, titles=["generated", "the world's clip"], interval=80, scale=2.2))
     fig, axes = plt.subplots(1, 2, figsize=(11, 2.8))
     target = truth.clone()
     target[:, MOUTH_DIMS] = view["mouth_target"]
@@ -91,8 +93,6 @@ def render_view(view: dict) -> None:
     fig.tight_layout()
     display(fig)
     plt.close(fig)
-    frames = torch.stack([render_faces(view["coeffs"]), render_faces(truth)])
-    display(animate_video(frames, titles=["generated", "the world's clip"], interval=80, scale=2.2))
 
 
 def talking_face_explorer(models: dict, sentence: int = 0):
@@ -108,7 +108,7 @@ def talking_face_explorer(models: dict, sentence: int = 0):
             value=0.8, min=0.0, max=1.0, step=0.1, description="intensity", continuous_update=False
         ),
         "guidance_scale": W.FloatSlider(
-            value=1.5, min=0.0, max=4.0, step=0.5, description="style w", continuous_update=False
+            value=DEFAULT_GUIDANCE_SCALE, min=0.0, max=4.0, step=0.5, description="style w", continuous_update=False
         ),
         "refiner": W.Checkbox(value=True, description="lip refiner"),
         "system": W.ToggleButtons(options=list(SYSTEMS), value="EmoDiff", description="system"),

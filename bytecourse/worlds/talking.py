@@ -208,18 +208,15 @@ def _sentences(batch: int, config: TalkingConfig, g: torch.Generator) -> tuple[t
     ids = torch.zeros(batch, config.frames, dtype=torch.long)
     sentences = []
     for b in range(batch):
-        t, seq = 0, []
         lead = int(torch.randint(1, 4, (1,), generator=g))
-        seq.append(("sil", lead))
-        t += lead
+        t = lead
         while t < config.frames:
             pause = float(torch.rand((), generator=g)) < config.pause_prob
             p = 0 if pause else int(torch.randint(1, len(PHONEMES), (1,), generator=g))
             d = min(int(torch.randint(lo, hi + 1, (1,), generator=g)), config.frames - t)
             ids[b, t : t + d] = p
-            seq.append((PHONEMES[p], d))
             t += d
-        sentences.append(seq)
+        sentences.append(_runs(ids[b]))  # consecutive repeats of one phoneme (or of silence) merge into one
     return ids, sentences
 
 

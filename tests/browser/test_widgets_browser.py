@@ -158,18 +158,30 @@ def test_dreamtalk_emotion_intensity_and_refiner(lab_page):
     from playwright.sync_api import expect
 
     page = lab_page("07_dreamtalk_widget.ipynb")
-    slider, handle, output, first_src = _first_render(page, "intensity", "happy 0.8 ·", timeout=180_000)
+    curves = page.locator(".widget-output img:not([id^='_anim_img'])").first  # the static curves, below the face
+
+    def curves_src() -> str:
+        return curves.get_attribute("src") or ""
+
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="intensity"))
+    handle = slider.locator(".noUi-handle")
+    handle.wait_for(timeout=60_000)
+    output = page.locator(".widget-output").first
+    expect(output).to_contain_text("happy 0.8 ·", timeout=180_000)
+    expect(curves).to_be_visible(timeout=60_000)
+    first_src = curves_src()
+    assert first_src.startswith("data:image/png")
 
     page.get_by_role("button", name="sad", exact=True).click()  # the emotion toggle
     expect(output).to_contain_text("sad 0.8 ·", timeout=120_000)
-    second_src = _image_src(page)
+    second_src = curves_src()
     assert second_src != first_src, "the curves did not change with the emotion"
 
     handle.focus()
     for _ in range(3):  # 0.8 → 0.5 in steps of 0.1
         handle.press("ArrowLeft")
     expect(output).to_contain_text("sad 0.5 ·", timeout=120_000)
-    assert _image_src(page) != second_src
+    assert curves_src() != second_src
 
     page.get_by_label("lip refiner").uncheck()
     expect(output).to_contain_text("lip refiner off", timeout=120_000)

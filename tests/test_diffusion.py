@@ -150,6 +150,38 @@ def test_ddim_sampler_matches_plain_diffusers_loop(cfg):
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
 
 
+def test_clipped_model_output_pairs_the_update_with_the_clipped_estimate():
+    """With ``use_clipped_model_output`` every DDIM step is x_{t'} = √ᾱ' clip(x̂₀) + √(1−ᾱ') ε̂' with
+    ε̂' = (x_t − √ᾱ clip(x̂₀))/√(1−ᾱ) (recorded by a hook); without clipping the two modes are the same sampler."""
+    model = _randomise(ImageDenoiser(TINY))
+    sched = make_train_scheduler()
+    noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    cond = _tokens(2)
+
+    class Check(SamplerHook):
+        worst = 0.0
+
+        def on_step_end(self, st):
+            a, a_prev = st.alpha_bar, st.alpha_bar_prev
+            x0 = st.x0_pred  # clipped by the scheduler
+            eps = (st.x - a**0.5 * x0) / (1 - a) ** 0.5
+            want = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+            self.worst = max(self.worst, float((st.x_prev - want).abs().max()))
+            assert float(x0.abs().max()) <= 1 + 1e-6
+
+    hook = Check()
+    ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, hook=hook, use_clipped_model_output=True)
+    assert hook.worst < 1e-4
+    raw = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0)
+    fixed = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, use_clipped_model_output=True)
+    assert not torch.allclose(raw, fixed)
+    a = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, clip_x0=False)
+    b = ddim_sample(
+        model, noise, cond, sched, steps=6, guidance_scale=5.0, clip_x0=False, use_clipped_model_output=True
+    )
+    assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_ddpm_sampler_matches_plain_diffusers_loop():
     model = _randomise(ImageDenoiser(TINY))
     sched = make_train_scheduler(num_train_timesteps=30)

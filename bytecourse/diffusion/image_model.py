@@ -43,9 +43,11 @@ def sample_captions(
     seed: int = 0,
     sampler: str = "ddim",
     progress: bool = False,
+    use_clipped_model_output: bool = False,
 ) -> torch.Tensor:
     """Images ``(B,3,H,W)`` in [0, 1] for captions, from seeded noise. ``sampler``: ``"ddim"`` (``steps``
-    steps) or ``"ddpm"`` (all 1000 ancestral steps)."""
+    steps) or ``"ddpm"`` (all 1000 ancestral steps); ``use_clipped_model_output``: see
+    :func:`~bytecourse.diffusion.sampling.ddim_sample` (the remedy for guidance collapse, issue 15)."""
     from .. import text
     from ..device import autocast
     from ..validation import check_choice, check_strings
@@ -70,6 +72,7 @@ def sample_captions(
                 guidance_scale=guidance_scale,
                 seed=seed,
                 progress=progress,
+                use_clipped_model_output=use_clipped_model_output,
             )
         else:
             x = ddpm_sample(

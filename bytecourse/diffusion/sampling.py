@@ -143,11 +143,21 @@ def ddim_sample(
     seed: int = 0,
     progress: bool = False,
     clip_x0: bool = True,
+    use_clipped_model_output: bool = False,
 ) -> torch.Tensor:
     """Run DDIM from ``noise`` (x_T) with ``steps`` network evaluations (×2 with CFG) and return x₀.
 
     The update is diffusers' ``DDIMScheduler.step``; ε-prediction models, any shape of x (images or videos).
     ``seed`` drives the fresh noise of η > 0; ``clip_x0`` see :func:`make_ddim_scheduler`.
+
+    ``use_clipped_model_output`` (diffusers' name) recomputes ε̂ from the *clipped* x̂₀,
+    ε̂' = (x_t − √ᾱ_t clip(x̂₀))/√(1−ᾱ_t), before the update, so that x_{t'} = √ᾱ_{t'} clip(x̂₀) + √(1−ᾱ_{t'}) ε̂'
+    is the DDIM step of a consistent (x̂₀, ε̂) pair. With the default (False) the clipped x̂₀ is paired with the
+    raw ε̂: under strong guidance ε̂ = ε_u + w(ε_c − ε_u) points far outside the data, clipping removes that from
+    x̂₀ but not from the direction term, and each step re-injects it (issue 15: exact caption accuracy of the primer,
+    32 one-object captions, seed 0, DDIM 20 at w = 1 / 2 / 3 / 5: 0.84 / 0.88 / 0.41 / 0.03 with the raw ε̂ against
+    0.78 / 0.88 / 0.97 / 1.00 with the recomputed one; more steps re-inject more — DDIM 50 at w 3: 0.03 against
+    1.00). DDPM's posterior mean uses the clipped x̂₀ and x_t only, so ``ddpm_sample`` never had the problem.
     """
     _validate(model, guidance_scale, eta, noise, cond)
     steps = check_int("steps", steps, 1, train_scheduler.config.num_train_timesteps)
@@ -169,7 +179,9 @@ def ddim_sample(
         if hook is not None and (new := hook.on_eps(state)) is not None:
             state.eps = eps = new
         var_noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype) if eta > 0 else None
-        out = sched.step(eps, t, x, eta=eta, variance_noise=var_noise)
+        out = sched.step(
+            eps, t, x, eta=eta, variance_noise=var_noise, use_clipped_model_output=use_clipped_model_output
+        )
         state.x0_pred, state.x_prev = out.pred_original_sample, out.prev_sample
         x = out.prev_sample
         if hook is not None and (new := hook.on_step_end(state)) is not None:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from bytecourse.checkpoints import checkpoint_available
 from bytecourse.diffusion import ImageDenoiser, UNetConfig, image_model
@@ -36,6 +37,15 @@ def test_widget_callbacks_without_a_browser():
     view.controls["caption"].value = "a blue square"
     assert view.result["caption"] == "a blue square" and len(view.result["images"]) == 2
     assert "not attempted" not in view.status.value and view.status.value == ""  # rendered without an error
+    with torch.no_grad():  # the output layer is zero-initialised: give it weights so ε̂ depends on the input
+        g = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    view.controls["guidance_scale"].value = 8.0
+    raw = view.result["images"]
+    view.controls["use_clipped_model_output"].value = True  # the cure for the guidance collapse
+    assert view.result["use_clipped_model_output"] is True and not torch.equal(view.result["images"], raw)
 
 
 def test_quick_train_runs_the_same_code():

@@ -7,16 +7,31 @@ from ..diffusion.unet import ImageDenoiser
 
 
 def sample_with_verdicts(
-    model: ImageDenoiser, caption: str, guidance_scale: float, steps: int, seed: int = 0, n: int = 8
+    model: ImageDenoiser,
+    caption: str,
+    guidance_scale: float,
+    steps: int,
+    seed: int = 0,
+    n: int = 8,
+    use_clipped_model_output: bool = False,
 ) -> dict:
-    """Pure function behind the widget: ``n`` samples of one caption and the oracle's verdict on each."""
+    """Pure function behind the widget: ``n`` samples of one caption and the oracle's verdict on each.
+    ``use_clipped_model_output``: DDIM's ε̂ recomputed from the clipped x̂₀ (the cure for the guidance collapse,
+    :func:`~bytecourse.diffusion.sampling.ddim_sample`)."""
     from ..oracle import detect_objects, realism, score_caption
-    from ..validation import check_int
+    from ..validation import check_flag, check_int
 
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"caption must be a non-empty string, got {caption!r}")
     captions = [caption] * check_int("n", n, 1)
-    images = sample_captions(model, captions, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    images = sample_captions(
+        model,
+        captions,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        use_clipped_model_output=check_flag("use_clipped_model_output", use_clipped_model_output),
+    )
     dets = detect_objects(images)
     scores = [score_caption(caption, d) for d in dets]
     real = realism(images)
@@ -28,6 +43,7 @@ def sample_with_verdicts(
         "caption": caption,
         "guidance_scale": guidance_scale,
         "steps": steps,
+        "use_clipped_model_output": use_clipped_model_output,
         "nfe": steps * (1 if guidance_scale == 1.0 else 2),
         "summary": {
             "colour": sum(s.colour for s in scores) / n,
@@ -51,8 +67,10 @@ def render_verdicts(result: dict) -> None:
         titles.append(("✓ " if s.exact else "✗ ") + found)
     boxes = [[o.box for o in d] for d in result["detections"]]
     s = result["summary"]
+    fix = " · ε̂ from the clipped x̂₀" if result.get("use_clipped_model_output") else ""
     print(
-        f"CFG {result['guidance_scale']:g} · {result['steps']} DDIM steps · {result['nfe']} network evaluations → "
+        f"CFG {result['guidance_scale']:g} · {result['steps']} DDIM steps{fix} · {result['nfe']} network evaluations "
+        "→ "
         f"colour {s['colour']:.2f}, shape {s['shape']:.2f}, exact {s['exact']:.2f}, realism {s['realism']:.3f}"
     )
     fig = image_grid(
@@ -87,6 +105,9 @@ def primer_explorer(model: ImageDenoiser, n: int = 8):
             options=[2, 5, 10, 20, 50], value=DEFAULT_STEPS, description="DDIM steps", continuous_update=False
         ),
         "seed": W.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
+        "use_clipped_model_output": W.Checkbox(
+            value=False, description="recompute ε̂ from the clipped x̂₀ (the cure)", indent=False
+        ),
     }
     return FunctionView(
         controls,

@@ -56,7 +56,13 @@ def test_primer_cfg_slider_changes_the_samples(lab_page):
     # mouse: drag the handle to 80% of the track → CFG 8
     _drag(page, slider, handle, 0.8)
     expect(output).to_contain_text("CFG 8 ·", timeout=120_000)
-    assert _image_src(page) not in (first_src, second_src)
+    third_src = _image_src(page)
+    assert third_src not in (first_src, second_src)
+
+    # the cure for the collapse: DDIM's ε̂ recomputed from the clipped x̂₀
+    page.get_by_label("recompute ε̂ from the clipped x̂₀ (the cure)").check()
+    expect(output).to_contain_text("CFG 8 · 20 DDIM steps · ε̂ from the clipped x̂₀", timeout=120_000)
+    assert _image_src(page) != third_src
     page.screenshot(path=str(SCREENSHOTS / "00_primer_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "00_primer_widget_output.png"))
 

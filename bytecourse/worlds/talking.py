@@ -7,7 +7,8 @@ emotion, with audio features that must be *learnt* to be read (DREAM-Talk's sett
 - upper face (4): ``brow_raise``, ``brow_furrow``, ``eye_open`` (0 = normally open, −1 = shut), ``cheek_raise``;
 - head pose (3): ``pitch``, ``yaw``, ``roll``.
 
-**A sentence** is a phoneme sequence with durations (2–6 frames each, framed by silence). Each phoneme has a mouth
+**A sentence** is a phoneme sequence with durations (2–6 frames each, starting with silence, with occasional
+pauses; the clip's end cuts the last phoneme). Each phoneme has a mouth
 target (jaw, width, rounding); the frame-level targets are smoothed along time (Gaussian, ``coarticulation``
 frames) — coarticulation: a mouth is already moving towards the next sound.
 
@@ -151,7 +152,7 @@ class TalkingBatch:
     """coeffs (B,T,D); audio (B,T,F); phonemes (B,T) frame-level ids into PHONEMES; mouth_target (B,T,4), the
     noise-free mouth; emotion (B,) into EMOTIONS; intensity (B,); scale (B,); style (B,T,D), another clip of the same
     emotion and intensity; sentences: per clip the list of (phoneme, frames). ``latent`` holds what
-    :func:`resample_dynamics` needs (speaker-free: oscillator state at frame 0, per-clip scale)."""
+    :func:`resample_dynamics` needs (the oscillators' state at frame 0 and the world config)."""
 
     coeffs: torch.Tensor
     audio: torch.Tensor
@@ -425,8 +426,10 @@ def _emotion_ids(emotion, batch: int) -> torch.Tensor:
 
 def resample_dynamics(batch: TalkingBatch, seed: int) -> torch.Tensor:
     """The world's own variation given a model's inputs: new coefficients (B, T, D) with the same sentence, audio,
-    emotion, intensity, per-clip scale and first frame, and fresh oscillator velocities, innovations, blinks and mouth
-    jitter."""
+    emotion, intensity, per-clip scale and first frame, and fresh oscillator innovations, blinks and mouth jitter.
+    The oscillators restart from the same positions with velocities drawn afresh from the stationary distribution
+    (independently of the positions: a close approximation of the exact conditional, since the world's velocities
+    are nearly uncorrelated with its positions)."""
     config: TalkingConfig = batch.latent["config"]
     g = torch.Generator().manual_seed(check_int("seed", seed, 0, 2**63 - 1))
     amp, omega, _ = _dynamics_params(batch.emotion, batch.intensity, batch.scale)

@@ -262,3 +262,27 @@ def test_widget_callbacks_without_a_browser():
     assert view.result["task"] == "position"
     with pytest.raises(ValueError):
         evaluate.make_loss("aesthetics")
+
+
+def _front(points):
+    """Made-up front: per strength, (content, loss) for each of 3 seeds."""
+    return [
+        {"metrics": {"content": {"per_seed": [c for c, _ in p]}, "loss": {"per_seed": [v for _, v in p]}}}
+        for p in points
+    ]
+
+
+def test_front_verdict_has_three_outcomes_and_refuses_to_extrapolate():
+    from bytecourse.sag.evaluate import compare_fronts
+
+    weak = _front([[(0.9, 2.0)] * 3, [(0.5, 1.0)] * 3])  # loss 1.5 at content 0.70
+    strong = _front([[(0.9, 1.5)] * 3, [(0.5, 0.5)] * 3])  # loss 1.0 at content 0.70
+    wobbly = _front([[(0.9, 1.2), (0.9, 2.2), (0.9, 1.4)], [(0.5, 1.0), (0.5, 1.2), (0.5, 0.8)]])
+    assert compare_fronts(strong, weak)["outcome"] == "SAG dominates"
+    assert compare_fronts(weak, strong)["outcome"] == "SAG is dominated"
+    assert compare_fronts(wobbly, weak)["outcome"] == "the fronts cross or overlap within spread"
+    hits = compare_fronts(strong, weak, lower_is_better=False)  # e.g. a hit rate: higher is better
+    assert hits["outcome"] == "SAG is dominated"
+    assert compare_fronts(strong, weak)["sag"] == pytest.approx([1.0] * 3)
+    with pytest.raises(ValueError, match="widen the sweep"):
+        compare_fronts(strong, weak, level=0.95)

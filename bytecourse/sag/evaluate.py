@@ -290,3 +290,52 @@ def live_slice(model, tables: tuple[str, ...] = ("estimate", "style"), rows: tup
         for r in out["style"]["rows"]:
             r["metrics"].pop("seconds_per_sample")
     return out
+
+
+# ---- comparing methods on their fronts (issue 15): sweep the guidance strength, compare at matched content ----
+
+
+def front_value(front: list[dict], level: float, x: str, y: str) -> list[float]:
+    """Per evaluation seed, the front's ``y`` interpolated (piecewise linearly, in ``x``) at ``x = level``.
+
+    ``front``: one row per guidance strength, each ``{"metrics": {metric: {"per_seed": [...]}}}`` (a table's rows).
+    Raises ``ValueError`` when ``level`` lies outside the range a seed's sweep covers: the sweep must be widened, not
+    the front extrapolated."""
+    if len(front) < 2:
+        raise ValueError(f"a front needs at least two strengths, got {len(front)}")
+    seeds = len(front[0]["metrics"][x]["per_seed"])
+    out = []
+    for s in range(seeds):
+        pts = sorted((r["metrics"][x]["per_seed"][s], r["metrics"][y]["per_seed"][s]) for r in front)
+        if not pts[0][0] <= level <= pts[-1][0]:
+            raise ValueError(
+                f"{x} = {level} lies outside seed {s}'s front ({pts[0][0]:.3f}–{pts[-1][0]:.3f}): widen the sweep"
+            )
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if x0 <= level <= x1:
+                out.append(y0 if x1 == x0 else y0 + (y1 - y0) * (level - x0) / (x1 - x0))
+                break
+    return out
+
+
+def compare_fronts(
+    sag: list[dict],
+    other: list[dict],
+    *,
+    level: float = 0.70,
+    x: str = "content",
+    y: str = "loss",
+    lower_is_better: bool = True,
+) -> dict:
+    """The computed verdict of SAG against another method at matched ``x`` (content kept, or realism), over the
+    evaluation seeds: ``SAG dominates`` (every seed's SAG value beats every seed's other value), ``SAG is dominated``
+    (the reverse), or ``the fronts cross or overlap within spread``."""
+    a, b = front_value(sag, level, x, y), front_value(other, level, x, y)
+    sign = 1 if lower_is_better else -1
+    if max(sign * v for v in a) < min(sign * v for v in b):
+        outcome = "SAG dominates"
+    elif min(sign * v for v in a) > max(sign * v for v in b):
+        outcome = "SAG is dominated"
+    else:
+        outcome = "the fronts cross or overlap within spread"
+    return {"outcome": outcome, "level": level, "x": x, "y": y, "sag": a, "other": b}

@@ -161,7 +161,6 @@ def test_sampling_is_seeded_and_the_style_never_sees_the_audio(tiny):
 def test_emodiff_loss_trains(tiny):
     model = copy.deepcopy(tiny["emodiff"]).train()
     opt = torch.optim.Adam(model.parameters(), 3e-3)
-    g = torch.Generator().manual_seed(0)
     batch = make_talking(16, 0)
     losses = []
     for _ in range(30):
@@ -171,7 +170,6 @@ def test_emodiff_loss_trains(tiny):
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.7 * losses[0]
-    assert g is not None
 
 
 def test_lstm_is_deterministic(tiny):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
 from ..text import PAD_ID, VOCAB_SIZE
@@ -129,6 +129,33 @@ def _validate(model: EpsModel, guidance_scale: float, eta: float, x: torch.Tenso
         check_tokens("cond", cond, VOCAB_SIZE)
 
 
+def ddim_step(
+    sched: DDIMScheduler,
+    eps: torch.Tensor,
+    t: int,
+    x: torch.Tensor,
+    eta: float = 0.0,
+    variance_noise: torch.Tensor | None = None,
+    use_clipped_model_output: bool = False,
+):
+    """One ``DDIMScheduler.step`` (the update x_t → x_{t'} of Song et al. 2021, Eq. 12), safe for η > 0.
+
+    The direction term is √(1 − ᾱ_{t'} − σ²) ε̂ with σ² = η² (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'}). At the first step
+    of the cosine schedule ᾱ_t ≈ 2·10⁻⁹, and for η = 1 the float32 value of 1 − ᾱ_{t'} − σ² can round below zero,
+    so diffusers returns NaN (measured: a 5-step η = 1 run). Only there η is lowered by the rounding margin, to the
+    largest value whose σ² fits; every other step is diffusers' own, unchanged."""
+    if eta > 0:
+        prev = t - sched.config.num_train_timesteps // sched.num_inference_steps
+        a_t = sched.alphas_cumprod[t]
+        a_s = sched.alphas_cumprod[prev] if prev >= 0 else sched.final_alpha_cumprod
+        var = (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
+        if float(1 - a_s - (eta * var**0.5) ** 2) < 0:  # diffusers' own expression, as it will evaluate it
+            eta = float(((1 - a_s) / var).sqrt()) * (1 - 1e-6)
+    return sched.step(
+        eps, t, x, eta=eta, variance_noise=variance_noise, use_clipped_model_output=use_clipped_model_output
+    )
+
+
 @torch.no_grad()
 def ddim_sample(
     model: EpsModel,
@@ -179,9 +206,7 @@ def ddim_sample(
         if hook is not None and (new := hook.on_eps(state)) is not None:
             state.eps = eps = new
         var_noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype) if eta > 0 else None
-        out = sched.step(
-            eps, t, x, eta=eta, variance_noise=var_noise, use_clipped_model_output=use_clipped_model_output
-        )
+        out = ddim_step(sched, eps, t, x, eta, var_noise, use_clipped_model_output)
         state.x0_pred, state.x_prev = out.pred_original_sample, out.prev_sample
         x = out.prev_sample
         if hook is not None and (new := hook.on_step_end(state)) is not None:

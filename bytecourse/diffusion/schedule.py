@@ -26,7 +26,9 @@ def make_train_scheduler(
     )
 
 
-def make_ddim_scheduler(train_scheduler: DDPMScheduler, steps: int, clip_x0: bool = True) -> DDIMScheduler:
+def make_ddim_scheduler(
+    train_scheduler: DDPMScheduler, steps: int, clip_x0: bool = True, clip_range: float = 1.0
+) -> DDIMScheduler:
     """A DDIM sampler over ``steps`` timesteps of the same schedule.
 
     "trailing" spacing starts at t = T − 1 (pure noise) for every step count, so few-step samplers do not
@@ -36,7 +38,8 @@ def make_ddim_scheduler(train_scheduler: DDPMScheduler, steps: int, clip_x0: boo
     ``clip_x0`` clips the clean estimate x̂₀ to the data range [−1, 1] before each update, as pixel-space
     DDPM/DDIM samplers do (Ho et al. 2020's ``clip_denoised``). It matters here: the cosine schedule ends at
     ᾱ_999 ≈ 2·10⁻⁹, so the first step's x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t multiplies any error in ε̂ by ~2·10⁴.
-    Pass ``False`` for the exact probability-flow ODE map (the adjoint chapters do)."""
+    Pass ``False`` for the exact probability-flow ODE map (the adjoint chapters do). ``clip_range``: the bound, for
+    data that is not in [−1, 1] (DREAM-Talk's normalised coefficients)."""
     n = train_scheduler.config.num_train_timesteps
     if not 1 <= steps <= n:
         raise ValueError(f"steps must be in [1, {n}], got {steps}")
@@ -46,7 +49,7 @@ def make_ddim_scheduler(train_scheduler: DDPMScheduler, steps: int, clip_x0: boo
         set_alpha_to_one=True,
         steps_offset=0,
         clip_sample=clip_x0,
-        clip_sample_range=1.0,
+        clip_sample_range=clip_range,
     )
     sched.set_timesteps(steps)
     return sched

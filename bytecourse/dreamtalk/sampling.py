@@ -4,17 +4,11 @@ Training (DDPM, Ho et al. 2020, Eq. 14): x_0 is the normalised sequence, t ~ U{0
 √(1 − ᾱ_t) ε, and L_simple = ‖ε − ε_θ(x_t, t, a, x_0[0], s)‖², with the style code replaced by the null code with
 probability ``p_drop_style`` (so the same network is also the style-free model CFG needs).
 
-Sampling is DDIM (Song et al. 2021, Eq. 12) on the substrate's ``steps``-step "trailing" subsequence of the same
-ᾱ table; ``eta = 1`` is the ancestral (DDPM-like) sampler, ``eta = 0`` deterministic DDIM:
-
-    x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t,   σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_s),
-    x_s = √ᾱ_s x̂₀ + √(1−ᾱ_s−σ²) ε̂ + σ z.
-
-It is written out here rather than taken from diffusers' ``DDIMScheduler.step`` because at ᾱ_t ≈ 2·10⁻⁹ the float
-value of 1 − ᾱ_s − σ² can come out slightly negative, and diffusers' square root then returns NaN (measured: a
-5-step η = 1 run); here it is clamped at 0. The clean estimate x̂₀ is clipped to ±``X0_CLIP`` in normalised units, a
-safeguard far outside the data (the world's coefficients stay within ±7.4 std): the cosine schedule ends at
-ᾱ_999 ≈ 2·10⁻⁹, so the first step's x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t multiplies any error in ε̂ by ~2·10⁴.
+Sampling is the substrate's DDIM step (:func:`~bytecourse.diffusion.sampling.ddim_step`, Song et al. 2021, Eq. 12) on
+the ``steps``-step "trailing" subsequence of the same ᾱ table; ``eta = 1`` is the ancestral (DDPM-like) sampler,
+``eta = 0`` deterministic DDIM. The clean estimate x̂₀ is clipped to ±``X0_CLIP`` in normalised units, a safeguard far
+outside the data (the world's coefficients stay within ±7.4 std): the cosine schedule ends at ᾱ_999 ≈ 2·10⁻⁹, so the
+first step's x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t multiplies any error in ε̂ by ~2·10⁴.
 
 Guidance (Ho & Salimans 2022, Eq. 6), on the style only:
 
@@ -25,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..diffusion.sampling import ddim_step
 from ..diffusion.schedule import make_ddim_scheduler, make_train_scheduler
 from ..validation import check_float, check_int
 from ..worlds.talking import TalkingBatch
@@ -74,29 +69,22 @@ def generate(
     audio, initial, style = audio.to(dev), initial.to(dev), style.to(dev)
     b = audio.shape[0]
     g = torch.Generator().manual_seed(check_int("seed", seed, 0, 2**63 - 1))
-    train = make_train_scheduler()
-    alphas = train.alphas_cumprod.to(dev)
-    timesteps = make_ddim_scheduler(train, steps, clip_x0=False).timesteps.tolist()
+    sched = make_ddim_scheduler(make_train_scheduler(), steps, clip_x0=True, clip_range=X0_CLIP)
     x = torch.randn(b, model.config.frames, model.config.coeff_dim, generator=g).to(dev)
     code = model.style_code(style)
     guided = w != 1.0
     if guided:
         codes = torch.cat([code, model.null_style.expand(b, -1)])
         audio2, initial2 = torch.cat([audio, audio]), torch.cat([initial, initial])
-    for i, t in enumerate(timesteps):
+    for t in sched.timesteps.tolist():
         tt = torch.full((b,), int(t), device=dev, dtype=torch.long)
         if guided:
             e_c, e_u = model(torch.cat([x, x]), torch.cat([tt, tt]), audio2, initial2, codes).chunk(2)
             eps = e_u + w * (e_c - e_u)
         else:
             eps = model(x, tt, audio, initial, code)
-        a_t = alphas[t]
-        a_s = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones((), device=dev)
-        x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-X0_CLIP, X0_CLIP)
-        sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp_min(0).sqrt()
-        x = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp_min(0).sqrt() * eps
-        if eta > 0 and i + 1 < len(timesteps):
-            x = x + sigma * torch.randn(x.shape, generator=g).to(dev)
+        noise = torch.randn(x.shape, generator=g).to(dev) if eta > 0 else None
+        x = ddim_step(sched, eps, int(t), x, eta, noise).prev_sample
     out = model.normaliser.denorm(x)
     if refiner is not None:
         out = refiner.refine(out, audio, style)

@@ -121,7 +121,7 @@ def test_video_post_spatial_slot_receives_extra():
 
 
 @torch.no_grad()
-def _diffusers_ddim_loop(model, noise, cond, sched_train, steps, cfg):
+def _diffusers_ddim_loop(model, noise, cond, sched_train, steps, cfg, clipped_eps=True):
     sched = DDIMScheduler.from_config(
         sched_train.config, timestep_spacing="trailing", set_alpha_to_one=True, steps_offset=0, clip_sample=True
     )
@@ -135,18 +135,19 @@ def _diffusers_ddim_loop(model, noise, cond, sched_train, steps, cfg):
         else:  # both branches in one batch, as CFG implementations do (same kernels → same rounding)
             eps_c, eps_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
             eps = eps_u + cfg * (eps_c - eps_u)
-        x = sched.step(eps, t, x, eta=0.0).prev_sample
+        x = sched.step(eps, t, x, eta=0.0, use_clipped_model_output=clipped_eps).prev_sample
     return x
 
 
+@pytest.mark.parametrize("clipped_eps", [True, False])
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
-def test_ddim_sampler_matches_plain_diffusers_loop(cfg):
+def test_ddim_sampler_matches_plain_diffusers_loop(cfg, clipped_eps):
     model = _randomise(ImageDenoiser(TINY))
     sched = make_train_scheduler()
     noise = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     cond = _tokens(3)
-    ours = ddim_sample(model, noise, cond, sched, steps=8, guidance_scale=cfg)
-    ref = _diffusers_ddim_loop(model, noise, cond, sched, 8, cfg)
+    ours = ddim_sample(model, noise, cond, sched, steps=8, guidance_scale=cfg, use_clipped_model_output=clipped_eps)
+    ref = _diffusers_ddim_loop(model, noise, cond, sched, 8, cfg, clipped_eps)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
 
 
@@ -170,10 +171,10 @@ def test_clipped_model_output_pairs_the_update_with_the_clipped_estimate():
             assert float(x0.abs().max()) <= 1 + 1e-6
 
     hook = Check()
-    ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, hook=hook, use_clipped_model_output=True)
+    ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, hook=hook)  # the cure is the default
     assert hook.worst < 1e-4
-    raw = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0)
-    fixed = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, use_clipped_model_output=True)
+    raw = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, use_clipped_model_output=False)
+    fixed = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0)
     assert not torch.allclose(raw, fixed)
     a = ddim_sample(model, noise, cond, sched, steps=6, guidance_scale=5.0, clip_x0=False)
     b = ddim_sample(

@@ -43,9 +43,10 @@ def test_widget_callbacks_without_a_browser():
             if p.abs().sum() == 0:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
     view.controls["guidance_scale"].value = 8.0
-    raw = view.result["images"]
-    view.controls["use_clipped_model_output"].value = True  # the cure for the guidance collapse
-    assert view.result["use_clipped_model_output"] is True and not torch.equal(view.result["images"], raw)
+    cured = view.result["images"]
+    assert view.result["use_clipped_model_output"] is True  # the cure for the guidance collapse is the default
+    view.controls["use_clipped_model_output"].value = False  # the sampler as it was: raw guided ε̂
+    assert view.result["use_clipped_model_output"] is False and not torch.equal(view.result["images"], cured)
 
 
 def test_quick_train_runs_the_same_code():

@@ -220,8 +220,18 @@ def generate_video(
     noise = initial_noise(shape, seed, device)
     eps = guided_eps_model(model, box_tokens, null_tokens, box_guidance_scale, guidance_scale)
     with autocast(device):
+        # raw ε̂ as Boximator's stored tables were computed; the primer's cure (issue 15) comes with issue 14's
+        # re-evaluation on the new base
         x = ddim_sample(
-            eps, noise, tokens.to(device), make_train_scheduler(), steps=steps, hook=hook, seed=seed, progress=progress
+            eps,
+            noise,
+            tokens.to(device),
+            make_train_scheduler(),
+            steps=steps,
+            hook=hook,
+            seed=seed,
+            progress=progress,
+            use_clipped_model_output=False,
         )
     if hook is not None:
         x = hook._put(x)

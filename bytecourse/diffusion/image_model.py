@@ -43,11 +43,13 @@ def sample_captions(
     seed: int = 0,
     sampler: str = "ddim",
     progress: bool = False,
-    use_clipped_model_output: bool = False,
+    eta: float = 0.0,
+    use_clipped_model_output: bool = True,
 ) -> torch.Tensor:
     """Images ``(B,3,H,W)`` in [0, 1] for captions, from seeded noise. ``sampler``: ``"ddim"`` (``steps``
-    steps) or ``"ddpm"`` (all 1000 ancestral steps); ``use_clipped_model_output``: see
-    :func:`~bytecourse.diffusion.sampling.ddim_sample` (the remedy for guidance collapse, issue 15)."""
+    steps, stochasticity ``eta``) or ``"ddpm"`` (all 1000 ancestral steps); ``use_clipped_model_output``: see
+    :func:`~bytecourse.diffusion.sampling.ddim_sample` (the remedy for guidance collapse, issue 15; ``False``
+    reproduces the collapse)."""
     from .. import text
     from ..device import autocast
     from ..validation import check_choice, check_strings
@@ -72,6 +74,7 @@ def sample_captions(
                 guidance_scale=guidance_scale,
                 seed=seed,
                 progress=progress,
+                eta=eta,
                 use_clipped_model_output=use_clipped_model_output,
             )
         else:

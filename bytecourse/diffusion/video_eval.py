@@ -60,8 +60,16 @@ def sample_clips(
     model, batch, seed: int, device, steps: int = STEPS, guidance_scale: float = GUIDANCE_SCALE
 ) -> torch.Tensor:
     noise = initial_noise(tuple(batch.videos.shape), EVAL_SEED_OFFSET + seed, device)
+    # the raw ε̂ (use_clipped_model_output=False) that the stored video tables were computed with; the primer's cure
+    # (issue 15) is adopted when the video model is re-evaluated (issues 13/14), so those tables move in one step
     x = ddim_sample(
-        model, noise, batch.tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=guidance_scale
+        model,
+        noise,
+        batch.tokens.to(device),
+        make_train_scheduler(),
+        steps=steps,
+        guidance_scale=guidance_scale,
+        use_clipped_model_output=False,
     )
     return to_image_space(x).float().cpu()
 

@@ -1,8 +1,13 @@
 """Chapter 00's evaluation: ``python -m bytecourse eval primer`` and the notebook's live slice.
 
-Protocol: for each setting (number of objects, sampler, DDIM steps, guidance scale) and each evaluation seed, sample
-64 images from seeded noise for that seed's held-out captions and read them back with the exact oracle (colour,
-shape, exact-set accuracy, realism). The world's own images for the same captions give the ceiling.
+Protocol: for each setting (number of objects, sampler, DDIM steps, η, guidance scale, and whether DDIM's ε̂ is
+recomputed from the clipped x̂₀) and each evaluation seed, sample 64 images from seeded noise for that seed's
+held-out captions and read them back with the exact oracle (colour, shape, exact-set accuracy, realism). The
+world's own images for the same captions give the ceiling.
+
+Every table uses the substrate sampler's default, the cure for the guidance collapse (issue 15: ε̂ recomputed from
+the clipped x̂₀, diffusers' ``use_clipped_model_output``); the ``*_raw`` tables repeat the guidance and step sweeps
+with the raw guided ε̂, the sampler as it was, so the failure and its cure sit side by side.
 """
 
 from __future__ import annotations
@@ -23,17 +28,20 @@ from ..worlds import ShapesConfig, make_shapes
 EVAL_SAMPLES = 64
 STEP_GRID = (5, 10, 20, 50)
 GUIDANCE_GRID = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+ETA_GRID = (0.0, 0.5, 1.0)
+MUST_SHOW_GRID = (1.0, 1.5, 2.0, 3.0, 5.0)  # issue 15: consecutive scales may not lose more than a seed's spread
 METRICS = ("colour", "shape", "exact", "realism")
 SLICE_TOLERANCE = 0.05  # same code and seed; only float rounding across CPUs/GPUs can move a sample across a verdict
 # the notebook's slice: both ends of each table
-SLICE_ROWS = ("DDIM 5 steps", "DDIM 20 steps", "CFG 1", "CFG 3", "CFG 8")
+SLICE_ROWS = ("DDIM 5 steps", "DDIM 20 steps", "CFG 1", "CFG 5")
 
 
 def eval_rows(
     model: ImageDenoiser, settings: list[dict], seeds: list[int], n: int = EVAL_SAMPLES, progress: bool = True
 ) -> dict:
-    """A table: for each setting (``name``, ``num_objects``, ``steps``, ``guidance_scale``, ``sampler``) and seed,
-    sample ``n`` images for that seed's captions and measure them."""
+    """A table: for each setting (``name``, ``num_objects``, ``steps``, ``guidance_scale``, ``sampler``; optional
+    ``eta`` (0) and ``use_clipped_model_output`` (True)) and seed, sample ``n`` images for that seed's captions and
+    measure them."""
     from tqdm.auto import tqdm
 
     results: dict[str, list] = {}
@@ -46,15 +54,26 @@ def eval_rows(
             guidance_scale=s["guidance_scale"],
             seed=EVAL_SEED_OFFSET + seed,
             sampler=s["sampler"],
+            eta=s.get("eta", 0.0),
+            use_clipped_model_output=s.get("use_clipped_model_output", True),
         )
         results.setdefault(s["name"], []).append(measure(imgs, caps))
     rows = [{"setting": s["name"], "config": s, "metrics": summarise(results[s["name"]])} for s in settings]
     return {"rows": rows, "seeds": list(seeds), "samples_per_seed": n}
 
 
-def steps_settings(include_ddpm: bool = True, guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> list[dict]:
+def steps_settings(
+    include_ddpm: bool = True, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, clipped_eps: bool = True
+) -> list[dict]:
     rows = [
-        dict(name=f"DDIM {k} steps", num_objects=1, steps=k, guidance_scale=guidance_scale, sampler="ddim")
+        dict(
+            name=f"DDIM {k} steps",
+            num_objects=1,
+            steps=k,
+            guidance_scale=guidance_scale,
+            sampler="ddim",
+            use_clipped_model_output=clipped_eps,
+        )
         for k in STEP_GRID
     ]
     if include_ddpm:
@@ -64,10 +83,33 @@ def steps_settings(include_ddpm: bool = True, guidance_scale: float = DEFAULT_GU
     return rows
 
 
-def guidance_settings() -> list[dict]:
+def guidance_settings(clipped_eps: bool = True) -> list[dict]:
     return [
-        dict(name=f"CFG {w:g}", num_objects=1, steps=DEFAULT_STEPS, guidance_scale=w, sampler="ddim")
+        dict(
+            name=f"CFG {w:g}",
+            num_objects=1,
+            steps=DEFAULT_STEPS,
+            guidance_scale=w,
+            sampler="ddim",
+            use_clipped_model_output=clipped_eps,
+        )
         for w in GUIDANCE_GRID
+    ]
+
+
+def eta_settings() -> list[dict]:
+    """DDIM's stochasticity η (Song et al. 2021, Eq. 16: η = 1 is DDPM's posterior variance) at 20 and 50 steps."""
+    return [
+        dict(
+            name=f"DDIM {k} steps, η {eta:g}",
+            num_objects=1,
+            steps=k,
+            guidance_scale=DEFAULT_GUIDANCE_SCALE,
+            sampler="ddim",
+            eta=eta,
+        )
+        for k in (DEFAULT_STEPS, 50)
+        for eta in ETA_GRID
     ]
 
 
@@ -93,12 +135,24 @@ def evaluate_primer(model: ImageDenoiser, seeds: list[int], progress: bool = Tru
             "setting_name": f"sampler (1 object, CFG {w:g})",
         },
         "steps_unguided": {
-            **eval_rows(model, steps_settings(include_ddpm=False, guidance_scale=1.0), seeds, progress=progress),
+            **eval_rows(model, steps_settings(guidance_scale=1.0), seeds, progress=progress),
             "setting_name": "sampler (1 object, CFG 1: no guidance)",
         },
         "cfg": {
             **eval_rows(model, guidance_settings(), seeds, progress=progress),
             "setting_name": f"CFG scale (1 object, DDIM {k})",
+        },
+        "eta": {
+            **eval_rows(model, eta_settings(), seeds, progress=progress),
+            "setting_name": f"DDIM steps and η (1 object, CFG {w:g})",
+        },
+        "steps_raw": {
+            **eval_rows(model, steps_settings(include_ddpm=False, clipped_eps=False), seeds, progress=progress),
+            "setting_name": f"sampler (1 object, CFG {w:g}), raw guided ε̂ paired with the clipped x̂₀",
+        },
+        "cfg_raw": {
+            **eval_rows(model, guidance_settings(clipped_eps=False), seeds, progress=progress),
+            "setting_name": f"CFG scale (1 object, DDIM {k}), raw guided ε̂ paired with the clipped x̂₀",
         },
         "objects": {
             **eval_rows(model, objects_settings(), seeds, progress=progress),
@@ -118,8 +172,8 @@ def world_sanity(seeds: list[int], n: int = EVAL_SAMPLES) -> dict:
 
 
 def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = SLICE_ROWS) -> dict[str, dict]:
-    """Evaluation seed 0 of the sampler and guidance tables, recomputed (``rows``: only the settings so named,
-    :data:`SLICE_ROWS` by default; None: every DDIM row of both). Checked against the stored tables with
+    """Evaluation seed 0 of the sampler, guidance and raw-ε̂ guidance tables, recomputed (``rows``: only the settings
+    so named, :data:`SLICE_ROWS` by default; None: every DDIM row of them). Checked against the stored tables with
     :func:`bytecourse.evaluation.check_slice` at :data:`SLICE_TOLERANCE`."""
 
     def keep(settings):
@@ -128,6 +182,7 @@ def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = SLICE_ROWS) 
     out = {
         "steps": eval_rows(model, keep(steps_settings(include_ddpm=False)), [0], progress=False),
         "cfg": eval_rows(model, keep(guidance_settings()), [0], progress=False),
+        "cfg_raw": eval_rows(model, keep(guidance_settings(clipped_eps=False)), [0], progress=False),
     }
     return {k: v for k, v in out.items() if v["rows"]}
 
@@ -137,3 +192,54 @@ def cli_eval(options) -> dict:
 
     model, _ = load_image_model(default_device(options.device))
     return evaluate_primer(model, list(options.seeds))
+
+
+# ------------------------------------------------------------------- the guidance claims, as computed verdicts
+
+
+def _row(table: dict, name: str) -> dict:
+    for r in table["rows"]:
+        if r["setting"] == name:
+            return r["metrics"]
+    raise ValueError(f"no row {name!r} in the table (rows: {[r['setting'] for r in table['rows']]})")
+
+
+def guidance_verdicts(tables: dict, metric: str = "exact") -> dict[str, dict]:
+    """Issue 15's three claims about classifier-free guidance, computed from the tables (``cfg`` / ``steps``, or the
+    ``*_raw`` ones through ``tables = {"cfg": t["cfg_raw"], "steps": t["steps_raw"]}``):
+
+    - ``monotone``: for consecutive w in :data:`MUST_SHOW_GRID`, mean ``metric`` at the larger w ≥ the smaller w's
+      mean − the largest per-seed std of the two (raising w does not cost adherence beyond the seed spread);
+    - ``helps``: ``metric`` at the best w ≥ at w = 1 + 0.05 (guidance still buys adherence);
+    - ``more_steps``: mean DDIM 50 ≥ mean DDIM 20 at the default w (the DDIM paper: more steps approach the
+      1000-step sampler; they should not lose to fewer).
+
+    Each: ``{"holds": bool, "detail": str}`` — a claim that fails says so."""
+    cfg, steps = tables["cfg"], tables["steps"]
+    means = {w: _row(cfg, f"CFG {w:g}")[metric] for w in MUST_SHOW_GRID}
+    drops = []
+    for a, b in zip(MUST_SHOW_GRID, MUST_SHOW_GRID[1:]):
+        ma, mb = means[a], means[b]
+        slack = max(ma["std"], mb["std"])
+        if mb["mean"] < ma["mean"] - slack:
+            drops.append(f"w {a:g} → {b:g}: {ma['mean']:.3f} → {mb['mean']:.3f} (spread {slack:.3f})")
+    best = max(MUST_SHOW_GRID, key=lambda w: means[w]["mean"])
+    gain = means[best]["mean"] - means[1.0]["mean"]
+    s20, s50 = _row(steps, f"DDIM {DEFAULT_STEPS} steps")[metric], _row(steps, "DDIM 50 steps")[metric]
+    return {
+        "monotone": {
+            "holds": not drops,
+            "detail": "no consecutive scale loses more than the seed spread"
+            if not drops
+            else "adherence falls: " + "; ".join(drops),
+        },
+        "helps": {
+            "holds": gain >= 0.05,
+            "detail": f"best w = {best:g}: {means[best]['mean']:.3f} against {means[1.0]['mean']:.3f} at w = 1 "
+            f"({gain:+.3f}; needs ≥ +0.05)",
+        },
+        "more_steps": {
+            "holds": s50["mean"] >= s20["mean"],
+            "detail": f"DDIM 50: {s50['mean']:.3f} against DDIM {DEFAULT_STEPS}: {s20['mean']:.3f}",
+        },
+    }

@@ -13,11 +13,11 @@ def sample_with_verdicts(
     steps: int,
     seed: int = 0,
     n: int = 8,
-    use_clipped_model_output: bool = False,
+    use_clipped_model_output: bool = True,
 ) -> dict:
     """Pure function behind the widget: ``n`` samples of one caption and the oracle's verdict on each.
     ``use_clipped_model_output``: DDIM's ε̂ recomputed from the clipped x̂₀ (the cure for the guidance collapse,
-    :func:`~bytecourse.diffusion.sampling.ddim_sample`)."""
+    :func:`~bytecourse.diffusion.sampling.ddim_sample`, the default); ``False`` shows the collapse."""
     from ..oracle import detect_objects, realism, score_caption
     from ..validation import check_flag, check_int
 
@@ -67,7 +67,11 @@ def render_verdicts(result: dict) -> None:
         titles.append(("✓ " if s.exact else "✗ ") + found)
     boxes = [[o.box for o in d] for d in result["detections"]]
     s = result["summary"]
-    fix = " · ε̂ from the clipped x̂₀" if result.get("use_clipped_model_output") else ""
+    fix = (
+        " · ε̂ from the clipped x̂₀"
+        if result.get("use_clipped_model_output", True)
+        else " · raw guided ε̂ (the collapse)"
+    )
     print(
         f"CFG {result['guidance_scale']:g} · {result['steps']} DDIM steps{fix} · {result['nfe']} network evaluations "
         "→ "
@@ -106,7 +110,9 @@ def primer_explorer(model: ImageDenoiser, n: int = 8):
         ),
         "seed": W.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
         "use_clipped_model_output": W.Checkbox(
-            value=False, description="recompute ε̂ from the clipped x̂₀ (the cure)", indent=False
+            value=True,
+            description="recompute ε̂ from the clipped x̂₀ (the cure; untick to see the collapse)",
+            indent=False,
         ),
     }
     return FunctionView(

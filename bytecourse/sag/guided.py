@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..device import autocast
 from ..diffusion.ode import VPLevels, autograd_grad, symplectic_adjoint_grad
-from ..diffusion.sampling import EpsModel, null_tokens_like
+from ..diffusion.sampling import EpsModel, ddim_step, null_tokens_like
 from ..diffusion.schedule import make_ddim_scheduler
 from .estimate import clean_estimate_grid
 
@@ -198,6 +198,7 @@ def guided_sample(
     uncond: torch.Tensor | None = None,
     seed: int = 0,
     clip_x0: bool = True,
+    use_clipped_model_output: bool = True,
     progress: bool = False,
 ) -> GuidedResult:
     """DDIM (η = 0) with CFG and training-free guidance by ``loss_fn`` on a clean estimate (see the module doc).
@@ -205,6 +206,9 @@ def guided_sample(
     ``model(x, t, cond)`` is any ε-prediction network (our denoisers, or a diffusers ``UNet2DConditionModel``
     through :func:`bytecourse.diffusion.sampling.diffusers_eps_model`); ``uncond`` is the null condition (our
     token captions default to the all-padding caption). ``seed`` drives the time-travel noise.
+    ``use_clipped_model_output``: each outer DDIM step pairs the clipped x̂₀ with the ε̂ recomputed from it, the
+    substrate sampler's cure for the guidance collapse (issue 15, :func:`bytecourse.diffusion.sampling.ddim_sample`);
+    the guidance update −η g is added after the step either way.
     """
     config.validate()
     if guidance_scale <= 0:
@@ -223,6 +227,9 @@ def guided_sample(
     guided = set(guided_indices(steps, config.window))
     gen = torch.Generator().manual_seed(int(seed) + 1)
     b = noise.shape[0]
+
+    def ddim(eps, t, x):
+        return ddim_step(sched, eps, t, x, use_clipped_model_output=use_clipped_model_output).prev_sample
 
     def eps_pair(x, t):
         t_in = torch.full((x.shape[0],), int(t), device=x.device)
@@ -263,12 +270,12 @@ def guided_sample(
                 trace.append({"index": k, "t": t, "repeat": j, "loss": float(losses.mean()), "eta": float(eta.mean())})
                 if config.method == "ug":
                     eps = _universal_guidance_eps(eps, x, g, eta, a_t, a_p, loss_fn, config)
-                    x_prev = sched.step(eps, t, x).prev_sample
+                    x_prev = ddim(eps, t, x)
                 else:
                     # x_{t−1} = DDIM(x_t, ε̂) − η_t g   (FreeDoM / SAG update)
-                    x_prev = sched.step(eps, t, x).prev_sample - _bcast(eta, x) * g
+                    x_prev = ddim(eps, t, x) - _bcast(eta, x) * g
             else:
-                x_prev = sched.step(eps, t, x).prev_sample
+                x_prev = ddim(eps, t, x)
             if j < repeats - 1:
                 # time travel: x_t = √(ᾱ_t/ᾱ_{t−1}) x_{t−1} + √(1 − ᾱ_t/ᾱ_{t−1}) z,  z ~ N(0, I)
                 z = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
@@ -313,6 +320,7 @@ def unguided_sample(
     uncond=None,
     seed: int = 0,
     clip_x0: bool = True,
+    use_clipped_model_output: bool = True,
 ) -> GuidedResult:
     """The same sampler with guidance off (strength 0): the reference row of every table."""
     return guided_sample(
@@ -327,6 +335,7 @@ def unguided_sample(
         uncond=uncond,
         seed=seed,
         clip_x0=clip_x0,
+        use_clipped_model_output=use_clipped_model_output,
     )
 
 

@@ -59,9 +59,9 @@ def test_primer_cfg_slider_changes_the_samples(lab_page):
     third_src = _image_src(page)
     assert third_src not in (first_src, second_src)
 
-    # the cure for the collapse: DDIM's ε̂ recomputed from the clipped x̂₀
-    page.get_by_label("recompute ε̂ from the clipped x̂₀ (the cure)").check()
-    expect(output).to_contain_text("CFG 8 · 20 DDIM steps · ε̂ from the clipped x̂₀", timeout=120_000)
+    # the sampler without the cure (the default): the raw guided ε̂ paired with the clipped x̂₀ — the collapse
+    page.get_by_label("recompute ε̂ from the clipped x̂₀ (the cure; untick to see the collapse)").uncheck()
+    expect(output).to_contain_text("CFG 8 · 20 DDIM steps · raw guided ε̂ (the collapse)", timeout=120_000)
     assert _image_src(page) != third_src
     page.screenshot(path=str(SCREENSHOTS / "00_primer_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "00_primer_widget_output.png"))

@@ -179,12 +179,13 @@ def ddim_sample(
 
     ``use_clipped_model_output`` (diffusers' name) recomputes ε̂ from the *clipped* x̂₀,
     ε̂' = (x_t − √ᾱ_t clip(x̂₀))/√(1−ᾱ_t), before the update, so that x_{t'} = √ᾱ_{t'} clip(x̂₀) + √(1−ᾱ_{t'}) ε̂'
-    is the DDIM step of a consistent (x̂₀, ε̂) pair; it is the default (issue 15). With ``False`` (diffusers' default,
-    and this sampler's until issue 15) the clipped x̂₀ is paired with the raw ε̂: under strong guidance ε̂ = ε_u + w(ε_c − ε_u) points far outside the data, clipping removes that from
-    x̂₀ but not from the direction term, and each step re-injects it (issue 15: exact caption accuracy of the primer,
-    32 one-object captions, seed 0, DDIM 20 at w = 1 / 2 / 3 / 5: 0.84 / 0.88 / 0.41 / 0.03 with the raw ε̂ against
-    0.78 / 0.88 / 0.97 / 1.00 with the recomputed one; more steps re-inject more — DDIM 50 at w 3: 0.03 against
-    1.00). DDPM's posterior mean uses the clipped x̂₀ and x_t only, so ``ddpm_sample`` never had the problem.
+    is the DDIM step of a consistent (x̂₀, ε̂) pair; it is the default (issue 15). With ``False`` (diffusers'
+    default, and this sampler's until issue 15) the clipped x̂₀ is paired with the raw ε̂: under strong guidance
+    ε̂ = ε_u + w(ε_c − ε_u) points far outside the data, clipping removes that from x̂₀ but not from the direction
+    term, and each step re-injects it (issue 15: exact caption accuracy of the primer, 32 one-object captions,
+    seed 0, DDIM 20 at w = 1 / 2 / 3 / 5: 0.84 / 0.88 / 0.41 / 0.03 with the raw ε̂ against 0.78 / 0.88 / 0.97 / 1.00
+    with the recomputed one; more steps re-inject more — DDIM 50 at w 3: 0.03 against 1.00). DDPM's posterior mean
+    uses the clipped x̂₀ and x_t only, so ``ddpm_sample`` never had the problem.
     """
     _validate(model, guidance_scale, eta, noise, cond)
     steps = check_int("steps", steps, 1, train_scheduler.config.num_train_timesteps)

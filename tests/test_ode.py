@@ -3,7 +3,14 @@ import torch
 
 from bytecourse.diffusion import ddim_sample, make_ddim_scheduler, make_train_scheduler
 from bytecourse.diffusion.memory import SavedTensorMeter, tensor_bytes
-from bytecourse.diffusion.ode import VPLevels, autograd_grad, euler_step, solve, symplectic_adjoint_grad
+from bytecourse.diffusion.ode import (
+    VPLevels,
+    autograd_grad,
+    continuous_adjoint_grad,
+    euler_step,
+    solve,
+    symplectic_adjoint_grad,
+)
 
 
 class TinyEps(torch.nn.Module):
@@ -101,3 +108,22 @@ def test_sampler_and_ode_agree():
         lambda x, t, c: model(x, int(t[0])), x, torch.zeros(2, 12, dtype=torch.long), sched, steps=8, clip_x0=False
     )
     assert torch.allclose(solve(model, x, grid, VPLevels(sched.alphas_cumprod)), out, atol=1e-4, rtol=1e-4)
+
+
+def test_continuous_adjoint_is_exact_only_as_the_step_shrinks():
+    """The continuous adjoint re-integrates y backwards, so its gradient of the n-step Euler map is off by the
+    solver's error (SAG §3.3, the brief's §1.6 item 1); on finer grids of the same interval it approaches the exact
+    gradient, while the symplectic adjoint is exact on every grid."""
+    model = TinyEps()
+    levels = VPLevels(make_train_scheduler().alphas_cumprod)
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    loss = lambda z: (z**2).sum()  # noqa: E731
+    errs = []
+    for n in (2, 8, 64):
+        grid = sorted({int(round(v)) for v in torch.linspace(600, 0, n + 1).tolist()}, reverse=True) + [-1]
+        exact = autograd_grad(model, x, grid, levels, loss, "data").grad_x
+        sa = symplectic_adjoint_grad(model, x, grid, levels, loss, "data").grad_x
+        ca = continuous_adjoint_grad(model, x, grid, levels, loss, "data").grad_x
+        assert float((sa - exact).norm() / exact.norm()) < 1e-10
+        errs.append(float((ca - exact).norm() / exact.norm()))
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 0.2 * errs[0], errs

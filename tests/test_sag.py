@@ -288,3 +288,40 @@ def test_front_verdict_has_three_outcomes_and_refuses_to_extrapolate():
     assert compare_fronts(strong, weak)["sag"] == pytest.approx([1.0] * 3)
     with pytest.raises(ValueError, match="widen the sweep"):
         compare_fronts(strong, weak, level=0.95)
+
+
+def _row(name, content, loss, realism):
+    per = lambda v: {"per_seed": list(v), "mean": sum(v) / len(v)}  # noqa: E731
+    return {"setting": name, "metrics": {"content": per(content), "loss": per(loss), "realism": per(realism)}}
+
+
+def test_fronts_are_assembled_by_strength_and_judged_by_computed_verdicts():
+    """Strength 0 is the unguided row, 1 the method table's, the rest the sweep's; the verdict reads SAG's win, and
+    says "not covered" (not a made-up number) when a sweep never reaches the matched content."""
+    methods = ("FreeDoM (= SAG n=1)", "SAG n=4")
+    table = {
+        "rows": [
+            _row("unguided", (0.9, 0.9, 0.9), (2.0, 2.0, 2.0), (0.99, 0.99, 0.99)),
+            _row("FreeDoM (= SAG n=1)", (0.6, 0.6, 0.6), (1.6, 1.6, 1.6), (0.95, 0.95, 0.95)),
+            _row("SAG n=4", (0.6, 0.6, 0.6), (1.2, 1.3, 1.1), (0.96, 0.96, 0.96)),
+        ]
+    }
+    sweep = {
+        "rows": [
+            _row("FreeDoM (= SAG n=1), strength 2", (0.4, 0.4, 0.4), (1.4, 1.4, 1.4), (0.9, 0.9, 0.9)),
+            _row("SAG n=4, strength 2", (0.4, 0.4, 0.4), (0.9, 0.9, 0.9), (0.92, 0.92, 0.92)),
+        ]
+    }
+    fr = evaluate.fronts(table, sweep, methods)
+    assert [p["strength"] for p in fr["SAG n=4"]] == [0.0, 1.0, 2.0]
+    verdicts = evaluate.front_verdicts(table, sweep, "style", methods)
+    assert {(v["x"], v["outcome"]) for v in verdicts} == {("content", "SAG dominates"), ("realism", "SAG dominates")}
+    assert all("**SAG dominates**" in evaluate.verdict_line(v) for v in verdicts)
+    swapped = {"rows": [table["rows"][0], {**table["rows"][1], "setting": "SAG n=4"}]}
+    swapped["rows"].append({**table["rows"][2], "setting": "FreeDoM (= SAG n=1)"})
+    swapped_sweep = {"rows": [{**sweep["rows"][0], "setting": "SAG n=4, strength 2"}]}
+    swapped_sweep["rows"].append({**sweep["rows"][1], "setting": "FreeDoM (= SAG n=1), strength 2"})
+    worse = evaluate.front_verdicts(swapped, swapped_sweep, "style", methods)
+    assert {v["outcome"] for v in worse} == {"SAG is dominated"}  # the verdict can say "not reproduced"
+    high = evaluate.front_verdicts(table, sweep, "style", methods, level=0.95)
+    assert {v["outcome"] for v in high if v["x"] == "content"} == {"not covered by the sweep"}

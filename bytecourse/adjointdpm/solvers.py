@@ -34,7 +34,7 @@ from typing import Literal
 
 import torch
 
-from ..diffusion.ode import Gradients, VPLevels, autograd_through, check_grid, discrete_adjoint
+from ..diffusion.ode import Gradients, VPLevels, autograd_through, check_grid, continuous_adjoint, discrete_adjoint
 
 Coords = Literal["rho", "t"]
 Method = Literal["euler", "heun"]
@@ -146,7 +146,8 @@ def continuous_adjoint_gradients(
     ode: PFODE, x_T: torch.Tensor, loss_fn, wrt: Sequence[torch.Tensor] = (), method: Method = "euler", on_step=None
 ) -> Gradients:
     """The paper's route: forward solve without a graph, then the augmented adjoint ODE solved backwards from the end
-    state with the same solver (see the module doc). Holds one augmented state and one evaluation's graph."""
+    state with the same solver (see the module doc; the backward integration is the substrate's
+    :func:`~bytecourse.diffusion.ode.continuous_adjoint`). Holds one augmented state and one evaluation's graph."""
     wrt = list(wrt)
     # forward without a graph: y(s_0) = to_y(x_T) → y(s_N)
     with torch.no_grad():
@@ -160,33 +161,8 @@ def continuous_adjoint_gradients(
     with torch.enable_grad():
         loss = loss_fn(ode.to_x(y_req))
         (a,) = torch.autograd.grad(loss, y_req)
-    a_p = [torch.zeros_like(p) for p in wrt]
-
-    def G(y, a, m):
-        """The augmented field at level m: (F(y), −aᵀ∂F/∂y, −aᵀ∂F/∂θ…) — one forward with a graph and one VJP."""
-        yr = y.detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = ode.F(yr, m)
-            if on_step is not None:
-                on_step(m)
-            vjp = torch.autograd.grad(f, [yr, *wrt], a, allow_unused=True)
-        return f.detach(), -vjp[0], [torch.zeros_like(p) if v is None else -v for p, v in zip(wrt, vjp[1:])]
-
-    for m in reversed(range(ode.num_steps)):  # integrate from level m+1 back to level m
-        # h = s_m − s_{m+1} > 0: back towards the noise
-        h = ode.s(m) - ode.s(m + 1)
-        f1, da1, dp1 = G(y, a, m + 1)
-        if method == "euler":
-            # (y, a, a_θ) ← (y, a, a_θ) + h · G(y, a; s_{m+1})
-            y, a = y + h * f1, a + h * da1
-            a_p = [p + h * d for p, d in zip(a_p, dp1)]
-        elif method == "heun":
-            # k₁ = G(y, a; s_{m+1}),  k₂ = G((y, a) + h k₁; s_m),  (y, a, a_θ) ← (y, a, a_θ) + h (k₁ + k₂)/2
-            f2, da2, dp2 = G(y + h * f1, a + h * da1, m)
-            y, a = y + 0.5 * h * (f1 + f2), a + 0.5 * h * (da1 + da2)
-            a_p = [p + 0.5 * h * (d1 + d2) for p, d1, d2 in zip(a_p, dp1, dp2)]
-        else:
-            raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
+    times = [ode.s(m) for m in range(ode.num_steps + 1)]
+    _, a, a_p = continuous_adjoint(ode.F, times, y_end, a, wrt, method, on_step)
     # ∂L/∂x_T = a(s_0)/α_T in ρ-coordinates (y = x/α), a(s_0) in t-coordinates
     g_x = a / ode.alpha_sigma(0, a.dtype)[0] if ode.coords == "rho" else a
     return Gradients(loss.detach(), g_x, a_p, x0)

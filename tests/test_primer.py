@@ -83,3 +83,43 @@ def test_shipped_primer_meets_its_target():
 def test_bad_sampler_name():
     with pytest.raises(ValueError):
         image_model.sample_captions(ImageDenoiser(TINY), ["a red circle"], sampler="euler")
+
+
+def _table(values: dict[str, list[float]]) -> dict:
+    from bytecourse.evaluation import summarise
+
+    return {"rows": [{"setting": k, "metrics": summarise([{"exact": v} for v in vs])} for k, vs in values.items()]}
+
+
+def test_guidance_verdicts_hold_for_guidance_and_fail_for_a_collapse():
+    """Issue 15's bar as computed verdicts: made-up tables that behave like guidance pass all three claims; a
+    collapse like the raw-ε̂ sampler's fails them (the verdict can say "not reproduced")."""
+    from bytecourse.primer.evaluate import guidance_verdicts
+
+    good = {
+        "cfg": _table(
+            {
+                "CFG 1": [0.70, 0.72, 0.74],
+                "CFG 1.5": [0.76] * 3,
+                "CFG 2": [0.80, 0.82, 0.84],
+                "CFG 3": [0.88] * 3,
+                "CFG 5": [0.87, 0.90, 0.93],
+            }
+        ),
+        "steps": _table({"DDIM 20 steps": [0.82] * 3, "DDIM 50 steps": [0.86] * 3}),
+    }
+    assert all(v["holds"] for v in guidance_verdicts(good).values())
+    collapse = {
+        "cfg": _table(
+            {"CFG 1": [0.70] * 3, "CFG 1.5": [0.80] * 3, "CFG 2": [0.74] * 3, "CFG 3": [0.35] * 3, "CFG 5": [0.05] * 3}
+        ),
+        "steps": _table({"DDIM 20 steps": [0.74] * 3, "DDIM 50 steps": [0.50] * 3}),
+    }
+    v = guidance_verdicts(collapse)
+    assert not v["monotone"]["holds"] and "w 2 → 3" in v["monotone"]["detail"]
+    assert v["helps"]["holds"]  # the best w (1.5) still beats w = 1 by ≥ 0.05
+    assert not v["more_steps"]["holds"]
+    flat = {**good, "cfg": _table({f"CFG {w:g}": [0.70] * 3 for w in (1, 1.5, 2, 3, 5)})}
+    assert not guidance_verdicts(flat)["helps"]["holds"]
+    with pytest.raises(ValueError, match="no row"):
+        guidance_verdicts({"cfg": _table({"CFG 1": [0.7]}), "steps": good["steps"]})

@@ -243,3 +243,46 @@ def guidance_verdicts(tables: dict, metric: str = "exact") -> dict[str, dict]:
             "detail": f"DDIM 50: {s50['mean']:.3f} against DDIM {DEFAULT_STEPS}: {s20['mean']:.3f}",
         },
     }
+
+
+def reinjection(
+    model: ImageDenoiser, scales=MUST_SHOW_GRID + (8.0,), n: int = 16, seed: int = 0, steps: int = DEFAULT_STEPS
+) -> dict[float, dict[str, float]]:
+    """The measurement behind the collapse: along the raw-ε̂ sampler (the failure), per guidance scale, how much of
+    the guided ε̂ the clip removes from x̂₀ but the direction term keeps, rms(ε̂ − ε̂') with
+    ε̂' = (x_t − √ᾱ_t clip(x̂₀))/√(1−ᾱ_t) (the cure's ε̂), averaged over steps and samples, and the fraction of x̂₀'s
+    pixels outside [−1, 1]. Evaluation seed ``seed``'s first ``n`` one-object captions."""
+    from .. import text
+    from ..diffusion.sampling import SamplerHook, ddim_sample, initial_noise
+    from ..diffusion.schedule import make_train_scheduler
+
+    class Probe(SamplerHook):
+        def __init__(self):
+            self.gap, self.outside = [], []
+
+        def on_eps(self, st):
+            a = st.alpha_bar
+            x0 = (st.x - (1 - a) ** 0.5 * st.eps) / a**0.5
+            eps_c = (st.x - a**0.5 * x0.clamp(-1, 1)) / (1 - a) ** 0.5
+            self.gap.append(float((st.eps - eps_c).pow(2).mean().sqrt()))
+            self.outside.append(float((x0.abs() > 1).float().mean()))
+
+    caps = eval_captions(seed, 1, n, model.config.image_size)
+    tokens = text.encode(caps, model.config.caption_length)
+    size = model.config.image_size
+    out = {}
+    for w in scales:
+        probe = Probe()
+        noise = initial_noise((n, model.config.channels, size, size), EVAL_SEED_OFFSET + seed)
+        ddim_sample(
+            model,
+            noise,
+            tokens,
+            make_train_scheduler(),
+            steps=steps,
+            guidance_scale=w,
+            hook=probe,
+            use_clipped_model_output=False,
+        )
+        out[w] = {"rms_gap": sum(probe.gap) / len(probe.gap), "outside": sum(probe.outside) / len(probe.outside)}
+    return out

@@ -117,3 +117,36 @@ def sag_explorer(model, samples: int = 4, classifier=None):
         render_preview,
         title="Training-free guidance: the n-step estimate",
     )
+
+
+def plot_fronts(fronts: dict[str, list[dict]], x: str, y: str, ax=None, title: str = "", level: float | None = None):
+    """Each method's front (from :func:`~bytecourse.sag.evaluate.fronts`): mean ``y`` against mean ``x`` over the
+    evaluation seeds, one point per guidance strength (labelled), with the seeds' min–max as error bars; ``level``
+    draws the matched-``x`` line the verdicts read."""
+    import matplotlib.pyplot as plt
+
+    ax = ax if ax is not None else plt.subplots(figsize=(5, 3.4))[1]
+    for name, front in fronts.items():
+        mx = [p["metrics"][x] for p in front]
+        my = [p["metrics"][y] for p in front]
+        xs = [sum(m["per_seed"]) / len(m["per_seed"]) for m in mx]
+        ys = [sum(m["per_seed"]) / len(m["per_seed"]) for m in my]
+        xerr = [[v - min(m["per_seed"]) for v, m in zip(xs, mx)], [max(m["per_seed"]) - v for v, m in zip(xs, mx)]]
+        yerr = [[v - min(m["per_seed"]) for v, m in zip(ys, my)], [max(m["per_seed"]) - v for v, m in zip(ys, my)]]
+        line = ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", ms=3, lw=1, capsize=2, label=name)
+        for p, xv, yv in zip(front, xs, ys):
+            ax.annotate(
+                f"{p['strength']:g}",
+                (xv, yv),
+                fontsize=6,
+                color=line[0].get_color(),
+                xytext=(2, 2),
+                textcoords="offset points",
+            )
+    if level is not None:
+        ax.axvline(level, color="grey", ls=":", lw=1)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    return ax

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--device", default="auto", type=_device)
     ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
     ev.add_argument("--no-store", action="store_true", help="print the tables without writing the manifest")
+    ev.add_argument("--part", default=None, help="compute only this part of the tables (targets split into parts)")
     sub.add_parser("list", help="every target, its checkpoints and whether its stored tables are current")
     options = parser.parse_args(argv)
 
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = t.entry_point("train")(options)
             print(json.dumps(summary, indent=2))
             return 0
+        if options.part is not None and options.part not in t.eval_parts:
+            allowed = f"one of {', '.join(t.eval_parts)}" if t.eval_parts else "no --part (its tables are one run)"
+            raise ValueError(f"--part {options.part!r} is not a part of {t.key}'s tables: it takes {allowed}")
         commit = (
             checkpoints.git_commit()
         )  # the code that computes the tables (not whatever HEAD is when they are stored)
@@ -125,6 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         checkpoints.RUNNING_COMMAND = None
     if not options.no_store:
-        store_tables(t.key, tables, "python -m bytecourse " + shlex.join(argv), commit)
+        store_tables(t.key, tables, "python -m bytecourse " + shlex.join(argv), commit, options.part)
     print(json.dumps(tables, indent=2))
     return 0

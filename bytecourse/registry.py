@@ -41,6 +41,7 @@ class Target:
     variants: tuple[str, ...] = ()
     stages: int = 0  # > 0: ``--stage k`` runs one stage of a multi-stage schedule
     no_train_reason: str = ""
+    eval_parts: tuple[str, ...] = ()  # ``eval --part p`` computes and stores only part p's tables (each ≤ 45 min)
 
     @property
     def eval_command(self) -> str:
@@ -75,6 +76,7 @@ _ALL = (
         frozenset(),
         no_train_reason="SAG is training-free: nothing to train (its classifier: `python -m bytecourse train "
         "classifier`)",
+        eval_parts=("methods", "fronts"),
     ),
     Target(
         "adjointdpm",
@@ -179,16 +181,24 @@ def table_inputs_sha256(key: str) -> dict[str, str]:
     return {name: checkpoints.manifest_entry(name)["sha256"] for name in target(key).table_inputs}
 
 
-def store_tables(key: str, tables: dict, command: str, commit: str | None = None) -> None:
-    """Record ``eval``'s tables under ``manifest["tables"][key]``, tied to the checkpoints they were computed from."""
+def store_tables(key: str, tables: dict, command: str, commit: str | None = None, part: str | None = None) -> None:
+    """Record ``eval``'s tables under ``manifest["tables"][key]``, tied to the checkpoints they were computed from.
+
+    With ``part`` (``eval --part``), only that part's tables are replaced, and its command and commit are recorded
+    under ``"parts"``; the other parts' tables are kept when they were computed from the same checkpoints."""
     computed_from = table_inputs_sha256(key)
     manifest = checkpoints.read_manifest()
-    manifest.setdefault("tables", {})[key] = {
-        "tables": tables,
-        "eval_command": command,
-        "eval_git_commit": commit or checkpoints.git_commit(),
-        "computed_from": computed_from,
-    }
+    commit = commit or checkpoints.git_commit()
+    old = manifest.setdefault("tables", {}).get(key)
+    if part is not None and old is not None and old.get("computed_from") == computed_from:
+        entry = dict(old)
+        entry["tables"] = {**old["tables"], **tables}
+        entry["parts"] = {**old.get("parts", {}), part: {"eval_command": command, "eval_git_commit": commit}}
+    else:
+        entry = {"tables": tables, "eval_command": command, "eval_git_commit": commit, "computed_from": computed_from}
+        if part is not None:
+            entry["parts"] = {part: {"eval_command": command, "eval_git_commit": commit}}
+    manifest["tables"][key] = entry
     checkpoints.write_manifest(manifest)
 
 

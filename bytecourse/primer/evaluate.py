@@ -62,68 +62,39 @@ def eval_rows(
     return {"rows": rows, "seeds": list(seeds), "samples_per_seed": n}
 
 
+def _setting(
+    name: str, steps: int, guidance_scale: float, num_objects: int = 1, sampler: str = "ddim", **extra
+) -> dict:
+    """One row's sampling setting (what :func:`eval_rows` reads and the manifest stores as the row's ``config``)."""
+    return dict(
+        name=name, num_objects=num_objects, steps=steps, guidance_scale=guidance_scale, sampler=sampler, **extra
+    )
+
+
 def steps_settings(
     include_ddpm: bool = True, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, clipped_eps: bool = True
 ) -> list[dict]:
-    rows = [
-        dict(
-            name=f"DDIM {k} steps",
-            num_objects=1,
-            steps=k,
-            guidance_scale=guidance_scale,
-            sampler="ddim",
-            use_clipped_model_output=clipped_eps,
-        )
-        for k in STEP_GRID
-    ]
+    rows = [_setting(f"DDIM {k} steps", k, guidance_scale, use_clipped_model_output=clipped_eps) for k in STEP_GRID]
     if include_ddpm:
-        rows.append(
-            dict(name="DDPM 1000 steps", num_objects=1, steps=1000, guidance_scale=guidance_scale, sampler="ddpm")
-        )
+        rows.append(_setting("DDPM 1000 steps", 1000, guidance_scale, sampler="ddpm"))
     return rows
 
 
 def guidance_settings(clipped_eps: bool = True) -> list[dict]:
-    return [
-        dict(
-            name=f"CFG {w:g}",
-            num_objects=1,
-            steps=DEFAULT_STEPS,
-            guidance_scale=w,
-            sampler="ddim",
-            use_clipped_model_output=clipped_eps,
-        )
-        for w in GUIDANCE_GRID
-    ]
+    return [_setting(f"CFG {w:g}", DEFAULT_STEPS, w, use_clipped_model_output=clipped_eps) for w in GUIDANCE_GRID]
 
 
 def eta_settings() -> list[dict]:
     """DDIM's stochasticity η (Song et al. 2021, Eq. 16: η = 1 is DDPM's posterior variance) at 20 and 50 steps."""
     return [
-        dict(
-            name=f"DDIM {k} steps, η {eta:g}",
-            num_objects=1,
-            steps=k,
-            guidance_scale=DEFAULT_GUIDANCE_SCALE,
-            sampler="ddim",
-            eta=eta,
-        )
+        _setting(f"DDIM {k} steps, η {eta:g}", k, DEFAULT_GUIDANCE_SCALE, eta=eta)
         for k in (DEFAULT_STEPS, 50)
         for eta in ETA_GRID
     ]
 
 
 def objects_settings() -> list[dict]:
-    return [
-        dict(
-            name=f"{k} object(s)",
-            num_objects=k,
-            steps=DEFAULT_STEPS,
-            guidance_scale=DEFAULT_GUIDANCE_SCALE,
-            sampler="ddim",
-        )
-        for k in (1, 2, 3)
-    ]
+    return [_setting(f"{k} object(s)", DEFAULT_STEPS, DEFAULT_GUIDANCE_SCALE, num_objects=k) for k in (1, 2, 3)]
 
 
 def evaluate_primer(model: ImageDenoiser, seeds: list[int], progress: bool = True) -> dict:

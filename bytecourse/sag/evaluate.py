@@ -40,7 +40,7 @@ N_GRID = (1, 2, 4, 8)
 EARLY_WINDOW = (0.1, 0.6)
 # the fronts: each method swept over the guidance strength (× the paper's step-size rule); strength 0 is the shared
 # unguided row and strength 1 the method table's own row, so a front costs only the strengths below
-FRONT_STRENGTHS = (0.5, 2.0, 4.0)
+FRONT_STRENGTHS = (0.5, 2.0, 4.0, 8.0)
 FRONT_METHODS = ("FreeDoM (= SAG n=1)", "SAG n=2", "SAG n=4", "SAG n=8", "Universal Guidance")
 # what each task's front plots against content and realism: the guidance loss (style) / the oracle's hit rate
 FRONT_Y = {"style": ("loss", True), "position": ("left_hit", False)}  # (metric, lower is better)
@@ -162,8 +162,8 @@ def front_table(model, task: str, seeds: list[int], progress: bool = True, **kw)
 
 def long_outer_front(model, seeds=(0,), progress: bool = True) -> dict:
     """FreeDoM and SAG n = 4 on the style task with a :data:`LONG_OUTER_STEPS`-step outer sampler (the guidance
-    window is the same fraction of it), strengths 0, 0.5, 1, 2 and 4, on ``seeds``: does the 20-step outer sampler
-    decide the comparison?"""
+    window is the same fraction of it), strengths 0, 0.5, 1 and :data:`FRONT_STRENGTHS` above 1, on ``seeds``: does
+    the 20-step outer sampler decide the comparison?"""
     rows = [("unguided", None), *sweep_rows(LONG_METHODS, (0.5, 1.0, *FRONT_STRENGTHS[1:]))]
     table = guidance_table(model, "style", list(seeds), rows=rows, progress=progress, steps=LONG_OUTER_STEPS)
     return {**table, "setting_name": f"method, strength (style, DDIM {LONG_OUTER_STEPS} outer steps)"}
@@ -317,18 +317,33 @@ def estimate_accuracy(
     }
 
 
-def evaluate_sag(model, seeds: list[int], progress: bool = True) -> dict:
-    t0 = time.time()
-    tables = {
-        "exactness_memory": exactness_and_memory(model),
-        "estimate": estimate_accuracy(model, seeds, progress=progress),
-        "style": guidance_table(model, "style", seeds, progress=progress),
-        "position": guidance_table(model, "position", seeds, progress=progress),
-        "style_sweep": front_table(model, "style", seeds, progress=progress),
-        "position_sweep": front_table(model, "position", seeds, progress=progress),
-        "style_long_outer": long_outer_front(model, progress=progress),
+PARTS = {
+    "methods": ("exactness_memory", "estimate", "style", "position"),
+    "fronts": ("style_sweep", "position_sweep", "style_long_outer"),
+}
+
+
+def evaluate_sag(model, seeds: list[int], progress: bool = True, part: str | None = None) -> dict:
+    """The chapter's tables, or one part of them (:data:`PARTS`; ``eval sag --part``, each part ≤ 45 min on 2 CPU
+    cores); ``wall_time_s`` holds each computed part's seconds."""
+    makers = {
+        "exactness_memory": lambda: exactness_and_memory(model),
+        "estimate": lambda: estimate_accuracy(model, seeds, progress=progress),
+        "style": lambda: guidance_table(model, "style", seeds, progress=progress),
+        "position": lambda: guidance_table(model, "position", seeds, progress=progress),
+        "style_sweep": lambda: front_table(model, "style", seeds, progress=progress),
+        "position_sweep": lambda: front_table(model, "position", seeds, progress=progress),
+        "style_long_outer": lambda: long_outer_front(model, progress=progress),
     }
-    tables["wall_time_s"] = round(time.time() - t0, 1)
+    tables, times = {}, {}
+    for name, keys in PARTS.items():
+        if part is not None and name != part:
+            continue
+        t0 = time.time()
+        for key in keys:
+            tables[key] = makers[key]()
+        times[name] = round(time.time() - t0, 1)
+    tables[f"wall_time_s{'' if part is None else '_' + part}"] = times if part is None else times[part]
     return tables
 
 
@@ -337,7 +352,7 @@ def cli_eval(args) -> dict:
     from ..diffusion.image_model import load_image_model
 
     model, _ = load_image_model(default_device(args.device))
-    return evaluate_sag(model, list(args.seeds))
+    return evaluate_sag(model, list(args.seeds), part=getattr(args, "part", None))
 
 
 SLICE_TOLERANCE = {"estimate": 1e-3, "style": 0.02}  # same code and seed; guidance rows: a sample may flip a verdict

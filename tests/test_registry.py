@@ -95,6 +95,22 @@ def test_tables_computed_from_other_weights_raise_naming_the_table_and_the_comma
         assert registry.table_status(key) == "stale"
 
 
+def test_a_part_of_the_tables_replaces_only_its_own_keys(tmp_data):
+    """`eval sag --part fronts` stores its tables beside the other part's and records its own command."""
+    before = checkpoints.read_manifest()["tables"]["sag"]
+    registry.store_tables(
+        "sag", {"style_sweep": {"rows": []}}, "python -m bytecourse eval sag --part fronts", "abc", "fronts"
+    )
+    after = checkpoints.read_manifest()["tables"]["sag"]
+    assert after["tables"]["style_sweep"] == {"rows": []}
+    assert after["tables"]["estimate"] == before["tables"]["estimate"]
+    assert after["parts"]["fronts"] == {
+        "eval_command": "python -m bytecourse eval sag --part fronts",
+        "eval_git_commit": "abc",
+    }
+    assert after["eval_command"] == before["eval_command"]
+
+
 def test_tables_missing_while_their_checkpoints_are_there_raise(tmp_data):
     manifest = checkpoints.read_manifest()
     del manifest["tables"]["vistallama"]

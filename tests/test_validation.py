@@ -235,6 +235,8 @@ def test_tampered_checkpoint_is_not_available(tmp_path, monkeypatch):
         (["train", "primer", "--stage", "2"], "does not take --stage"),
         (["train", "boximator", "--variant", "x"], "--variant must be one of full, no_self_tracking, unfrozen"),
         (["train", "video", "--stage", "3"], "--stage must be in 1..2"),
+        (["eval", "primer", "--part", "fronts"], "no --part"),
+        (["eval", "sag", "--part", "x"], "one of methods, fronts"),
     ],
 )
 def test_cli_rejects_bad_options_with_a_message(argv, word, capsys):

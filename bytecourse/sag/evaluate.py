@@ -538,6 +538,20 @@ def claim_verdicts(tables: dict) -> dict[str, dict]:
         "lines": [verdict_line(v) for v in verdicts],
         "verdicts": verdicts,
     }
+    # what the mechanism buys where guidance acts: the gradient's alignment with the fine solve inside the window
+    ts = make_ddim_scheduler(make_train_scheduler(), STEPS).timesteps.tolist()
+    window = GuidanceConfig().window
+    inside = [i for i in levels if round(window[0] * STEPS) <= i < round(window[1] * STEPS)]
+    if inside:
+        claim3["lines"].append(
+            f"inside the paper's guided window ({window[0]:g}–{window[1]:g} of the steps: t = {ts[inside[0]]}…"
+            f"{ts[round(window[1] * STEPS) - 1]}; the estimate table's levels in it) the guidance gradient's cosine "
+            "to the fine solve is, for n = 1: "
+            + ", ".join(f"{est[(i, 1)]['grad_cosine']['mean']:.2f} at t = {ts[i]}" for i in inside)
+            + f" (n = {N_GRID[-1]}: "
+            + ", ".join(f"{est[(i, N_GRID[-1])]['grad_cosine']['mean']:.2f}" for i in inside)
+            + f"); at t = {ts[hi]}, outside it, {cos1:.2f} against {cos8:.2f}"
+        )
     if "style_long_outer" in tables:
         long = front_verdicts(tables["style_long_outer"], None, "style", LONG_METHODS)
         claim3["long_outer"] = long

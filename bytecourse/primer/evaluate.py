@@ -144,7 +144,8 @@ def world_sanity(seeds: list[int], n: int = EVAL_SAMPLES) -> dict:
 
 def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = SLICE_ROWS) -> dict[str, dict]:
     """Evaluation seed 0 of the sampler, guidance and raw-ε̂ guidance tables, recomputed (``rows``: only the settings
-    so named, :data:`SLICE_ROWS` by default; None: every DDIM row of them). Checked against the stored tables with
+    so named, :data:`SLICE_ROWS` by default; None: every DDIM row of them; the raw table only where w > 1, the only
+    place the two samplers differ much). Checked against the stored tables with
     :func:`bytecourse.evaluation.check_slice` at :data:`SLICE_TOLERANCE`."""
 
     def keep(settings):
@@ -153,7 +154,9 @@ def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = SLICE_ROWS) 
     out = {
         "steps": eval_rows(model, keep(steps_settings(include_ddpm=False)), [0], progress=False),
         "cfg": eval_rows(model, keep(guidance_settings()), [0], progress=False),
-        "cfg_raw": eval_rows(model, keep(guidance_settings(clipped_eps=False)), [0], progress=False),
+        "cfg_raw": eval_rows(
+            model, [g for g in keep(guidance_settings(clipped_eps=False)) if g["guidance_scale"] > 1], [0], False
+        ),
     }
     return {k: v for k, v in out.items() if v["rows"]}
 

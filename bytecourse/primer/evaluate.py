@@ -155,7 +155,10 @@ def live_slice(model: ImageDenoiser, rows: tuple[str, ...] | None = SLICE_ROWS) 
         "steps": eval_rows(model, keep(steps_settings(include_ddpm=False)), [0], progress=False),
         "cfg": eval_rows(model, keep(guidance_settings()), [0], progress=False),
         "cfg_raw": eval_rows(
-            model, [g for g in keep(guidance_settings(clipped_eps=False)) if g["guidance_scale"] > 1], [0], False
+            model,
+            [g for g in keep(guidance_settings(clipped_eps=False)) if g["guidance_scale"] > 1],
+            [0],
+            progress=False,
         ),
     }
     return {k: v for k, v in out.items() if v["rows"]}

@@ -128,6 +128,32 @@ def test_motion_module_is_residual_identity_at_init():
     assert torch.equal(m(h, 4, torch.randn(2, 5, 16)), h)
 
 
+def test_spatiotemporal_attention_starts_silent_and_then_mixes_locations_across_frames():
+    """Plain motion modules are local in space: the output at a location reads only that location's frames. The
+    spatio-temporal sublayer lets a token read other locations on other frames ("where was the object before?"),
+    and it is zero-initialised, so adding it to a trained module changes nothing until it trains."""
+    torch.manual_seed(0)
+    plain = MotionModule(16, 16, size=4)
+    _wake(plain)
+    st = MotionModule(16, 16, size=4, spatiotemporal=True)
+    st.load_state_dict(plain.state_dict(), strict=False)
+    h, ctx = torch.randn(8, 16, 4, 4), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        assert torch.allclose(st(h, 4, ctx), plain(h, 4, ctx), atol=1e-6)
+        torch.nn.init.normal_(st.attn_st.to_out.weight, std=0.2)
+        # clip 0, frame 0: swap two top-left locations' features (the GroupNorm statistics stay the same)
+        swapped = h.clone()
+        swapped[0, :, 0, 0], swapped[0, :, 0, 1] = h[0, :, 0, 1], h[0, :, 0, 0]
+        far = (slice(1, 4), slice(None), 3, 3)  # clip 0, frames 1–3, the bottom-right location
+        assert torch.allclose(plain(swapped, 4, ctx)[far], plain(h, 4, ctx)[far], atol=1e-5)
+        assert (st(swapped, 4, ctx)[far] - st(h, 4, ctx)[far]).abs().max() > 1e-2
+        assert torch.equal(st(swapped, 4, ctx)[4:], st(h, 4, ctx)[4:])  # clip 1 is another sample
+    with pytest.raises(ValueError, match="spatiotemporal_points"):
+        InflatedVideoDenoiser(
+            _image_model(), InflationConfig(motion_points=("down0",), spatiotemporal_points=("mid",))
+        )
+
+
 def test_motion_oracle_reads_real_clips_back():
     batch = make_motion(120, 4321, MotionConfig(max_objects=1))
     scores = motion_scores(batch.videos, batch.captions)

@@ -95,7 +95,8 @@ class MotionModule(nn.Module):
     Inside (pre-norm residual sublayers, ``p_t`` the sinusoidal frame position, ``p_xy`` the 2-D position):
     temporal self-attention over the T frames at each location (queries/keys ``x + p_t``) → caption
     cross-attention over all T·H·W tokens of a clip (queries ``x + p_t + p_xy``) → temporal self-attention →
-    feed-forward. ``post_spatial`` (empty) runs on the tokens before the module, for box layers at levels
+    [spatio-temporal self-attention over all T·H·W tokens of a clip (queries/keys ``x + p_t + p_xy``), where
+    configured] → feed-forward. ``post_spatial`` (empty) runs on the tokens before the module, for box layers at levels
     without spatial attention."""
 
     def __init__(
@@ -106,6 +107,7 @@ class MotionModule(nn.Module):
         heads: int = 4,
         max_frames: int = 24,
         caption_cross_attention: bool = True,
+        spatiotemporal: bool = False,
     ):
         super().__init__()
         self.size = size
@@ -118,6 +120,11 @@ class MotionModule(nn.Module):
         self.norm_cross = nn.LayerNorm(dim) if caption_cross_attention else None
         self.norm2 = nn.LayerNorm(dim)
         self.attn2 = Attention(dim, heads=heads)
+        self.attn_st = Attention(dim, heads=heads) if spatiotemporal else None
+        self.norm_st = nn.LayerNorm(dim) if spatiotemporal else None
+        if self.attn_st is not None:  # zero: a stage may add it to an already trained module and start unchanged
+            nn.init.zeros_(self.attn_st.to_out.weight)
+            nn.init.zeros_(self.attn_st.to_out.bias)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
         self.proj_out = nn.Linear(dim, dim)
@@ -146,6 +153,10 @@ class MotionModule(nn.Module):
             y = y + self.cross(q.reshape(b, hh * ww * frames, c), motion_context, role="motion_cross").view_as(y)
             x = y.view(b * hh * ww, frames, c)
         x = x + self.attn2(self.norm2(x) + pt, role="temporal", frames=frames)
+        if self.attn_st is not None:  # every (frame, location) token of a clip attends to every other one
+            y = x.view(b, hh * ww, frames, c)
+            q = (self.norm_st(y) + pt[None, None] + self.grid_pos[None, :, None]).reshape(b, hh * ww * frames, c)
+            x = (y + self.attn_st(q, role="spatiotemporal", frames=frames).view_as(y)).view(b * hh * ww, frames, c)
         x = x + self.ff(self.norm_ff(x))
         x = self.proj_out(x).view(b, hh * ww, frames, c).transpose(1, 2).reshape(bt, hh * ww, c)
         return h + x.transpose(1, 2).reshape(bt, c, hh, ww)
@@ -185,6 +196,7 @@ class InflationConfig(JSONConfig):
     caption_cross_attention: bool = True
     lora_rank: int = 0  # 0: the spatial layers stay exactly the primer's
     first_frame: bool = False  # I2V: zero-initialised features of a clean first frame added to every frame
+    spatiotemporal_points: tuple[str, ...] = ()  # motion modules that also attend across locations and frames
 
 
 class InflatedVideoDenoiser(nn.Module):
@@ -199,8 +211,12 @@ class InflatedVideoDenoiser(nn.Module):
         self.spatial = spatial
         points = {name: (ch, down) for name, ch, down in spatial.stage_points()}
         unknown = [p for p in config.motion_points if p not in points or p == "stem"]
+        unknown += [p for p in config.spatiotemporal_points if p not in config.motion_points]
         if unknown:
-            raise ValueError(f"motion_points {unknown} are not stage points of the image model {sorted(points)}")
+            raise ValueError(
+                f"motion_points / spatiotemporal_points {unknown} are not stage points of the image model "
+                f"{sorted(points)} (spatiotemporal_points must also be motion_points)"
+            )
         spatial_config = spatial.config
         self.motion_text = CaptionEncoder(
             spatial_config.text_dim, config.caption_length, config.caption_layers, config.heads
@@ -215,6 +231,7 @@ class InflatedVideoDenoiser(nn.Module):
                     spatial_config.image_size // points[p][1],
                     config.heads,
                     caption_cross_attention=config.caption_cross_attention,
+                    spatiotemporal=p in config.spatiotemporal_points,
                 )
                 for p in config.motion_points
             }

@@ -50,16 +50,28 @@ def diffusion_loss(
     p_uncond: float = 0.1,
     weighting: str = "eps",
     max_weight: float = 20.0,
+    high_noise: tuple[float, int] = (0.0, 0),
 ) -> torch.Tensor:
     """L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, c)‖² (DDPM Eq. 14), with CFG condition dropout
     (and optionally a per-level weight, :func:`loss_weights`).
 
     ``x0`` is in [−1, 1]. All randomness comes from ``generator`` (a CPU generator, so a run is the same on
     every device) and is then moved to ``x0``'s device.
+
+    ``high_noise = (p, t_from)``: each sample's level is drawn from [t_from, T) instead of [0, T) with probability
+    p — more of the batch where a sample's layout (a clip's motion) is decided. With p = 0 nothing extra is drawn,
+    so runs without it are unchanged.
     """
     b = x0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
+    total = scheduler.config.num_train_timesteps
+    t = torch.randint(0, total, (b,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
+    p_high, t_from = high_noise
+    if p_high > 0:
+        if not 0 <= t_from < total:
+            raise ValueError(f"high_noise's t_from must be in [0, {total}), got {t_from}")
+        high = torch.randint(t_from, total, (b,), generator=generator)
+        t = torch.where(torch.rand(b, generator=generator) < p_high, high, t)
     t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
     xt = scheduler.add_noise(x0, noise, t)
     cond = drop_condition(tokens, p_uncond, generator)
@@ -99,6 +111,7 @@ def seeded_diffusion_loss(
     stream: int = 0,
     weighting: str = "eps",
     max_weight: float = 20.0,
+    high_noise: tuple[float, int] = (0.0, 0),
 ) -> Callable[[nn.Module, int, torch.device], torch.Tensor]:
     """``loss_fn(model, step, device)`` for :func:`bytecourse.trainer.train_loop`: step k of run seed s draws its own
     batch ``draw(data_seed, generator) → (x0 in model space, tokens)`` with data_seed = s·stride + stream + k (see
@@ -110,7 +123,7 @@ def seeded_diffusion_loss(
         generator = torch.Generator().manual_seed(data_seed + seeds.NOISE_SUBSTREAM)
         x0, tokens = draw(data_seed, generator)
         return diffusion_loss(
-            model, x0.to(device), tokens.to(device), scheduler, generator, p_uncond, weighting, max_weight
+            model, x0.to(device), tokens.to(device), scheduler, generator, p_uncond, weighting, max_weight, high_noise
         )
 
     return loss_fn

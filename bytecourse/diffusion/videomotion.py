@@ -47,13 +47,19 @@ CHECKPOINT = "video_motion"
 @dataclass
 class VideoStage:
     """One training stage: ``lora_rank`` > 0 tunes the spatial attention through LoRA; ``p_image`` is the
-    fraction of steps that train on single Shapes images (one-frame clips) instead of Motion clips."""
+    fraction of steps that train on single Shapes images (one-frame clips) instead of Motion clips;
+    ``spatiotemporal_points`` are motion modules that gain a (zero-initialised) spatio-temporal attention from
+    this stage on; ``high_noise = (p, t_from)`` draws a share p of the levels from [t_from, T) (see
+    :func:`~bytecourse.diffusion.training.diffusion_loss`); ``max_loss_weight`` overrides the config's cap."""
 
     name: str
     steps: int
     lr: float
     lora_rank: int = 0
     p_image: float = 0.0
+    spatiotemporal_points: tuple[str, ...] = ()
+    high_noise: tuple[float, int] = (0.0, 0)
+    max_loss_weight: float | None = None
 
 
 @dataclass
@@ -64,7 +70,15 @@ class InflatedVideoConfig(JSONConfig):
     stages: tuple[VideoStage, ...] = (
         VideoStage("stage 1: motion modules, spatial layers frozen", steps=5000, lr=5e-4),
         VideoStage(
-            "stage 2: + spatial LoRA, image-video joint training", steps=3000, lr=3e-4, lora_rank=4, p_image=0.1
+            "stage 2: + spatio-temporal attention at 8×8 and 4×4, levels biased to high noise, spatial LoRA, "
+            "image-video joint training",
+            steps=3500,
+            lr=3e-4,
+            lora_rank=4,
+            p_image=0.1,
+            spatiotemporal_points=("down2", "down4", "mid", "up1", "up4"),
+            high_noise=(0.5, 700),
+            max_loss_weight=1000.0,
         ),
     )
     max_objects: int = 2
@@ -91,7 +105,12 @@ class InflatedVideoConfig(JSONConfig):
         from dataclasses import replace
 
         rank = max((s.lora_rank for s in self.stages[:stage]), default=0)
-        return replace(self.inflation, lora_rank=rank)
+        points = tuple(dict.fromkeys(p for s in self.stages[:stage] for p in s.spatiotemporal_points))
+        return replace(
+            self.inflation,
+            lora_rank=rank,
+            spatiotemporal_points=tuple(dict.fromkeys(self.inflation.spatiotemporal_points + points)),
+        )
 
 
 def build_video_model(
@@ -128,7 +147,8 @@ def video_stage_loss(config: InflatedVideoConfig, stage: int, scheduler):
         p_uncond=config.p_uncond,
         stream=stage * seeds.STAGE_STRIDE,
         weighting=config.loss_weighting,
-        max_weight=config.max_loss_weight,
+        max_weight=spec.max_loss_weight or config.max_loss_weight,
+        high_noise=tuple(spec.high_noise),
     )
 
 
@@ -174,7 +194,8 @@ def train_video_stage(
 
         ema = {k[4:]: v for k, v in load_file(str(prev / "state.safetensors")).items() if k.startswith("ema.")}
         missing = set(model.state_dict()) - set(ema)
-        if any(not k.startswith("lora.") for k in missing):
+        added = ("lora.", *(f"motion.{p}.{n}" for p in spec.spatiotemporal_points for n in ("attn_st.", "norm_st.")))
+        if any(not k.startswith(added) for k in missing):
             raise ValueError(f"stage {stage - 1}'s weights do not fit stage {stage}'s model")
         model.load_state_dict(ema, strict=False)
         history = meta.get("history", [])

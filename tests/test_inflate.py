@@ -257,3 +257,47 @@ def test_video_verdicts_can_say_each_outcome():
     assert by(_table(0.47, 0.71))["direction"] == "not reproduced"  # better than frame by frame, below the target
     assert by(_table(0.47, 0.71))["identity"] == "inconclusive"
     assert by(_table(0.80, 0.95, quality=0.5))["realism"] == "not reproduced"
+
+
+def test_direction_diagnostics_read_real_clips_and_a_model_that_ignores_direction():
+    from bytecourse.diffusion.image_model import load_image_model
+    from bytecourse.diffusion.video_eval import direction_word_gap, swap_directions
+    from bytecourse.oracle.motion import direction_by_kind
+
+    assert swap_directions(["a red circle moves left and a blue square curves up", "a red circle bounces"]) == [
+        "a red circle moves right and a blue square curves down",
+        "a red circle bounces",
+    ]
+    batch = make_motion(30, 5, MotionConfig(max_objects=1))
+    kinds = direction_by_kind(batch.videos, batch.captions)
+    assert set(kinds) <= {"linear", "curved", "bouncing", "entering", "leaving"} and min(kinds.values()) >= 0.9
+    assert direction_by_kind(batch.videos.flip(1), batch.captions)["linear"] <= 0.1
+    with pytest.raises(ValueError, match="one caption per clip"):
+        direction_by_kind(batch.videos, batch.captions[:3])
+    # the image model frame by frame reads only the object phrases: swapping the direction word changes nothing
+    primer, _ = load_image_model()
+    frame_by_frame = InflatedVideoDenoiser(primer).eval()
+    (row,) = direction_word_gap(frame_by_frame, "cpu", n=3, levels=(900,))
+    assert row["swapped_minus_true"] == 0.0 and row["null_minus_true"] != 0.0
+
+
+def test_high_noise_levels_are_drawn_only_when_asked():
+    from bytecourse.diffusion import make_train_scheduler
+    from bytecourse.diffusion.training import diffusion_loss
+
+    seen = []
+
+    def model(xt, t, cond):
+        seen.append(t.clone())
+        return torch.zeros_like(xt)
+
+    sched, x0, tok = make_train_scheduler(), torch.zeros(64, 3, 4, 4), torch.zeros(64, 12, dtype=torch.long)
+    plain = diffusion_loss(model, x0, tok, sched, torch.Generator().manual_seed(3))
+    same = diffusion_loss(model, x0, tok, sched, torch.Generator().manual_seed(3), high_noise=(0.0, 700))
+    assert torch.equal(seen[0], seen[1]) and plain == same  # p = 0 draws nothing extra
+    diffusion_loss(model, x0, tok, sched, torch.Generator().manual_seed(3), high_noise=(1.0, 700))
+    assert int(seen[2].min()) >= 700
+    diffusion_loss(model, x0, tok, sched, torch.Generator().manual_seed(3), high_noise=(0.5, 900))
+    assert 0.2 < float((seen[3] >= 900).float().mean()) < 0.8
+    with pytest.raises(ValueError, match="t_from"):
+        diffusion_loss(model, x0, tok, sched, torch.Generator().manual_seed(3), high_noise=(0.5, 1000))

@@ -31,6 +31,17 @@ learnt), the caption is *routed*:
   modules' absolute positions are our addition, as are the caption cross-attentions: AnimateDiff's motion
   modules read no text because SD's CLIP encoder already knows motion words.)
 
+**Spatio-temporal attention** (optional, per motion module: ``InflationConfig.spatiotemporal_points``). A plain
+motion module is local in space: the token at one location reads that location on the other frames and the
+caption, never another location (``tests/test_inflate.py`` checks it). "Moves right" relates *different*
+locations on different frames — the object is here now because it was to the left before — and measured on the
+stage-2 model trained without it, the model did not read the direction word at all (its x̂₀ error with "left" and
+"right" swapped equals the true caption's at every noise level: ``video_eval.direction_word_gap``). At the 8×8 and
+4×4 levels (≤ 512 tokens a clip) a module may therefore add one self-attention over all T·H·W tokens of a clip,
+queries and keys carrying the frame and 2-D positions — full 3-D attention as in VDM's and Latte's
+spatio-temporal blocks, kept to the coarse levels where it is cheap. Its output projection starts at zero, so a
+stage can add it to already trained modules without changing them.
+
 **Extension points** for the video chapters: every :class:`SpatialTransformer` keeps its ``post_spatial``
 slot and its swappable attention processors (``extra`` and ``frames`` reach them); the 16×16 level, which
 has no spatial attention in the primer, gets a ``post_spatial`` slot at the input of its motion module

@@ -11,26 +11,33 @@ one-object Motion captions (DDIM 20, CFG 2). Metrics:
 - the training wall time behind each row (the inflated model's includes the primer it reuses), so rows are
   compared at their cost.
 
-A second table measures temporal coupling directly: ‖f(Px) − P f(x)‖ / ‖f(x)‖ for a frame permutation P —
+Three diagnostic tables say *why* the direction score is what it is: direction accuracy split by motion kind
+(linear, curved, bouncing, entering, leaving); the shipped model at CFG 1, 2 and 4; and a probe of whether the
+model reads the direction word at all (:func:`direction_word_gap`).
+
+A further table measures temporal coupling directly: ‖f(Px) − P f(x)‖ / ‖f(x)‖ for a frame permutation P —
 0 for any frame-by-frame model, and how far the trained motion modules are from it.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from .. import checkpoints
 from ..evaluation import summarise
 from ..oracle import caption_accuracy, detect_objects, realism
-from ..oracle.motion import motion_scores
+from ..oracle.motion import direction_by_kind, motion_scores
 from ..seeds import VIDEO_EVAL
-from ..worlds.motion import MotionConfig, make_motion
+from ..worlds.motion import MOTION_KINDS, MotionConfig, make_motion
 from .sampling import ddim_sample, initial_noise, to_image_space
 from .schedule import make_train_scheduler
 
 EVAL_SEED_OFFSET = VIDEO_EVAL  # held-out clips and noise (bytecourse.seeds)
 EVAL_CLIPS = 24
 GUIDANCE_SCALE = 2.0
+GUIDANCE_SWEEP = (1.0, 2.0, 4.0)  # the shipped model's guidance table
 STEPS = 20
 
 
@@ -59,19 +66,68 @@ def score_clips(videos: torch.Tensor, batch) -> dict[str, float]:
 def sample_clips(
     model, batch, seed: int, device, steps: int = STEPS, guidance_scale: float = GUIDANCE_SCALE
 ) -> torch.Tensor:
+    """DDIM ``steps`` with CFG ``guidance_scale`` from evaluation seed ``seed``'s noise, ε̂ recomputed from the
+    clipped x̂₀ (the substrate's default since the primer's CFG cure)."""
     noise = initial_noise(tuple(batch.videos.shape), EVAL_SEED_OFFSET + seed, device)
-    # the raw ε̂ (use_clipped_model_output=False) that the stored video tables were computed with; the primer's cure
-    # (issue 15) is adopted when the video model is re-evaluated (issues 13/14), so those tables move in one step
     x = ddim_sample(
-        model,
-        noise,
-        batch.tokens.to(device),
-        make_train_scheduler(),
-        steps=steps,
-        guidance_scale=guidance_scale,
-        use_clipped_model_output=False,
+        model, noise, batch.tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=guidance_scale
     )
     return to_image_space(x).float().cpu()
+
+
+#: DDIM 20 from t = 999 on: the first steps, where a clip's layout (and so its motion) is decided
+DIRECTION_PROBE_LEVELS = (950, 900, 800, 600)
+DIRECTION_PROBE_OFFSET = 500  # + evaluation seed, inside the video eval stream (bytecourse.seeds)
+_SWAP = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def swap_directions(captions: list[str]) -> list[str]:
+    """ "a red circle moves left" → "a red circle moves right" (and up ↔ down); every other word is kept."""
+    return [" ".join(_SWAP.get(w, w) for w in c.split()) for c in captions]
+
+
+@torch.no_grad()
+def direction_word_gap(
+    model, device, seed: int = 0, n: int = 48, levels: tuple[int, ...] = DIRECTION_PROBE_LEVELS
+) -> list[dict]:
+    """Does the model read the direction word? On real linear and curved clips noised to level t, the clean-clip
+    error ‖x̂₀ − x₀‖² of the model's estimate with the true caption, with the direction word swapped, and with the
+    null caption. A model that ignores the direction word has ``swapped − true`` ≈ 0 at every level; the caption's
+    objects alone already make ``null − true`` > 0."""
+    from ..text import encode
+    from .sampling import to_model_space
+
+    batch = make_motion(
+        n, EVAL_SEED_OFFSET + DIRECTION_PROBE_OFFSET + seed, MotionConfig(max_objects=1, kinds=("linear", "curved"))
+    )
+    sched = make_train_scheduler()
+    g = torch.Generator().manual_seed(EVAL_SEED_OFFSET + DIRECTION_PROBE_OFFSET + seed)
+    x0 = to_model_space(batch.videos).to(device)
+    length = batch.tokens.shape[1]
+    captions = {
+        "true": batch.tokens,
+        "swapped": encode(swap_directions(batch.captions), length),
+        "null": torch.zeros_like(batch.tokens),
+    }
+    rows = []
+    for t in levels:
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        tt = torch.full((n,), t, device=device)
+        xt = sched.add_noise(x0, noise, tt)
+        a = sched.alphas_cumprod[t].to(device)
+        err = {}
+        for name, tok in captions.items():
+            x0_hat = (xt - (1 - a).sqrt() * model(xt, tt, tok.to(device))) / a.sqrt()
+            err[name] = float((x0_hat.float() - x0).pow(2).mean())
+        rows.append(
+            {
+                "t": t,
+                **err,
+                "swapped_minus_true": err["swapped"] - err["true"],
+                "null_minus_true": err["null"] - err["true"],
+            }
+        )
+    return rows
 
 
 @torch.no_grad()
@@ -90,6 +146,10 @@ def permutation_gap(model, batch, device, t: int = 500, seed: int = 0) -> float:
     return float((fp - f.flip(1)).norm() / f.norm())
 
 
+def _all_kinds(rates: dict[str, float]) -> dict[str, float]:
+    return {k: rates.get(k, math.nan) for k in MOTION_KINDS}
+
+
 def _row(name: str, per_seed: list[dict], wall_time_s: float | None, note: str, sha256: str | None = None) -> dict:
     return {
         "setting": name,
@@ -97,6 +157,7 @@ def _row(name: str, per_seed: list[dict], wall_time_s: float | None, note: str, 
         "train_wall_time_s": wall_time_s,
         "note": note,
         "checkpoint_sha256": sha256,
+        "eps": "recomputed from the clipped x̂₀",
     }
 
 
@@ -138,13 +199,33 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
             "VideoDenoiser trained on Motion clips only",
             scratch_entry["sha256"],
         )
-    rows, coupling = [], []
+    rows, coupling, by_kind, guidance, word = [], [], [], [], []
     clips = {s: eval_clips(s) for s in seeds}
     for name, (model, wall, note, sha) in models.items():
-        per_seed = [score_clips(sample_clips(model, clips[s], s, device), clips[s]) for s in seeds]
+        videos = {s: sample_clips(model, clips[s], s, device) for s in seeds}
+        per_seed = [score_clips(videos[s], clips[s]) for s in seeds]
         rows.append(_row(name, per_seed, wall, note, sha))
         if name.startswith("Inflated"):
-            rows[1:1] = [r for r in earlier if r["setting"] != name]
+            rows[1:1] = [
+                r
+                if "eps" in r
+                else r | {"eps": "raw", "note": r["note"] + "; sampled with the raw ε̂, before the cure"}
+                for r in earlier
+                if r["setting"] != name
+            ]
+        if not name.startswith("From-scratch"):  # the diagnostics: what the frame-wise table cannot say
+            kinds = [_all_kinds(direction_by_kind(videos[s], clips[s].captions)) for s in seeds]
+            by_kind.append({"setting": name, "metrics": summarise(kinds)})
+            word.append({"setting": name, "levels": direction_word_gap(model, device)})
+        if name.startswith("Inflated"):
+            for w in GUIDANCE_SWEEP:
+                vids = (
+                    videos
+                    if w == GUIDANCE_SCALE
+                    else {s: sample_clips(model, clips[s], s, device, guidance_scale=w) for s in seeds}
+                )
+                scores = [score_clips(vids[s], clips[s]) for s in seeds]
+                guidance.append({"setting": f"CFG {w:g}", "metrics": summarise(scores)})
         gaps = [{"permutation_gap": permutation_gap(model, clips[s], device, seed=s)} for s in seeds]
         coupling.append({"setting": name, "metrics": summarise(gaps)})
     rows.append(
@@ -165,6 +246,22 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
             "seeds": list(seeds),
         },
         "coupling": {"rows": coupling, "setting_name": "model", "t": 500, "permutation": "frame reversal"},
+        "by_kind": {
+            "rows": by_kind,
+            "setting_name": "model",
+            "metric": "direction accuracy by motion kind",
+            "clips_per_kind": {
+                k: [int((clips[s].motion[:, 0] == i).sum()) for s in seeds] for i, k in enumerate(MOTION_KINDS)
+            },
+        },
+        "guidance": {"rows": guidance, "setting_name": "guidance", "model": "the shipped inflated model"},
+        "direction_word": {
+            "rows": word,
+            "setting_name": "model",
+            "clips": 48,
+            "kinds": ["linear", "curved"],
+            "metric": "clean-clip error of x̂₀ with the true / direction-swapped / null caption",
+        },
     }
 
 

@@ -3,7 +3,11 @@
 ``python -m bytecourse train video --stage 1`` trains the motion modules (and the whole-caption encoder) with
 every spatial weight frozen, as AnimateDiff trains its motion modules on a frozen SD; ``--stage 2`` continues
 from stage 1 with low-rank (LoRA) deltas on the spatial attention and image–video joint training (single
-Shapes images as one-frame clips, as MagicAnimate and MagicVideo-V2 do). Each stage is one resumable command
+Shapes images as one-frame clips, as MagicAnimate and MagicVideo-V2 do). Stage 2 also adds a spatio-temporal
+attention to the 8×8 and 4×4 motion modules (see :mod:`~bytecourse.diffusion.inflate`) and draws half its noise
+levels from t ≥ 700 with the v weighting's cap raised to 1000 (x̂₀-error weight ≈ 1 up to t ≈ 980): a clip's
+direction is decided in the first DDIM steps, where the capped weighting gave a clean-clip error almost no weight
+(0.12 at t = 950). Each stage is one resumable command
 of ≤45 min on a 2-core CPU (``--max-minutes``, ``--resume``). What ships, ``data/video_motion.safetensors``,
 holds only what differs from the primer's weights; its manifest entry records the primer checkpoint's sha256
 as its parent.

@@ -157,11 +157,27 @@ def motion_scores(
     }
 
 
+def direction_by_kind(
+    videos: torch.Tensor, captions: list[str], config: OracleConfig = OracleConfig()
+) -> dict[str, float]:
+    """Direction accuracy split by the caption's motion kind (``linear``, ``curved``, …): ``{kind: rate}`` over the
+    caption objects of that kind; kinds no caption names are left out."""
+    check_images("videos", videos, dims=5, layout="(B, T, 3, H, W)")
+    if isinstance(captions, str) or len(captions) != videos.shape[0] or not captions:
+        raise ValueError(f"need one caption per clip: {len(captions)} captions for {videos.shape[0]} clips")
+    hits: dict[str, list[bool]] = {}
+    for video, caption in zip(videos, captions):
+        for track in track_objects(video, caption, config):
+            hits.setdefault(track.kind, []).append(motion_correct(track))
+    return {kind: sum(h) / len(h) for kind, h in hits.items()}
+
+
 __all__ = [
     "BOUNCE_PATH",
     "DIRECTION_NAMES",
     "Track",
     "background_flicker",
+    "direction_by_kind",
     "identity_consistent",
     "motion_correct",
     "motion_scores",

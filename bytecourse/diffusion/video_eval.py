@@ -150,14 +150,22 @@ def _all_kinds(rates: dict[str, float]) -> dict[str, float]:
     return {k: rates.get(k, math.nan) for k in MOTION_KINDS}
 
 
-def _row(name: str, per_seed: list[dict], wall_time_s: float | None, note: str, sha256: str | None = None) -> dict:
+def _row(
+    name: str,
+    per_seed: list[dict],
+    wall_time_s: float | None,
+    note: str,
+    sha256: str | None = None,
+    eps: str | None = "recomputed from the clipped x̂₀",
+) -> dict:
+    """One table row; ``eps`` names the sampler's ε̂ (None for the real clips, which are not sampled)."""
     return {
         "setting": name,
         "metrics": summarise(per_seed),
         "train_wall_time_s": wall_time_s,
         "note": note,
         "checkpoint_sha256": sha256,
-        "eps": "recomputed from the clipped x̂₀",
+        "eps": eps,
     }
 
 
@@ -234,6 +242,7 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
             [score_clips(clips[s].videos, clips[s]) for s in seeds],
             None,
             "the world's own clips for the same captions",
+            eps=None,
         )
     )
     return {

@@ -40,7 +40,9 @@ stage-2 model trained without it, the model did not read the direction word at a
 4×4 levels (≤ 512 tokens a clip) a module may therefore add one self-attention over all T·H·W tokens of a clip,
 queries and keys carrying the frame and 2-D positions — full 3-D attention as in VDM's and Latte's
 spatio-temporal blocks, kept to the coarse levels where it is cheap. Its output projection starts at zero, so a
-stage can add it to already trained modules without changing them.
+stage can add it to already trained modules without changing them. Measured: with it (the shipped stage 2,
+3,500 steps) the model still does not read the direction word (swapping it moves the x̂₀ error by at most 0.3 %,
+at t = 900), so spatial reach was not what held direction back at this budget.
 
 **Extension points** for the video chapters: every :class:`SpatialTransformer` keeps its ``post_spatial``
 slot and its swappable attention processors (``extra`` and ``frames`` reach them); the 16×16 level, which

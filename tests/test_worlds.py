@@ -143,3 +143,55 @@ def test_shapes_invariants_property(seed, size, k, textured):
     assert (b.instance_masks.flatten(2).any(-1) == b.present).all()
     assert (b.boxes[..., 2:] >= b.boxes[..., :2]).all() and b.boxes.max() <= 1 and b.boxes.min() >= 0
     assert text.decode(b.tokens) == b.captions
+
+
+def test_perception_setting_occludes_in_depth_order_with_a_visible_depth_cue():
+    from bytecourse.worlds.render import shape_masks
+    from bytecourse.worlds.shapes import DEPTH_CUE_RANGE, MIN_VISIBLE_PIXELS, colour_shape_classes
+
+    cfg = ShapesConfig.perception()
+    b = make_shapes(300, seed=2, config=cfg)
+    assert _digest(b) == _digest(make_shapes(300, seed=2, config=cfg))
+    assert b.images.min() >= 0 and b.images.max() <= 1
+    # occlusion: where two present objects' full shapes meet, the pixel belongs to the nearer one
+    full = shape_masks(b.centers, b.radii, b.shapes, 32, 32) & b.present[..., None, None]
+    both = (full[:, :, None] & full[:, None]).flatten(3).any(-1)  # (B, K, K) pairs that overlap
+    pairs = [(i, j, k) for i, j, k in (both & ~torch.eye(3, dtype=torch.bool)).nonzero().tolist() if j < k]
+    assert len(pairs) > 30  # objects do overlap in this setting
+    for i, j, k in pairs:
+        near, far = (j, k) if b.depths[i, j] < b.depths[i, k] else (k, j)
+        shared = full[i, j] & full[i, k]
+        third = b.instance_masks[i].sum(0).bool() & ~b.instance_masks[i, near] & ~b.instance_masks[i, far]
+        assert (b.instance_masks[i, near] | third)[shared].all() and not b.instance_masks[i, far][shared].any()
+    # exact ground truth: disjoint visible masks, depth map = the owner's depth, captions = the visible objects
+    assert (b.instance_masks.sum(1) <= 1).all()
+    assert torch.equal(b.instance_masks.any(1), b.class_mask > 0)
+    owned = b.instance_masks.float().argmax(1)
+    assert torch.equal(
+        b.depth[b.class_mask > 0], torch.gather(b.depths, 1, owned.flatten(1)).view_as(owned)[b.class_mask > 0]
+    )
+    assert (b.instance_masks.flatten(2).sum(-1)[b.present] >= MIN_VISIBLE_PIXELS).all()
+    for i in range(40):
+        assert text.parse_shapes_caption(b.captions[i]) == [
+            (int(c), int(s)) for c, s in zip(b.colours[i][b.present[i]], b.shapes[i][b.present[i]])
+        ]
+    # the depth cue: radius ∝ 1/depth, and the nearer half of the objects stands lower in the frame
+    r, d, y = b.radii[b.present], b.depths[b.present], b.centers[..., 1][b.present]
+    assert torch.allclose(r * d, torch.full_like(r, cfg.radius_range[1] * 32 * DEPTH_CUE_RANGE[0]))
+    assert y[d < d.median()].mean() > y[d >= d.median()].mean() + 4
+    # a coloured background (not grey), jittered and noisy object colours around their palette colour
+    bg = b.images.permute(0, 2, 3, 1)[b.class_mask == 0]
+    assert (bg.max(-1).values - bg.min(-1).values).mean() > 0.08
+    k = b.present[0].nonzero()[0, 0]
+    pix = b.images[0][:, b.instance_masks[0, k]]
+    assert (pix - PALETTE[b.colours[0, k]][:, None]).abs().max() <= cfg.colour_jitter + 6 * cfg.noise
+    labels = colour_shape_classes(b)
+    assert torch.equal(labels > 0, b.class_mask > 0) and int(labels.max()) <= 18
+    assert torch.equal((labels - 1).remainder(3)[labels > 0] + 1, b.class_mask[labels > 0])
+
+
+def test_perception_options_are_off_by_default_and_checked():
+    assert _digest(make_shapes(64, seed=5)) == _digest(make_shapes(64, seed=5, config=ShapesConfig(noise=0.0)))
+    for bad in ({"colour_jitter": -0.1}, {"noise": 0.9}, {"overlap": "yes"}, {"chromatic": 2}):
+        with pytest.raises(ValueError):
+            make_shapes(2, 0, ShapesConfig(**bad))

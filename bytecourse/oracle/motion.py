@@ -136,17 +136,21 @@ def background_flicker(videos: torch.Tensor, config: OracleConfig = OracleConfig
     return (diff * both).flatten(1).sum(1) / both.flatten(1).sum(1).clamp(min=1)
 
 
+def _tracks(videos: torch.Tensor, captions: list[str], config: OracleConfig) -> list[list[Track]]:
+    """The checked batch's tracks, one list per clip (one track per caption object)."""
+    check_images("videos", videos, dims=5, layout="(B, T, 3, H, W)")
+    if isinstance(captions, str) or len(captions) != videos.shape[0] or not captions:
+        raise ValueError(f"need one caption per clip: {len(captions)} captions for {videos.shape[0]} clips")
+    return [track_objects(video, caption, config) for video, caption in zip(videos, captions)]
+
+
 def motion_scores(
     videos: torch.Tensor, captions: list[str], config: OracleConfig = OracleConfig()
 ) -> dict[str, float]:
     """Direction accuracy (over every caption object), identity consistency (over one-object clips) and mean
     background flicker of a batch of clips ``(B, T, 3, H, W)`` against their Motion captions."""
-    check_images("videos", videos, dims=5, layout="(B, T, 3, H, W)")
-    if isinstance(captions, str) or len(captions) != videos.shape[0] or not captions:
-        raise ValueError(f"need one caption per clip: {len(captions)} captions for {videos.shape[0]} clips")
     hits, ident = [], []
-    for video, caption in zip(videos, captions):
-        tracks = track_objects(video, caption, config)
+    for video, tracks in zip(videos, _tracks(videos, captions, config)):
         hits += [motion_correct(tr) for tr in tracks]
         if len(tracks) == 1 and (same := identity_consistent(video, config)) is not None:
             ident.append(same)
@@ -161,13 +165,11 @@ def direction_by_kind(
     videos: torch.Tensor, captions: list[str], config: OracleConfig = OracleConfig()
 ) -> dict[str, float]:
     """Direction accuracy split by the caption's motion kind (``linear``, ``curved``, …): ``{kind: rate}`` over the
-    caption objects of that kind; kinds no caption names are left out."""
-    check_images("videos", videos, dims=5, layout="(B, T, 3, H, W)")
-    if isinstance(captions, str) or len(captions) != videos.shape[0] or not captions:
-        raise ValueError(f"need one caption per clip: {len(captions)} captions for {videos.shape[0]} clips")
+    caption objects of that kind; kinds no caption names are left out. Pooled over kinds (weighted by their
+    counts) it is :func:`motion_scores`' direction accuracy."""
     hits: dict[str, list[bool]] = {}
-    for video, caption in zip(videos, captions):
-        for track in track_objects(video, caption, config):
+    for tracks in _tracks(videos, captions, config):
+        for track in tracks:
             hits.setdefault(track.kind, []).append(motion_correct(track))
     return {kind: sum(h) / len(h) for kind, h in hits.items()}
 

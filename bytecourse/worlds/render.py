@@ -79,9 +79,37 @@ def masks_to_boxes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(nonempty[..., None], boxes, torch.zeros_like(boxes)), nonempty
 
 
-def background(batch: int, height: int, width: int, textured: bool, generator: torch.Generator) -> torch.Tensor:
+def chromatic_background(batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """A coloured texture ``(B, 3, H, W)`` (the perception setting): two random hues at moderate saturation,
+    mixed by stripes of random orientation and frequency, a checker and a smooth ramp. Its colours overlap the
+    palette's hues (a red-brown stripe beside a red object), so no per-pixel colour rule separates objects from
+    it; its saturation (≤ 0.55) and value (≤ 0.6) stay below the palette's, so the objects remain visible."""
+    ys, xs = pixel_grid(height, width)
+    u = torch.rand(batch, 9, generator=generator)
+
+    def hue_rgb(h: torch.Tensor, sat: torch.Tensor, val: torch.Tensor) -> torch.Tensor:  # HSV → RGB, (B, 3)
+        k = (torch.tensor([5.0, 3.0, 1.0]) + h[:, None] * 6) % 6
+        return val[:, None] * (1 - sat[:, None] * (torch.minimum(k, 4 - k).clamp(0, 1)))
+
+    a = hue_rgb(u[:, 0], 0.25 + 0.3 * u[:, 1], 0.3 + 0.3 * u[:, 2])
+    b = hue_rgb(u[:, 3], 0.25 + 0.3 * u[:, 4], 0.2 + 0.3 * u[:, 5])
+    angle, freq = u[:, 6] * torch.pi, 0.2 + 0.6 * u[:, 7]
+    proj = xs * torch.cos(angle)[:, None, None] + ys * torch.sin(angle)[:, None, None]
+    mix = 0.5 + 0.5 * torch.sin(proj * freq[:, None, None])  # (B, H, W) in [0, 1]
+    checker = ((xs // 4 + ys // 4) % 2)[None] * (u[:, 8, None, None] > 0.5)
+    ramp = 0.85 + 0.3 * (ys / height)[None]  # brighter towards the bottom (the nearer ground)
+    tex = (a[:, :, None, None] * mix[:, None] + b[:, :, None, None] * (1 - mix[:, None])) * ramp[:, None]
+    return (tex + 0.04 * checker[:, None]).clamp(0, 1).contiguous()
+
+
+def background(
+    batch: int, height: int, width: int, textured: bool, generator: torch.Generator, chromatic: bool = False
+) -> torch.Tensor:
     """Background ``(B, 3, H, W)``: plain grey, or an achromatic texture (stripes + checker at a random
-    grey level and orientation) that stays inside :data:`TEXTURE_RANGE`."""
+    grey level and orientation) that stays inside :data:`TEXTURE_RANGE`, or (``chromatic``) a coloured one,
+    :func:`chromatic_background`."""
+    if chromatic:
+        return chromatic_background(batch, height, width, generator)
     if not textured:
         return torch.full((batch, 3, height, width), PLAIN_BACKGROUND)
     lo, hi = TEXTURE_RANGE
@@ -98,12 +126,18 @@ def background(batch: int, height: int, width: int, textured: bool, generator: t
 
 
 def composite(
-    bg: torch.Tensor, masks: torch.Tensor, colours: torch.Tensor, depths: torch.Tensor, bg_depth: torch.Tensor
+    bg: torch.Tensor,
+    masks: torch.Tensor,
+    colours: torch.Tensor,
+    depths: torch.Tensor,
+    bg_depth: torch.Tensor,
+    rgb: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Paint objects far-to-near (painter's algorithm).
 
     Args: ``bg (B,3,H,W)``, ``masks (B,K,H,W)`` (absent objects all False), ``colours (B,K)``,
-    ``depths (B,K)`` (smaller is nearer), ``bg_depth (H,W)``.
+    ``depths (B,K)`` (smaller is nearer), ``bg_depth (H,W)``; ``rgb (B,K,3)`` paints each object in its own
+    colour instead of its palette colour (colour jitter).
     Returns image, visible instance masks ``(B,K,H,W)``, depth map ``(B,H,W)``, owner index ``(B,H,W)``
     (−1 for background).
     """
@@ -116,8 +150,8 @@ def composite(
     for j in range(k):
         obj = order[:, j]
         m = masks[bidx, obj]  # (B,H,W)
-        rgb = PALETTE[colours[bidx, obj]]  # (B,3)
-        image = torch.where(m[:, None], rgb[:, :, None, None], image)
+        paint = PALETTE[colours[bidx, obj]] if rgb is None else rgb[bidx, obj]  # (B,3)
+        image = torch.where(m[:, None], paint[:, :, None, None], image)
         depth = torch.where(m, depths[bidx, obj][:, None, None], depth)
         owner = torch.where(m, obj[:, None, None], owner)
     visible = owner[:, None] == torch.arange(k)[None, :, None, None]

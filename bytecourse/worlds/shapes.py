@@ -1,4 +1,9 @@
-"""The Shapes world: 1–3 flat-coloured shapes on a plain or textured background, with exact labels."""
+"""The Shapes world: 1–3 flat-coloured shapes on a plain or textured background, with exact labels.
+
+:meth:`ShapesConfig.perception` is its harder setting for perception (chapter 03): a coloured textured
+background, jittered object colours, pixel noise, overlapping objects that occlude in depth order, and a visible
+depth cue (apparent size ∝ 1/depth, nearer objects lower in the frame).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,19 @@ import torch
 
 from .. import text
 from ..validation import check_flag, check_float, check_int
-from .render import NUM_COLOURS, NUM_SHAPES, background, background_depth, composite, masks_to_boxes, shape_masks
+from .render import (
+    NUM_COLOURS,
+    NUM_SHAPES,
+    PALETTE,
+    background,
+    background_depth,
+    composite,
+    masks_to_boxes,
+    shape_masks,
+)
+
+DEPTH_CUE_RANGE = (0.2, 0.45)  # object depths with the depth cue: the nearest has radius_range's largest radius
+MIN_VISIBLE_PIXELS = 4  # with overlap, an object showing fewer pixels is dropped
 
 
 @dataclass(frozen=True)
@@ -21,12 +38,29 @@ class ShapesConfig:
     radius_range: tuple[float, float] = (0.125, 0.22)  # fraction of the image side
     textured: bool = False
     caption_length: int = 12
+    # the perception setting (chapter 03); all off by default, and then the world is drawn exactly as before
+    chromatic: bool = False  # coloured textured background (render.chromatic_background)
+    colour_jitter: float = 0.0  # each object's RGB shifted by up to ± this per channel
+    noise: float = 0.0  # Gaussian pixel noise (std) on the final image, clamped to [0, 1]
+    overlap: bool = False  # objects may overlap; the nearer one occludes (a fully hidden one is dropped)
+    depth_cue: bool = False  # apparent size ∝ 1/depth, and nearer objects stand lower (the ground ramp)
+
+    @classmethod
+    def perception(cls, **overrides) -> ShapesConfig:
+        """The perception setting of chapter 03 Meta Prompts: every option above on."""
+        return cls(
+            **{"chromatic": True, "colour_jitter": 0.12, "noise": 0.04, "overlap": True, "depth_cue": True} | overrides
+        )
 
     def validate(self) -> None:
         check_int("size", self.size, 8, 512)
         check_int("max_objects", self.max_objects, 1, NUM_COLOURS)
         check_int("caption_length", self.caption_length, 1)
         check_flag("textured", self.textured)
+        for name in ("chromatic", "overlap", "depth_cue"):
+            check_flag(name, getattr(self, name))
+        check_float("colour_jitter", self.colour_jitter, 0.0, 0.5)
+        check_float("noise", self.noise, 0.0, 0.5)
         if self.object_probs is not None:
             for i, p in enumerate(self.object_probs):
                 check_float(f"object_probs[{i}]", p, 0.0)
@@ -84,6 +118,10 @@ def sample_layout(
     touch an already placed object — fully vectorised over the batch. If none fits, the object is shrunk
     to the smallest size and tried again; if it still does not fit (rare), it is dropped. So objects never
     occlude each other and every caption names exactly the visible objects.
+
+    With ``config.overlap`` the centres are drawn anywhere inside the frame and the nearer object occludes;
+    with ``config.depth_cue`` depths come from :data:`DEPTH_CUE_RANGE`, radii are ∝ 1/depth and a candidate's
+    height in the frame follows its nearness (lower = nearer, as on the background's ground ramp).
     """
     k, size = config.max_objects, config.size
     if num_objects is None:
@@ -100,6 +138,17 @@ def sample_layout(
     depths = 0.15 + 0.35 * torch.rand(batch, k, generator=generator)
     n_cand = 64
     u = torch.rand(batch, k, n_cand, 2, generator=generator)
+    if config.depth_cue:  # a pinhole camera over the ground: r ∝ 1/depth, and the nearer, the lower it stands
+        depths = DEPTH_CUE_RANGE[0] + (DEPTH_CUE_RANGE[1] - DEPTH_CUE_RANGE[0]) * torch.rand(
+            batch, k, generator=generator
+        )
+        radii = hi * size * DEPTH_CUE_RANGE[0] / depths
+        nearness = (DEPTH_CUE_RANGE[1] - depths) / (DEPTH_CUE_RANGE[1] - DEPTH_CUE_RANGE[0])  # 1 nearest
+        u[..., 1] = (nearness[..., None] + 0.35 * (u[..., 1] - 0.5)).clamp(0, 1)
+    if config.overlap:  # anywhere inside the frame; composite() lets the nearer object occlude
+        r = radii[..., None]
+        centers = r + u[:, :, 0] * (size - 2 * r)
+        return dict(present=present, colours=colours, shapes=kinds, radii=radii, depths=depths, centers=centers)
     centers = torch.zeros(batch, k, 2)
     rows = torch.arange(batch)
     for j in range(k):
@@ -123,18 +172,25 @@ def sample_layout(
     return dict(present=present, colours=colours, shapes=kinds, radii=radii, depths=depths, centers=centers)
 
 
-def render_layout(layout: dict[str, torch.Tensor], bg: torch.Tensor):
+def render_layout(layout: dict[str, torch.Tensor], bg: torch.Tensor, rgb: torch.Tensor | None = None):
     """Image, visible masks, depth and class mask for a layout over backgrounds ``bg (B,3,H,W)``
-    (used by Shapes and, for every frame at once, by Motion)."""
+    (used by Shapes and, for every frame at once, by Motion); ``rgb (B,K,3)``: jittered object colours."""
     size = bg.shape[-1]
     present = layout["present"]
     masks = shape_masks(layout["centers"], layout["radii"], layout["shapes"], size, size) & present[..., None, None]
     image, visible, depth, owner = composite(
-        bg, masks, layout["colours"], layout["depths"], background_depth(size, size)
+        bg, masks, layout["colours"], layout["depths"], background_depth(size, size), rgb
     )
     shape_at = torch.gather(layout["shapes"], 1, owner.clamp(min=0).flatten(1)).view_as(owner)
     class_mask = torch.where(owner >= 0, shape_at + 1, 0)
     return image, visible, depth, class_mask
+
+
+def colour_shape_classes(batch: ShapesBatch) -> torch.Tensor:
+    """The harder label set: ``(B, H, W)`` with 0 = background and 1 + colour·NUM_SHAPES + shape kind."""
+    owner = torch.where(batch.instance_masks.any(1), batch.instance_masks.float().argmax(1), -1)
+    label = 1 + batch.colours * NUM_SHAPES + batch.shapes  # (B, K)
+    return torch.where(owner >= 0, torch.gather(label, 1, owner.clamp(min=0).flatten(1)).view_as(owner), 0)
 
 
 def make_shapes(
@@ -152,8 +208,19 @@ def make_shapes(
         num_objects = check_int("num_objects", num_objects, 1, config.max_objects)
     g = torch.Generator().manual_seed(seed)
     layout = sample_layout(batch, config, g, num_objects)
-    bg = background(batch, config.size, config.size, config.textured, g)
-    image, visible, depth, class_mask = render_layout(layout, bg)
+    bg = background(batch, config.size, config.size, config.textured, g, chromatic=config.chromatic)
+    rgb = None
+    if config.colour_jitter > 0:
+        shift = (torch.rand(batch, config.max_objects, 3, generator=g) * 2 - 1) * config.colour_jitter
+        rgb = (PALETTE[layout["colours"]] + shift).clamp(0, 1)
+    image, visible, depth, class_mask = render_layout(layout, bg, rgb)
+    if config.overlap:  # an object hidden but for a few pixels leaves the scene (and the caption)
+        hidden = layout["present"] & (visible.flatten(2).sum(-1) < MIN_VISIBLE_PIXELS)
+        if bool(hidden.any()):
+            layout["present"] = layout["present"] & ~hidden
+            image, visible, depth, class_mask = render_layout(layout, bg, rgb)
+    if config.noise > 0:
+        image = (image + config.noise * torch.randn(image.shape, generator=g)).clamp(0, 1)
     boxes, _ = masks_to_boxes(visible)
     captions = []
     for b in range(batch):

@@ -154,6 +154,55 @@ def test_spatiotemporal_attention_starts_silent_and_then_mixes_locations_across_
         )
 
 
+def test_stream_positions_tell_the_tokens_when_and_where_they_are():
+    """Without stream positions a motion module's tokens never hold their frame or place: positions enter only the
+    attention scores, so with the caption away the same features give the same output on every frame and at every
+    location, and with it a token's position only chooses which caption words it reads (a score additive in frame
+    and place — "left early, right late" is their product). With them (AnimateDiff's pos_encoder) the values and
+    the feed-forward see both; still identity at initialisation."""
+    torch.manual_seed(0)
+    h, ctx = torch.ones(8, 16, 4, 4) + 0.01 * torch.randn(16)[None, :, None, None], torch.randn(2, 5, 16)
+    for stream, differs in ((False, False), (True, True)):
+        m = MotionModule(16, 16, size=4, stream_positions=stream)
+        assert torch.equal(m(h, 4, ctx), h)
+        _wake(m)
+        with torch.no_grad():
+            out = m(h, 4, None).view(2, 4, 16, 16)  # (clip, frame, C, H·W)
+        spread = max(float((out - out[:, :1]).abs().max()), float((out - out[..., :1]).abs().max()))
+        assert (spread > 1e-2) is differs, (stream, spread)
+
+
+def test_frame_captions_give_each_frame_its_own_reading_and_start_as_identity():
+    """With ``frame_captions`` the whole caption is encoded once per frame, the frame's position added to every
+    token, so "moves right" can read "at the left" on frame 0 and "at the right" on the last; each frame's queries
+    read only their own frame's encoding. Without it there is one reading per clip. Identity at initialisation
+    either way."""
+    captions = text.encode(["a red circle moves right", "a blue square"], 24)
+    x, t = torch.randn(2, 4, 3, 16, 16), torch.tensor([100, 800])
+    for frame_captions, rows in ((False, 2), (True, 8)):
+        image = _image_model()  # fresh: _wake below also wakes the image model's own output projections
+        with torch.no_grad():
+            per_frame = image(
+                x.flatten(0, 1), t.repeat_interleave(4), object_tokens(captions, 12).repeat_interleave(4, 0)
+            )
+        video = InflatedVideoDenoiser(
+            image, InflationConfig(frames=4, stream_positions=True, frame_captions=frame_captions)
+        ).eval()
+        seen = []
+        video.motion_text.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out))
+        with torch.no_grad():
+            assert torch.allclose(video(x, t, captions), per_frame.view_as(x), atol=1e-6)
+        ctx = seen[0]
+        assert ctx.shape[0] == rows
+        if frame_captions:  # clip 0's four frames read four different encodings of the same caption
+            assert (ctx[1] - ctx[0]).abs().max() > 1e-3 and (ctx[3] - ctx[2]).abs().max() > 1e-3
+        _wake(video)
+        with torch.no_grad():  # frame 0 of clip 0 changes only with its own clip's caption
+            other = captions.clone()
+            other[1] = text.encode(["a green triangle"], 24)[0]
+            assert torch.equal(video(x, t, captions)[0], video(x, t, other)[0])
+
+
 def test_motion_oracle_reads_real_clips_back():
     batch = make_motion(120, 4321, MotionConfig(max_objects=1))
     scores = motion_scores(batch.videos, batch.captions)
@@ -301,3 +350,27 @@ def test_high_noise_levels_are_drawn_only_when_asked():
     assert 0.2 < float((seen[3] >= 900).float().mean()) < 0.8
     with pytest.raises(ValueError, match="t_from"):
         diffusion_loss(model, x0, tok, sched, torch.Generator().manual_seed(3), high_noise=(0.5, 1000))
+
+
+def test_guidance_is_chosen_on_validation_clips_by_its_rule(monkeypatch):
+    """choose_guidance scores each scale on the validation clips only and keeps the best mean of direction and
+    identity among the scales that keep colour and realism; none kept → the smallest scale."""
+    from bytecourse.diffusion import video_eval
+
+    seen = []
+    fake = {
+        1.0: (0.3, 0.6, 1.0, 0.99),
+        2.0: (0.5, 0.8, 1.0, 0.98),
+        4.0: (0.7, 0.9, 1.0, 0.85),
+        8.0: (0.9, 0.95, 0.9, 0.8),
+    }
+    monkeypatch.setattr(video_eval, "eval_clips", lambda seed: seen.append(seed) or seed)
+    monkeypatch.setattr(video_eval, "sample_clips", lambda model, batch, seed, device, w: w)
+    monkeypatch.setattr(
+        video_eval, "score_clips", lambda w, batch: dict(zip(("direction", "identity", "colour", "realism"), fake[w]))
+    )
+    out = video_eval.choose_guidance(None, "cpu")
+    assert seen == [video_eval.GUIDANCE_VALIDATION] and video_eval.GUIDANCE_VALIDATION >= 3  # not an eval seed
+    assert out["guidance_scale"] == 2.0 and [r["guidance_scale"] for r in out["rows"]] == [1.0, 2.0, 4.0, 8.0]
+    fake.update({w: (0.9, 0.9, 0.5, 0.5) for w in fake})
+    assert video_eval.choose_guidance(None, "cpu")["guidance_scale"] == 1.0

@@ -89,6 +89,27 @@ def test_text_to_visual_logits_do_not_depend_on_positions():
     assert not torch.allclose(edvt_tt_near, edvt_tt_far, atol=1e-3)
 
 
+def test_model_logits_at_text_positions_ignore_where_the_visual_tokens_sit():
+    """Through the whole transformers Llama (every layer, the attention backend, the keyword reaching the layers):
+    moving only the visual tokens' position ids leaves the logits at the text positions unchanged with the visual
+    mask, and changes them without it. The visual tokens come first here: a visual query reads a *text* key
+    before it with RoPE (the rule masks keys), so behind a BOS only the first layer would be exactly invariant."""
+    model = _tiny(theta=50.0)
+    ids = torch.randint(0, 40, (1, 9))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0, 0]], dtype=torch.float)
+    near = torch.arange(9)[None]
+    far = torch.tensor([[0, 30, 60, 90, 4, 5, 6, 7, 8]])  # visual tokens moved, text positions kept
+    att = torch.ones(1, 9, dtype=torch.long)  # explicit: no packed-sequence guess from the position ids
+    with torch.no_grad():
+        edvt = [
+            model(input_ids=ids, attention_mask=att, position_ids=p, visual_mask=mask).logits[0, 4:]
+            for p in (near, far)
+        ]
+        rope = [model(input_ids=ids, attention_mask=att, position_ids=p).logits[0, 4:] for p in (near, far)]
+    assert torch.allclose(edvt[0], edvt[1], atol=1e-5)
+    assert (rope[0] - rope[1]).abs().max() > 1e-3
+
+
 def test_cached_decoding_equals_the_full_forward():
     model = _tiny()
     ids = torch.randint(0, 40, (1, 9))
@@ -186,6 +207,12 @@ def test_episodes_and_the_narration_oracle():
     assert {f.item for f in wrong if f.kind == "object"} == {0, 1}
     extra = check_narration(ep.narrations[i] + " then a red circle bounces", ep, i)
     assert [f.true for f in extra][-2:] == [False, False]
+    # the motion phrase is read wherever it stands: without the article, or with a stray word before it
+    first = ep.phrases[i][0].split()  # a <colour> <shape> <motion ...>
+    for variant in (first[1:], first[:3] + ["a"] + first[3:], first[:3] + ["and"] + first[3:]):
+        facts = check_narration(" ".join(variant), ep, i)
+        motion = next(f for f in facts if f.kind == "motion")
+        assert motion.true and motion.stated == " ".join(first[3:]), (variant, motion)
     for j in range(8):
         q = order_question(ep, j, torch.Generator().manual_seed(j))
         if q is None:

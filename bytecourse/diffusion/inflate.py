@@ -44,6 +44,30 @@ stage can add it to already trained modules without changing them. Measured: wit
 3,500 steps) the model still does not read the direction word (swapping it moves the x̂₀ error by at most 0.3 %,
 at t = 900), so spatial reach was not what held direction back at this budget.
 
+**Positions in the tokens** (``InflationConfig.stream_positions``, an option; off in the shipped model). AnimateDiff's
+motion module adds its sinusoidal frame positions to the hidden states themselves (its ``pos_encoder``), so queries,
+keys, *values* and the feed-forward all see them; this module adds them to the queries and keys only. Then no token
+holds its own frame or place: with the caption away, the same features give the same output on every frame and at
+every location, and a token's position only chooses which caption words it reads, by a score that is a sum of a
+frame term and a place term (``tests/test_inflate.py``). "Moves right" asks for a product of the two — at the left on
+early frames *and* at the right on late ones. With the option on, positions are added to the tokens after
+``proj_in`` and the feed-forward after the caption cross-attention can form that product.
+
+**One caption reading per frame** (``InflationConfig.frame_captions``, an option; off in the shipped model): the
+whole caption is encoded once per frame with the frame's sinusoidal position added to every token, and each frame's
+queries read only their own frame's encoding. The caption transformer, which composes words anyway, can then turn
+"moves right" into "at the left" on frame 0 and "at the right" on the last, leaving the cross-attention only a
+place per frame, which a score additive in position can say. Cost: the caption encoder runs T times on 24 tokens.
+
+Measured, each as a fresh stage 1 (3,800 steps, 43 min), against the shipped model (the default options, two
+stages, 113 min). On the shipped model the caption's "right" minus "left" moved x̂₀'s red mass to the right on
+*every* frame, the word read as a place ("enters from the right" and "leaves to the right" share it), where real
+clips differ only on the early frames and with the other sign. Neither option made the model read the direction
+word: with the direction swapped, x̂₀'s error at t = 900 moved by 0.3 % (positions in the tokens) and 0.14 % (+ one
+reading per frame). Direction accuracy on evaluation seed 0 (24 clips, DDIM 20) at CFG 2 / 8 was 0.458 / 0.542 and
+0.500 / 0.458, against 0.458 / 0.667 for the shipped model. So at this budget neither expressiveness was what held
+direction back. The options stay for a longer run, e.g. on a GPU.
+
 **Extension points** for the video chapters: every :class:`SpatialTransformer` keeps its ``post_spatial``
 slot and its swappable attention processors (``extra`` and ``frames`` reach them); the 16×16 level, which
 has no spatial attention in the primer, gets a ``post_spatial`` slot at the input of its motion module
@@ -121,9 +145,11 @@ class MotionModule(nn.Module):
         max_frames: int = 24,
         caption_cross_attention: bool = True,
         spatiotemporal: bool = False,
+        stream_positions: bool = False,
     ):
         super().__init__()
         self.size = size
+        self.stream_positions = stream_positions
         self.post_spatial = nn.ModuleList()
         self.norm_in = norm(dim)
         self.proj_in = nn.Linear(dim, dim)
@@ -157,14 +183,21 @@ class MotionModule(nn.Module):
                 tok = layer(tok, frames=frames, extra=extra or {})
             h = tok.transpose(1, 2).reshape(bt, c, hh, ww)
         x = self.proj_in(self.norm_in(h).flatten(2).transpose(1, 2))  # (B·T, HW, C)
-        x = x.view(b, frames, hh * ww, c).transpose(1, 2).reshape(b * hh * ww, frames, c)  # (B·HW, T, C)
+        x = x.view(b, frames, hh * ww, c).transpose(1, 2)  # (B, HW, T, C)
         pt = self.frame_pos[:frames]
+        if self.stream_positions:  # AnimateDiff's pos_encoder: positions in the tokens, so values and FF see them
+            x = x + pt[None, None] + self.grid_pos[None, :, None]
+        x = x.reshape(b * hh * ww, frames, c)  # (B·HW, T, C)
         x = x + self.attn1(self.norm1(x) + pt, role="temporal", frames=frames)
         if self.cross is not None and motion_context is not None:
             y = x.view(b, hh * ww, frames, c)
             q = self.norm_cross(y) + pt[None, None] + self.grid_pos[None, :, None]
-            y = y + self.cross(q.reshape(b, hh * ww * frames, c), motion_context, role="motion_cross").view_as(y)
-            x = y.view(b * hh * ww, frames, c)
+            if motion_context.shape[0] == b * frames:  # one caption reading per frame: each frame reads its own
+                q = q.transpose(1, 2).reshape(b * frames, hh * ww, c)
+                out = self.cross(q, motion_context, role="motion_cross").view(b, frames, hh * ww, c).transpose(1, 2)
+            else:
+                out = self.cross(q.reshape(b, hh * ww * frames, c), motion_context, role="motion_cross").view_as(y)
+            x = (y + out).reshape(b * hh * ww, frames, c)
         x = x + self.attn2(self.norm2(x) + pt, role="temporal", frames=frames)
         if self.attn_st is not None:  # every (frame, location) token of a clip attends to every other one
             y = x.view(b, hh * ww, frames, c)
@@ -210,6 +243,8 @@ class InflationConfig(JSONConfig):
     lora_rank: int = 0  # 0: the spatial layers stay exactly the primer's
     first_frame: bool = False  # I2V: zero-initialised features of a clean first frame added to every frame
     spatiotemporal_points: tuple[str, ...] = ()  # motion modules that also attend across locations and frames
+    stream_positions: bool = False  # frame and 2-D positions added to the motion modules' tokens (see the module doc)
+    frame_captions: bool = False  # the whole caption encoded once per frame, with the frame's position (module doc)
 
 
 class InflatedVideoDenoiser(nn.Module):
@@ -236,6 +271,9 @@ class InflatedVideoDenoiser(nn.Module):
         )
         with torch.no_grad():
             self.motion_text.embed.weight.copy_(spatial.text.embed.weight)
+        self.register_buffer(
+            "frame_text_pos", timestep_embedding(torch.arange(24), spatial_config.text_dim), persistent=False
+        )
         self.motion = nn.ModuleDict(
             {
                 p: MotionModule(
@@ -245,6 +283,7 @@ class InflatedVideoDenoiser(nn.Module):
                     config.heads,
                     caption_cross_attention=config.caption_cross_attention,
                     spatiotemporal=p in config.spatiotemporal_points,
+                    stream_positions=config.stream_positions,
                 )
                 for p in config.motion_points
             }
@@ -316,7 +355,12 @@ class InflatedVideoDenoiser(nn.Module):
         spatial_ctx = self.spatial.text(object_tokens(tokens, spatial_config.caption_length)).repeat_interleave(
             frames, 0
         )
-        motion_ctx = self.motion_text(tokens) if config.caption_cross_attention else None
+        motion_ctx = None
+        if config.caption_cross_attention and config.frame_captions:  # (B·T, L, D): caption k is read at frame k
+            offset = self.frame_text_pos[:frames].repeat(b, 1)[:, None]
+            motion_ctx = self.motion_text(tokens.repeat_interleave(frames, 0), offset)
+        elif config.caption_cross_attention:
+            motion_ctx = self.motion_text(tokens)
         ff = None
         if first_frame is not None:
             if self.first_frame_in is None:

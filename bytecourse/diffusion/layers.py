@@ -95,7 +95,9 @@ class CaptionEncoder(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out_norm = nn.LayerNorm(dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """``offset`` (B, 1, dim), optional: added to every token's input (e.g. a frame embedding)."""
         if tokens.dim() != 2 or tokens.shape[1] != self.length:
             raise ValueError(f"tokens must be (B, {self.length}), got {tuple(tokens.shape)}")
-        return self.out_norm(self.encoder(self.embed(tokens) + self.pos))
+        x = self.embed(tokens) + self.pos
+        return self.out_norm(self.encoder(x if offset is None else x + offset))

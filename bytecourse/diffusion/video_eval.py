@@ -3,7 +3,8 @@
 Rows: the image model applied frame by frame (the inflated model at initialisation: the motion modules are
 zero), the shipped inflated model, the old from-scratch video model, and the real clips themselves (the
 oracle's ceiling). Every generated clip is sampled from the same seeded noise for the same held-out
-one-object Motion captions (DDIM 20, CFG 2). Metrics:
+one-object Motion captions (DDIM 20), all at one CFG scale, which :func:`choose_guidance` picks for the inflated model
+on validation clips that no table scores (the ``guidance_choice`` table shows how). Metrics:
 
 - frame-wise colour / shape / exact / realism on the frames where the caption's object is fully inside the
   frame in the world clip the caption came from (entering and leaving objects are partly outside on others);
@@ -12,7 +13,7 @@ one-object Motion captions (DDIM 20, CFG 2). Metrics:
   compared at their cost.
 
 Three diagnostic tables say *why* the direction score is what it is: direction accuracy split by motion kind
-(linear, curved, bouncing, entering, leaving); the shipped model at CFG 1, 2 and 4; and a probe of whether the
+(linear, curved, bouncing, entering, leaving); the shipped model at CFG 1, 2, 4 and 8; and a probe of whether the
 model reads the direction word at all (:func:`direction_word_gap`).
 
 A further table measures temporal coupling directly: ‖f(Px) − P f(x)‖ / ‖f(x)‖ for a frame permutation P —
@@ -36,8 +37,8 @@ from .schedule import make_train_scheduler
 
 EVAL_SEED_OFFSET = VIDEO_EVAL  # held-out clips and noise (bytecourse.seeds)
 EVAL_CLIPS = 24
-GUIDANCE_SCALE = 2.0
-GUIDANCE_SWEEP = (1.0, 2.0, 4.0)  # the shipped model's guidance table
+GUIDANCE_SWEEP = (1.0, 2.0, 4.0, 8.0)  # the shipped model's guidance table, and the scales choose_guidance tries
+GUIDANCE_VALIDATION = 700  # "seed" of the validation clips and noise that choose the table's CFG scale
 STEPS = 20
 
 
@@ -63,9 +64,7 @@ def score_clips(videos: torch.Tensor, batch) -> dict[str, float]:
 
 
 @torch.no_grad()
-def sample_clips(
-    model, batch, seed: int, device, steps: int = STEPS, guidance_scale: float = GUIDANCE_SCALE
-) -> torch.Tensor:
+def sample_clips(model, batch, seed: int, device, guidance_scale: float, steps: int = STEPS) -> torch.Tensor:
     """DDIM ``steps`` with CFG ``guidance_scale`` from evaluation seed ``seed``'s noise, ε̂ recomputed from the
     clipped x̂₀ (the substrate's default since the primer's CFG cure)."""
     noise = initial_noise(tuple(batch.videos.shape), EVAL_SEED_OFFSET + seed, device)
@@ -73,6 +72,25 @@ def sample_clips(
         model, noise, batch.tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=guidance_scale
     )
     return to_image_space(x).float().cpu()
+
+
+def choose_guidance(model, device, sweep: tuple[float, ...] = GUIDANCE_SWEEP) -> dict:
+    """The CFG scale of the ``models`` table, chosen on validation clips and noise that no table scores
+    (``eval_clips(GUIDANCE_VALIDATION)``): among the scales that keep colour ≥ 0.95 and realism ≥ 0.90, the one
+    with the best mean of direction accuracy and identity consistency (the smallest on a tie; the smallest scale
+    if none keeps both). Returns ``{"guidance_scale": w, "rows": [...]}`` with the validation scores of each."""
+    held = eval_clips(GUIDANCE_VALIDATION)
+    rows = []
+    for w in sweep:
+        scores = score_clips(sample_clips(model, held, GUIDANCE_VALIDATION, device, w), held)
+        rows.append({"setting": f"CFG {w:g}", "guidance_scale": w, "metrics": summarise([scores])})
+    keep = [r for r in rows if r["metrics"]["colour"]["mean"] >= 0.95 and r["metrics"]["realism"]["mean"] >= 0.90]
+
+    def merit(r: dict) -> float:
+        return (r["metrics"]["direction"]["mean"] + r["metrics"]["identity"]["mean"]) / 2
+
+    best = max(keep, key=lambda r: (merit(r), -r["guidance_scale"])) if keep else rows[0]
+    return {"guidance_scale": best["guidance_scale"], "rows": rows, "clips": EVAL_CLIPS}
 
 
 #: DDIM 20 from t = 999 on: the first steps, where a clip's layout (and so its motion) is decided
@@ -169,6 +187,17 @@ def _row(
     }
 
 
+def _earlier_row(row: dict, guidance_scale: float) -> dict:
+    """An earlier stage's stored row, its sampler named where it differs from this table's (the rows before the CFG
+    choice were sampled at CFG 2; the first of them with the raw ε̂)."""
+    if "eps" not in row:
+        row = row | {"eps": "raw", "note": row["note"] + "; sampled with the raw ε̂, before the cure"}
+    w = row.get("guidance_scale", 2.0)
+    if w != guidance_scale and "sampled at CFG" not in row["note"]:
+        row = row | {"guidance_scale": w, "note": row["note"] + f"; sampled at CFG {w:g}, not this table's"}
+    return row
+
+
 def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
     from ..device import default_device
     from .image_model import load_image_model
@@ -208,28 +237,28 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
             scratch_entry["sha256"],
         )
     rows, coupling, by_kind, guidance, word = [], [], [], [], []
+    inflated_name = next((n for n in models if n.startswith("Inflated")), None)
+    # every row samples at the CFG scale chosen for the inflated model on validation clips: at a high scale the
+    # frame-by-frame model, too, draws the caption's colour and shape on every frame, so identity must be
+    # compared at the same scale
+    chosen = choose_guidance(models[inflated_name][0], device) if inflated_name else None
+    w_table = chosen["guidance_scale"] if chosen else GUIDANCE_SWEEP[1]
     clips = {s: eval_clips(s) for s in seeds}
     for name, (model, wall, note, sha) in models.items():
-        videos = {s: sample_clips(model, clips[s], s, device) for s in seeds}
+        videos = {s: sample_clips(model, clips[s], s, device, w_table) for s in seeds}
         per_seed = [score_clips(videos[s], clips[s]) for s in seeds]
         rows.append(_row(name, per_seed, wall, note, sha))
-        if name.startswith("Inflated"):
-            rows[1:1] = [
-                r
-                if "eps" in r
-                else r | {"eps": "raw", "note": r["note"] + "; sampled with the raw ε̂, before the cure"}
-                for r in earlier
-                if r["setting"] != name
-            ]
+        if name == inflated_name:
+            rows[1:1] = [_earlier_row(r, w_table) for r in earlier if r["setting"] != name]
         if not name.startswith("From-scratch"):  # the diagnostics: what the frame-wise table cannot say
             kinds = [_all_kinds(direction_by_kind(videos[s], clips[s].captions)) for s in seeds]
             by_kind.append({"setting": name, "metrics": summarise(kinds)})
             word.append({"setting": name, "levels": direction_word_gap(model, device)})
-        if name.startswith("Inflated"):
+        if name == inflated_name:
             for w in GUIDANCE_SWEEP:
                 vids = (
                     videos
-                    if w == GUIDANCE_SCALE
+                    if w == w_table
                     else {s: sample_clips(model, clips[s], s, device, guidance_scale=w) for s in seeds}
                 )
                 scores = [score_clips(vids[s], clips[s]) for s in seeds]
@@ -251,8 +280,14 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
             "setting_name": "model",
             "clips_per_seed": EVAL_CLIPS,
             "steps": STEPS,
-            "guidance_scale": GUIDANCE_SCALE,
+            "guidance_scale": w_table,
             "seeds": list(seeds),
+        },
+        "guidance_choice": {
+            "rows": chosen["rows"] if chosen else [],
+            "setting_name": "guidance",
+            "chosen": w_table,
+            "rule": "best mean of direction and identity with colour ≥ 0.95 and realism ≥ 0.90, on validation clips",
         },
         "coupling": {"rows": coupling, "setting_name": "model", "t": 500, "permutation": "frame reversal"},
         "by_kind": {
@@ -330,9 +365,15 @@ SLICE_TOLERANCE = 0.05  # oracle rates over 24 clips: one clip may flip across C
 SLICE_METRICS = ("colour", "shape", "direction", "identity")
 
 
+def table_guidance_scale() -> float:
+    """The CFG scale the stored ``models`` table was sampled at (:func:`choose_guidance`; 2 before any eval)."""
+    stored = checkpoints.read_manifest().get("tables", {}).get("video", {}).get("tables", {})
+    return float(stored.get("models", {}).get("guidance_scale", GUIDANCE_SWEEP[1]))
+
+
 def live_slice(model, entry: dict, device, metrics: tuple[str, ...] = SLICE_METRICS) -> dict:
     """Evaluation seed 0 of the shipped inflated model's row (``entry``: its manifest entry), recomputed."""
     held_out = eval_clips(0)
-    scores = score_clips(sample_clips(model, held_out, 0, device), held_out)
+    scores = score_clips(sample_clips(model, held_out, 0, device, table_guidance_scale()), held_out)
     setting = f"Inflated video model (after stage {entry['config']['trained_stages']})"
     return {"models": {"rows": [{"setting": setting, "metrics": summarise([{m: scores[m] for m in metrics}])}]}}

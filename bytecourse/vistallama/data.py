@@ -128,6 +128,23 @@ def parse_narration(narration: str) -> list[list[str]]:
     return [w for w in items if w]
 
 
+_MOTION_VERBS = ("moves", "curves", "bounces", "enters", "leaves")
+
+
+def _motion_words(words: list[str]) -> str:
+    """An item's motion phrase wherever it stands: from its first motion verb up to the next article, colour or
+    shape word ("red circle moves left" → "moves left"). Without a motion verb, whatever follows "a <colour>
+    <shape>" is the stated motion (and is false), as before."""
+    start = next((j for j, w in enumerate(words) if w in _MOTION_VERBS), None)
+    if start is None:
+        return " ".join(words[3:])
+    stop = next(
+        (j for j in range(start + 1, len(words)) if words[j] in ("a", *text.COLOUR_NAMES, *text.SHAPE_NAMES)),
+        len(words),
+    )
+    return " ".join(words[start:stop])
+
+
 def check_narration(narration: str, ep: Episodes, i: int) -> list[Fact]:
     """Every fact the narration states, checked against episode i: item k's object must be segment k's object (this
     checks the order of events too), and its motion phrase must be segment k's motion. Items past the last segment
@@ -152,7 +169,7 @@ def check_narration(narration: str, ep: Episodes, i: int) -> list[Fact]:
         if obj is not None:
             ok = item < k and obj == (int(ep.colours[i, item]), int(ep.shapes[i, item]))
             facts.append(Fact("object", item, f"{text.COLOUR_NAMES[obj[0]]} {text.SHAPE_NAMES[obj[1]]}", ok))
-        motion = " ".join(words[3:]) if len(words) > 3 else ""
+        motion = _motion_words(words)
         if motion:
             ok = item < k and motion == _motion_phrase(int(ep.motion[i, item]), int(ep.direction[i, item]))
             facts.append(Fact("motion", item, motion, ok))

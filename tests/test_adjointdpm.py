@@ -178,3 +178,51 @@ def test_widget_callbacks_without_a_browser():
     assert view.result["routes"]["autograd"]["peak_bytes"] > view.result["routes"]["continuous"]["peak_bytes"]
     with pytest.raises(ValueError):
         widget.fidelity_preview(model, 5, method="rk4")
+
+
+def _tiny_app_model(size: int = 16) -> ImageDenoiser:
+    torch.manual_seed(0)
+    model = ImageDenoiser(
+        UNetConfig(image_size=size, widths=(16, 32), attn_levels=(1,), text_dim=16, text_layers=1, heads=2)
+    )
+    with torch.no_grad():  # the output convolution is zero-initialised: give it weights, as training would
+        model.out[-1].weight.normal_(0, 0.1)
+    return model.eval().requires_grad_(False)
+
+
+def test_security_audit_stays_in_budget_and_raises_the_classifiers_loss():
+    """(a): the attack moves x_T by at most ``budget``·‖x_T‖ and climbs the cross-entropy of the classifier's own
+    label (its loss, the negative cross-entropy, falls)."""
+    model = _tiny_app_model()
+    torch.manual_seed(1)
+    head = torch.nn.Linear(3 * 16 * 16, 6)
+    classifier = lambda x: {"colour": head(x.flatten(1))}  # noqa: E731
+    losses = []
+    out = applications.security_audit(
+        model,
+        classifier,
+        seed=0,
+        n=2,
+        iters=3,
+        budget=0.2,
+        lr=0.05,
+        num_steps=3,
+        on_iter=lambda i, l, d: losses.append(l),
+    )
+    assert out["rel_delta"] <= 0.2 + 1e-5 and 0 <= out["flipped"] <= 1
+    assert out["images"][0].shape == out["images"][1].shape == (2, 3, 16, 16)
+    assert losses[-1] < losses[0]
+
+
+def test_learn_effect_word_fits_the_examples_and_stylize_tunes_only_the_output_layers():
+    model = _tiny_app_model()
+    examples, captions = applications.effect_examples(n=2, image_size=16)
+    word, losses = applications.learn_effect_word(model, examples, captions, iters=4, lr=0.01, num_steps=3)
+    assert word.shape == (16,) and word.abs().sum() > 0 and losses[-1] < losses[0]
+    big = _tiny_app_model(32)
+    before = {k: v.clone() for k, v in big.state_dict().items()}
+    tuned, curve = applications.stylize(big, iters=2, batch=2, num_steps=3)
+    assert len(curve) == 2 and all(torch.isfinite(torch.tensor(curve)))
+    changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("out.", "unstem.")) for k in changed)
+    assert all(torch.equal(v, before[k]) for k, v in big.state_dict().items())  # the model itself is untouched

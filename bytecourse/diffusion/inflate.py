@@ -60,9 +60,10 @@ queries read only their own frame's encoding. The caption transformer, which com
 place per frame, which a score additive in position can say. Cost: the caption encoder runs T times on 24 tokens.
 
 Measured, each as a fresh stage 1 (3,800 steps, 43 min), against the shipped model (the default options, two
-stages, 113 min). On the shipped model the caption's "right" minus "left" moved x̂₀'s red mass to the right on
-*every* frame, the word read as a place ("enters from the right" and "leaves to the right" share it), where real
-clips differ only on the early frames and with the other sign. Neither option made the model read the direction
+stages, 113 min). On the first (positions in the tokens), "moves right" minus "moves left" moved x̂₀'s red mass (same
+x_t, t = 950 to 800) to the right on *every* frame, the word read as a place ("enters from the right" and "leaves to
+the right" share it), where real clips differ mostly on the early frames and with the other sign: that measurement
+led to the second option. Neither option made the model read the direction
 word: with the direction swapped, x̂₀'s error at t = 900 moved by 0.3 % (positions in the tokens) and 0.14 % (+ one
 reading per frame). Direction accuracy on evaluation seed 0 (24 clips, DDIM 20) at CFG 2 / 8 was 0.458 / 0.542 and
 0.500 / 0.458, against 0.458 / 0.667 for the shipped model. So at this budget neither expressiveness was what held

@@ -115,6 +115,26 @@ def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict)
     return path
 
 
+def record_run(target: str, name: str, record: dict) -> None:
+    """Record a trained-and-evaluated run that is not shipped (an ablation arm, an extra training seed) under
+    ``manifest["runs"][target][name]``: its command, config, seed, commit, device, wall time and metrics."""
+    missing = {"command", "config", "seed", "device", "wall_time_s"} - set(record)
+    if missing:
+        raise ValueError(f"run record {target}/{name} lacks {sorted(missing)}")
+    manifest = read_manifest()
+    manifest.setdefault("runs", {}).setdefault(target, {})[name] = {
+        **record,
+        "git_commit": record.get("git_commit") or git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_manifest(manifest)
+
+
+def recorded_runs(target: str) -> dict[str, dict]:
+    """Every run :func:`record_run` stored for ``target`` (name → record)."""
+    return read_manifest().get("runs", {}).get(target, {})
+
+
 REQUIRED_ENTRY_KEYS = ("file", "sha256", "command")
 
 

@@ -121,6 +121,18 @@ _ALL = (
         "bytecourse.vistallama.evaluate:cli_eval",
     ),
     Target(
+        "metaprompts",
+        "Meta Prompts — learnable prompts turn a diffusion UNet into a perception model",
+        "03_metaprompts.ipynb",
+        ("metaprompts_pretrain",),
+        ("primer_unet", "metaprompts_pretrain"),
+        "bytecourse.metaprompts.train:cli_train",
+        "bytecourse.metaprompts.evaluate:cli_eval",
+        COMMON_OPTIONS | {"variant", "stage"},
+        variants=(),
+        stages=1,
+    ),
+    Target(
         "dreamtalk",
         "DREAM-Talk — diffusion over expression sequences, lips refined to the audio",
         "07_dreamtalk.ipynb",

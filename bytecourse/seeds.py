@@ -30,6 +30,11 @@ VISTALLAMA_NARRATOR = 20_000_000  # Vista-LLaMA: narrator training episodes (+ s
 VISTALLAMA_EVAL = 30_000_000  # Vista-LLaMA: evaluation episodes (+ 500_000 / 700_000 / 900_000 per table)
 DREAMTALK_DATA = 40_000_000  # DREAM-Talk: training clips (+ run * 1_000_000 + seed * 100_000 + step)
 DREAMTALK_EVAL = 51_000_000  # DREAM-Talk: evaluation clips and sampling noise (+ 1_000 * seed + table offsets)
+METAPROMPTS_DATA = 60_000_000  # Meta Prompts: perception training images (+ seed * 100_000 + step), every arm the same
+METAPROMPTS_PRETRAIN = (
+    61_000_000  # Meta Prompts: the diffusion fine-tune on perception images (+ seed * stride + step)
+)
+METAPROMPTS_EVAL = 72_000_000  # Meta Prompts: held-out perception images (+ 1_000 * seed + image batch)
 BOXIMATOR_DATA = 500_000  # Boximator's control-training clips (+ seed * TRAIN_SEED_STRIDE + stage * 100_000 + step)
 
 STYLE_REFERENCE = 5  # the textured world image ("a cyan square") that SAG and AdjointDPM stylise towards
@@ -48,4 +53,7 @@ STREAMS: dict[str, tuple[int, int]] = {  # name: (offset, width of the range its
     "classifier heldout": (CLASSIFIER_HELDOUT, 1_000),
     "dreamtalk data": (DREAMTALK_DATA, 10_000_000),
     "dreamtalk eval": (DREAMTALK_EVAL, 1_000_000),
+    "metaprompts data": (METAPROMPTS_DATA, 1_000_000),
+    "metaprompts pretrain": (METAPROMPTS_PRETRAIN, 10_000_000),
+    "metaprompts eval": (METAPROMPTS_EVAL, 100_000),
 }

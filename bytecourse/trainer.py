@@ -129,6 +129,7 @@ def train_loop(
     device: str = "auto",
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    param_groups: list[dict] | None = None,
 ) -> tuple[EMA, TrainState, Accelerator]:
     """Train ``model`` for ``total_steps`` on ``loss_fn(model, step, device)`` (which draws its own seeded
     batch for that step, so a resumed run sees exactly the data an uninterrupted one would).
@@ -136,7 +137,9 @@ def train_loop(
     Returns the EMA, the final state (``state.step < total_steps`` when stopped by ``max_minutes``) and the
     accelerator. ``on_step(step, loss)`` is called after every step (e.g. to record a loss curve). The optimiser
     is AdamW over the parameters that require gradients; ``final_lr_ratio`` and ``warmup`` shape :func:`lr_at`;
-    ``clip_grad=None`` turns gradient clipping off."""
+    ``clip_grad=None`` turns gradient clipping off. ``param_groups`` (optional): AdamW groups over ``model``'s
+    parameters, each with an ``lr_scale`` (its rate is ``lr_scale`` × the schedule's), e.g. a pretrained backbone
+    tuned more gently than new heads."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     cpu = device == "cpu"
@@ -144,7 +147,8 @@ def train_loop(
     if device not in ("auto", "cpu") and torch.device(device).type != acc.device.type:
         raise ValueError(f"device {device!r} requested but accelerate chose {acc.device}")
     model.to(acc.device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     ema = EMA(model, ema_decay)
     state = TrainState()
     if resume and (run_dir / "state.json").exists():
@@ -165,7 +169,7 @@ def train_loop(
     model.train()
     while state.step < total_steps:
         for group in opt.param_groups:
-            group["lr"] = lr_at(state.step, total_steps, lr, warmup, final_lr_ratio)
+            group["lr"] = lr_at(state.step, total_steps, lr, warmup, final_lr_ratio) * group.get("lr_scale", 1.0)
         with acc.autocast():
             loss = loss_fn(model, state.step * acc.num_processes + acc.process_index, acc.device)
         opt.zero_grad(set_to_none=True)

@@ -82,7 +82,6 @@ shipped checkpoint holds only what differs from the primer.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +90,7 @@ from torch import nn
 from .. import text
 from .attention import Attention, FeedForward
 from .layers import CaptionEncoder, JSONConfig, norm, timestep_embedding
+from .lora import LoRA
 from .unet import ImageDenoiser
 
 _COLOUR_IDS = [text.WORD_TO_ID[w] for w in text.COLOUR_NAMES]
@@ -207,25 +207,6 @@ class MotionModule(nn.Module):
         x = x + self.ff(self.norm_ff(x))
         x = self.proj_out(x).view(b, hh * ww, frames, c).transpose(1, 2).reshape(bt, hh * ww, c)
         return h + x.transpose(1, 2).reshape(bt, c, hh, ww)
-
-
-class LoRA(nn.Module):
-    """A low-rank delta ``(α/r)·B A x`` on a frozen ``nn.Linear`` (Hu et al. 2022, Eq. 3), added by a forward
-    hook so that the base layer's parameter names stay the primer's. ``B = 0`` at initialisation."""
-
-    def __init__(self, base: nn.Linear, rank: int = 4, alpha: float | None = None):
-        super().__init__()
-        if rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-        self.scale = (alpha or rank) / rank
-        self.down = nn.Linear(base.in_features, rank, bias=False)
-        self.up = nn.Linear(rank, base.out_features, bias=False)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.up.weight)
-        base.register_forward_hook(self.add_delta)  # a bound method, so a deep copy (the EMA) hooks its own copy
-
-    def add_delta(self, _base: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-        return out + self.scale * self.up(self.down(inputs[0]))
 
 
 @dataclass(frozen=True)

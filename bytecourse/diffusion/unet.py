@@ -130,17 +130,23 @@ class ImageDenoiser(nn.Module):
         self,
         x: torch.Tensor,
         t: torch.Tensor | float | int,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | None,
         *,
         after_stage: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
         frames: int = 1,
         extra: dict | None = None,
+        context: torch.Tensor | None = None,
+        time_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """ε̂(x, t, c): ``tokens`` is a caption ``(B, L)`` of token ids, or its embedding ``(B, L, text_dim)`` directly.
 
         ``after_stage(name, h) → h`` (optional) is called at every :meth:`stage_points` entry; ``frames`` and
         ``extra`` are passed on to the attention processors and ``post_spatial`` layers. With the defaults the
-        image model runs exactly as trained."""
+        image model runs exactly as trained.
+
+        Perception use (chapter 03, Meta Prompts): ``context (B, N, text_dim)`` of any length N replaces the caption
+        as every cross-attention's keys and values (``tokens`` is then ignored and may be None), and
+        ``time_embedding (B or 1, 2·widths[0])`` replaces the sinusoidal + MLP embedding of ``t``."""
         config = self.config
         if (
             x.dim() != 4
@@ -151,11 +157,18 @@ class ImageDenoiser(nn.Module):
             raise ValueError(
                 f"x must be (B, {config.channels}, {config.image_size}, {config.image_size}), got {tuple(x.shape)}"
             )
-        t = torch.as_tensor(t, device=x.device)
-        if t.dim() == 0:
-            t = t.expand(x.shape[0])
-        temb = self.time_mlp(timestep_embedding(t, config.widths[0]).to(x.dtype))
-        if (
+        if time_embedding is not None:
+            temb = time_embedding.to(x.dtype).expand(x.shape[0], -1)
+        else:
+            t = torch.as_tensor(t, device=x.device)
+            if t.dim() == 0:
+                t = t.expand(x.shape[0])
+            temb = self.time_mlp(timestep_embedding(t, config.widths[0]).to(x.dtype))
+        if context is not None:
+            if context.dim() != 3 or context.shape[0] not in (1, x.shape[0]) or context.shape[2] != config.text_dim:
+                raise ValueError(f"context must be (B, N, {config.text_dim}), got {tuple(context.shape)}")
+            ctx = context.to(x.dtype).expand(x.shape[0], -1, -1)
+        elif (
             tokens.is_floating_point()
         ):  # a conditioning embedding c = text(tokens), e.g. one being optimised (AdjointDPM)
             want = (x.shape[0], config.caption_length, config.text_dim)

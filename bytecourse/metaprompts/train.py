@@ -1,0 +1,195 @@
+"""Chapter 03's training commands: ``python -m bytecourse train metaprompts``.
+
+- ``--stage 1``: the perception fine-tune of the course's diffusion model (:mod:`.pretrain`), the parent of every arm.
+- ``--variant ARM --seed S``: one arm of the ablation (:data:`ARMS`), trained for the same steps on the same images
+  (the data stream depends on the seed only), then evaluated on the held-out images (:mod:`.evaluate`). Seed 0 of
+  the shipped arms (:data:`SHIPPED`) writes ``data/metaprompts_<arm>.safetensors`` (only what the arm adds to the
+  parent: LoRA, norms, output layer, prompts, time vectors, heads); every run, shipped or not, is recorded with its
+  metrics, parameters and FLOPs in ``data/manifest.json`` under ``runs.metaprompts``, which ``eval`` tabulates.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .. import checkpoints, seeds
+from ..configs import JSONConfig
+from ..trainer import seeded_init, train_and_ship
+from ..worlds import ShapesConfig, make_shapes
+from ..worlds.shapes import colour_shape_classes
+from .models import ConvBackbone, MetaPromptsConfig, MetaPromptsModel, UNetBackbone, count_flops, count_parameters
+from .pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
+from .pretrain import PretrainConfig, load_pretrained_unet, pretrain, random_unet
+
+MAIN_ARM = "loops_3"
+ARMS: dict[str, MetaPromptsConfig] = {  # the brief's toy plan, §3.5
+    "null": MetaPromptsConfig(prompts="null", rearrange=False, loops=1),
+    "class_names": MetaPromptsConfig(prompts="classnames", rearrange=False, loops=1),
+    "meta": MetaPromptsConfig(rearrange=False, loops=1),
+    "loops_1": MetaPromptsConfig(loops=1),  # meta prompts + re-arrangement
+    "loops_2": MetaPromptsConfig(loops=2),
+    "loops_3": MetaPromptsConfig(loops=3),  # the paper's setting: the main arm
+    "random_init": MetaPromptsConfig(loops=3, tune="full"),  # the same UNet, randomly initialised
+    "conv": MetaPromptsConfig(backbone="conv", rearrange=False, loops=1, tune="full", conv_width=1.3),
+}
+ARM_TITLES = {
+    "null": "null embedding",
+    "class_names": "class-name embeddings (VPD-style)",
+    "meta": "meta prompts",
+    "loops_1": "meta prompts + re-arrangement, 1 loop",
+    "loops_2": "… 2 loops",
+    "loops_3": "… 3 loops (the paper's setting)",
+    "random_init": "3 loops, UNet randomly initialised",
+    "conv": "plain conv net, same parameter count",
+}
+SHIPPED = ("loops_3", "meta")  # seed 0 of these ships (the widget's two models); the rest is recorded only
+TRAINING_SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class ArmTrainConfig(JSONConfig):
+    arm: str = MAIN_ARM
+    model: MetaPromptsConfig = field(default_factory=MetaPromptsConfig)
+    steps: int = 500
+    batch: int = 16
+    lr: float = 1e-3
+    unet_lr_scale: float = 0.25  # the UNet (its LoRA, norms and output layer) learns 4× slower than the new parts
+    weight_decay: float = 1e-2
+    warmup: int = 50
+    dice: float = 0.5
+    seed: int = 0
+
+    def world(self) -> ShapesConfig:
+        return ShapesConfig.perception()
+
+
+def labels_of(batch, labels: str) -> torch.Tensor:
+    return batch.class_mask if labels == "shape" else colour_shape_classes(batch)
+
+
+def training_batch(config: ArmTrainConfig, step: int):
+    """Step ``step``'s images, labels and depth — the same for every arm of a training seed."""
+    batch = make_shapes(config.batch, seeds.METAPROMPTS_DATA + config.seed * 100_000 + step, config.world())
+    return batch.images, labels_of(batch, config.model.labels), batch.depth
+
+
+def build_model(config: ArmTrainConfig, unet=None) -> MetaPromptsModel:
+    """The arm's model: the perception-pretrained UNet (``unet`` overrides it, e.g. a tiny one in tests), a random
+    one (``random_init``) or the plain conv net, with its prompts and heads seeded by the training seed."""
+    m = config.model
+
+    def make() -> MetaPromptsModel:
+        if m.backbone == "conv":
+            return MetaPromptsModel(ConvBackbone(m.conv_width), m)
+        parent = copy.deepcopy(unet) if unet is not None else load_pretrained_unet()[0]
+        if m.tune == "full":  # the "does pretraining matter?" control: same architecture, random weights
+            fresh = random_unet(parent.config, 1000 + config.seed)
+            return MetaPromptsModel(UNetBackbone(fresh, m), m, parent.config.image_size)
+        return MetaPromptsModel(UNetBackbone(parent, m), m, parent.config.image_size)
+
+    return seeded_init(config.seed, make)
+
+
+def arm_config(arm: str, seed: int = 0, **overrides) -> ArmTrainConfig:
+    if arm not in ARMS:
+        raise ValueError(f"arm must be one of {', '.join(ARMS)}, got {arm!r}")
+    return ArmTrainConfig(arm=arm, model=ARMS[arm], seed=seed, **overrides)
+
+
+def train_arm(
+    config: ArmTrainConfig, *, run_dir: Path | None = None, ship: bool = True, unet=None, **loop_options
+) -> tuple[MetaPromptsModel, dict]:
+    """Train (or continue) one arm; seed 0 of a :data:`SHIPPED` arm ships when complete (and ``ship``)."""
+    model = build_model(config, unet)
+    groups = model.parameter_groups(config.unet_lr_scale)
+
+    def loss_fn(m, step: int, device: torch.device) -> torch.Tensor:
+        images, labels, depth = training_batch(config, step)
+        return m.loss(images.to(device), labels.to(device), depth.to(device), config.dice)
+
+    name = f"metaprompts_{config.arm}"
+    shipping = ship and config.arm in SHIPPED and config.seed == 0 and unet is None
+    entry = {"parent": PRETRAIN_CHECKPOINT, "arm": config.arm}
+    if unet is None and config.model.backbone == "unet" and config.model.tune != "full":
+        entry["parent_sha256"] = checkpoints.manifest_entry(PRETRAIN_CHECKPOINT)["sha256"]
+    trained, summary = train_and_ship(
+        model,
+        loss_fn,
+        target="metaprompts",
+        checkpoint=name if shipping else None,
+        config=config.to_dict(),
+        total_steps=config.steps,
+        lr=config.lr,
+        run_dir=run_dir or Path("runs/metaprompts") / f"{config.arm}_seed{config.seed}",
+        seed=config.seed,
+        ship=shipping,
+        ship_ema=False,
+        state_dict=lambda m: m.shipped_state(),
+        entry=entry,
+        command=f"python -m bytecourse train metaprompts --variant {config.arm} --seed {config.seed}",
+        warmup=config.warmup,
+        weight_decay=config.weight_decay,
+        param_groups=groups,
+        **loop_options,
+    )
+    return trained.eval(), summary
+
+
+def load_arm(arm: str, device: str | torch.device = "cpu") -> tuple[MetaPromptsModel, dict]:
+    """A shipped arm (hash-verified, frozen, eval mode) on the shipped perception-pretrained UNet."""
+    state, entry = checkpoints.load_checkpoint(f"metaprompts_{arm}")
+    if entry.get("parent_sha256") != checkpoints.manifest_entry(PRETRAIN_CHECKPOINT)["sha256"]:
+        raise checkpoints.CheckpointError(
+            f"metaprompts_{arm} was trained on another {PRETRAIN_CHECKPOINT}; retrain it"
+        )
+    config = ArmTrainConfig.from_dict(entry["config"])
+    model = build_model(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    kept = set(model.shipped_state())
+    if unexpected or any(k in kept for k in missing):
+        raise checkpoints.CheckpointError(
+            f"metaprompts_{arm} does not match its architecture: {unexpected or missing}"
+        )
+    return model.to(device).eval().requires_grad_(False), entry
+
+
+def cli_train(options) -> dict:
+    if options.stage == 1:
+        config = PretrainConfig(seed=options.seed)
+        if options.steps is not None:
+            config = replace(config, steps=options.steps)
+        _, summary = pretrain(config, device=options.device, resume=options.resume, max_minutes=options.max_minutes)
+        return summary
+    if options.variant is None:
+        raise ValueError("train metaprompts needs --stage 1 (the diffusion fine-tune) or --variant ARM")
+    from .evaluate import evaluate_model, held_out
+
+    config = arm_config(options.variant, options.seed)
+    if options.steps is not None:
+        config = replace(config, steps=options.steps)
+    model, summary = train_arm(config, device=options.device, resume=options.resume, max_minutes=options.max_minutes)
+    if not summary["finished"]:
+        return summary
+    t0 = time.time()
+    metrics = evaluate_model(model, held_out(config.model.labels))
+    counts = count_parameters(build_model(config).train())
+    record = {
+        "command": f"python -m bytecourse train metaprompts --variant {config.arm} --seed {config.seed}",
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "device": checkpoints.device_description(torch.device(summary["device"])),
+        "wall_time_s": summary["wall_time_s"],
+        "eval_time_s": round(time.time() - t0, 1),
+        "metrics": metrics,
+        "parameters": counts["parameters"],
+        "trainable": sum(p.numel() for g in build_model(config).parameter_groups(1.0) for p in g["params"]),
+        "flops": count_flops(model),
+        "shipped": summary.get("shipped"),
+    }
+    checkpoints.record_run("metaprompts", f"{config.arm}/seed{config.seed}", record)
+    return summary | {"metrics": metrics}

@@ -11,6 +11,7 @@ MODULES = [
     "bytecourse.vistallama.solutions",
     "bytecourse.boximator.solutions",
     "bytecourse.dreamtalk.solutions",
+    "bytecourse.metaprompts.solutions",
 ]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 

@@ -260,3 +260,49 @@ def test_copy_of_a_lora_model_keeps_its_own_delta():
     images = batch(1)[0]
     with torch.no_grad():
         assert not torch.allclose(model(images)["depth"], twin(images)["depth"])
+
+
+def test_the_registry_lists_every_arm_and_ships_what_train_ships():
+    from bytecourse import registry
+    from bytecourse.metaprompts.train import ARMS, SHIPPED
+
+    t = registry.target("metaprompts")
+    assert t.variants == tuple(ARMS)
+    assert set(t.checkpoints) == {"metaprompts_pretrain", *(f"metaprompts_{a}" for a in SHIPPED)}
+
+
+def _fake_tables(values: dict[str, tuple[list[float], list[float]]]) -> dict:
+    from bytecourse.evaluation import summarise
+
+    rows = [
+        {"arm": arm, "setting": arm, "metrics": summarise([{"miou": m, "rmse": r} for m, r in zip(miou, rmse)])}
+        for arm, (miou, rmse) in values.items()
+    ]
+    return {"arms": {"rows": rows}}
+
+
+def test_verdicts_can_say_not_reproduced_and_inconclusive():
+    good = _fake_tables(
+        {
+            "meta": ([0.8, 0.82], [0.1, 0.11]),
+            "null": ([0.6, 0.62], [0.2, 0.21]),
+            "class_names": ([0.7, 0.71], [0.15, 0.16]),
+        }
+    )
+    assert ev.compare_arms(good, "c", "meta", ("null", "class_names"))["outcome"] == "reproduced"
+    worse = _fake_tables(
+        {
+            "meta": ([0.5, 0.52], [0.1, 0.11]),
+            "null": ([0.6, 0.62], [0.2, 0.21]),
+            "class_names": ([0.7, 0.71], [0.15, 0.16]),
+        }
+    )
+    assert ev.compare_arms(worse, "c", "meta", ("null", "class_names"))["outcome"] == "not reproduced"
+    tied = _fake_tables({"meta": ([0.6, 0.8], [0.1, 0.11]), "null": ([0.7, 0.72], [0.2, 0.21])})
+    assert ev.compare_arms(tied, "c", "meta", ("null",))["outcome"] == "inconclusive"
+    assert ev.compare_arms(tied, "c", "meta", ("class_names",))["outcome"] == "inconclusive"  # not trained
+    assert ev.verdict_floor(_fake_tables({"loops_3": ([0.5, 0.6], [0.1, 0.1])}))["outcome"] == "not reproduced"
+    assert ev.verdict_floor(_fake_tables({"loops_3": ([0.75, 0.8], [0.1, 0.1])}))["outcome"] == "reproduced"
+    assert ev.verdict_hard_enough(_fake_tables({"conv": ([0.9, 0.95], [0.1, 0.1])}))["outcome"] == "not reproduced"
+    for v in ev.verdicts(worse):
+        assert v["outcome"] in ("reproduced", "not reproduced", "inconclusive") and v["sentence"]

@@ -10,6 +10,7 @@ Held-out images: :data:`EVAL_IMAGES` drawn from ``seeds.METAPROMPTS_EVAL`` — n
 
 from __future__ import annotations
 
+import statistics
 from functools import lru_cache
 
 import torch
@@ -89,3 +90,206 @@ def evaluate_model(model, data, loops: int | None = None) -> dict[str, float]:
     if "depth" in pred:
         metrics |= depth_metrics(pred["depth"], depth)
     return metrics
+
+
+# ---- the chapter's tables (``python -m bytecourse eval metaprompts``) ----
+
+METRICS = ("miou", "rmse", "delta1", "rel")
+LOWER_IS_BETTER = {"rmse", "rel"}
+SLICE_IMAGES = 128  # the notebook's live slice: the shipped arms on the first 128 held-out images
+SLICE_TOLERANCE = 0.01  # same weights and images: only float reduction order differs across CPUs
+PAPER = {
+    "source": "Meta Prompts (Wan et al., arXiv 2312.14733), the official repository's README "
+    "(../shared/papers/guidance-and-gradients.md §3.4); its ablation numbers (loops, prompts, re-arrangement, "
+    "text prompts) could not be verified offline and are not available",
+    "rows": [
+        {"benchmark": "NYUv2 depth", "metric": "RMSE", "value": 0.223},
+        {"benchmark": "NYUv2 depth", "metric": "δ1", "value": 0.976},
+        {"benchmark": "NYUv2 depth", "metric": "REL", "value": 0.061},
+        {"benchmark": "KITTI Eigen depth", "metric": "RMSE", "value": 1.928},
+        {"benchmark": "ADE20K segmentation (single-scale)", "metric": "mIoU", "value": 0.5583},
+        {"benchmark": "ADE20K segmentation (multi-scale + flip)", "metric": "mIoU", "value": 0.5681},
+        {"benchmark": "Cityscapes segmentation (no Mapillary, single-scale)", "metric": "mIoU", "value": 0.8438},
+    ],
+    "claims": [
+        "meta prompts beat the null embedding and class-name text embeddings",
+        "re-arranging the features with the prompts helps",
+        "more refinement loops help (the paper uses 3)",
+    ],
+}
+
+
+def _summary_rows(runs: dict[str, dict]) -> tuple[dict, dict]:
+    from ..evaluation import summarise
+    from .train import ARM_TITLES, ARMS
+
+    rows, per_class = [], []
+    for arm in ARMS:
+        recs = sorted((r for k, r in runs.items() if k.split("/")[0] == arm), key=lambda r: r["seed"])
+        if not recs:
+            continue
+        metrics = summarise([{m: r["metrics"][m] for m in METRICS} for r in recs])
+        rows.append(
+            {
+                "setting": ARM_TITLES[arm],
+                "arm": arm,
+                "seeds": [r["seed"] for r in recs],
+                "metrics": metrics,
+                "parameters": recs[0]["parameters"],
+                "trainable": recs[0]["trainable"],
+                "gflops": recs[0]["flops"] / 1e9,
+                "train_minutes": statistics.fmean(r["wall_time_s"] for r in recs) / 60,
+            }
+        )
+        ious = sorted(k for k in recs[0]["metrics"] if k.startswith("iou_"))
+        per_class.append(
+            {
+                "setting": ARM_TITLES[arm],
+                "arm": arm,
+                "metrics": summarise([{k: r["metrics"][k] for k in ious} for r in recs]),
+            }
+        )
+    return {"rows": rows, "setting_name": "arm"}, {"rows": per_class, "setting_name": "arm"}
+
+
+def slice_table(models: dict, n: int = SLICE_IMAGES) -> dict:
+    """The shipped arms' metrics on the first ``n`` held-out images (one "seed": the shipped training seed 0)."""
+    from ..evaluation import summarise
+    from .train import ARM_TITLES
+
+    images, labels, depth = (t[:n] for t in held_out("shape"))
+    rows = []
+    for arm, model in models.items():
+        m = evaluate_model(model, (images, labels, depth))
+        rows.append({"setting": ARM_TITLES[arm], "metrics": summarise([{k: m[k] for k in METRICS}])})
+    return {"rows": rows, "setting_name": "arm"}
+
+
+def live_slice(models: dict) -> dict:
+    """What the notebook recomputes: :func:`slice_table` of the shipped arms (checked against the stored one)."""
+    return {"slice": slice_table(models)}
+
+
+def loops_at_inference(model, loops: tuple[int, ...] = (1, 2, 3)) -> dict:
+    """The shipped main arm (trained with 3 loops) run with fewer loops on all held-out images."""
+    from ..evaluation import summarise
+
+    data = held_out("shape")
+    rows = []
+    for k in loops:
+        m = evaluate_model(model, data, loops=k)
+        rows.append(
+            {
+                "setting": f"{k} loop{'s' if k > 1 else ''}",
+                "loops": k,
+                "metrics": summarise([{x: m[x] for x in METRICS}]),
+            }
+        )
+    return {"rows": rows, "setting_name": "loops run"}
+
+
+def evaluate_metaprompts(models: dict, runs: dict[str, dict]) -> dict:
+    arms, per_class = _summary_rows(runs)
+    tables = {"arms": arms, "per_class": per_class, "slice": slice_table(models), "paper": PAPER}
+    from .train import MAIN_ARM
+
+    if MAIN_ARM in models:
+        tables["loops_at_inference"] = loops_at_inference(models[MAIN_ARM])
+    tables["verdicts"] = verdicts(tables)
+    return tables
+
+
+def cli_eval(options) -> dict:
+    from .. import checkpoints
+    from .train import SHIPPED, load_arm
+
+    models = {arm: load_arm(arm, options.device)[0] for arm in SHIPPED}
+    runs = checkpoints.recorded_runs("metaprompts")
+    for arm in SHIPPED:  # the shipped weights (fp16) must still give what their run recorded (fp32)
+        rec = runs.get(f"{arm}/seed0")
+        if rec is None:
+            raise ValueError(f"no recorded run for the shipped arm {arm}: train it with --variant {arm} --seed 0")
+        now = evaluate_model(models[arm], held_out("shape"))
+        if abs(now["miou"] - rec["metrics"]["miou"]) > 0.01:
+            raise ValueError(f"shipped {arm}: mIoU {now['miou']:.3f} now vs {rec['metrics']['miou']:.3f} recorded")
+    return evaluate_metaprompts(models, runs)
+
+
+# ---- verdicts: the paper's claims over the stored tables (three outcomes each) ----
+
+
+def _row(tables: dict, arm: str) -> dict | None:
+    return next((r for r in tables["arms"]["rows"] if r["arm"] == arm), None)
+
+
+def _fmt(s: dict, digits: int = 3) -> str:
+    return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
+
+
+def _side(a: dict, b: dict, metric: str) -> str:
+    """'better' / 'worse' when a's seed range lies entirely on the good / bad side of b's, else 'overlap'."""
+    hi, lo = (b, a) if metric in LOWER_IS_BETTER else (a, b)
+    if hi["min"] > lo["max"]:
+        return "better"
+    if hi["max"] < lo["min"]:
+        return "worse"
+    return "overlap"
+
+
+def compare_arms(tables: dict, claim: str, arm: str, baselines: tuple[str, ...], metrics=("miou", "rmse")) -> dict:
+    """``arm`` beats every baseline on every metric: reproduced when each seed range lies entirely on the better
+    side, not reproduced when any lies entirely on the worse side, inconclusive otherwise (or a row is missing)."""
+    a = _row(tables, arm)
+    rows = {b: _row(tables, b) for b in baselines}
+    if a is None or any(r is None for r in rows.values()):
+        missing = [x for x, r in {arm: a, **rows}.items() if r is None]
+        return {
+            "claim": claim,
+            "outcome": "inconclusive",
+            "sentence": f"{claim}: not trained yet ({', '.join(missing)}) → **inconclusive**.",
+        }
+    sides = [_side(a["metrics"][m], r["metrics"][m], m) for r in rows.values() for m in metrics]
+    outcome = (
+        "reproduced" if all(s == "better" for s in sides) else "not reproduced" if "worse" in sides else "inconclusive"
+    )
+    parts = []
+    for m in metrics:
+        cells = [f"{a['setting']} {_fmt(a['metrics'][m])}"] + [
+            f"{r['setting']} {_fmt(r['metrics'][m])}" for r in rows.values()
+        ]
+        parts.append(f"{m}: " + ", ".join(cells))
+    return {"claim": claim, "outcome": outcome, "sentence": f"{claim} — " + "; ".join(parts) + f" → **{outcome}**."}
+
+
+def verdict_floor(tables: dict, arm: str = "loops_3", threshold: float = 0.7) -> dict:
+    """The main arm reaches mIoU ≥ ``threshold`` on every training seed (none: not reproduced; some: inconclusive)."""
+    claim = f"the main arm reaches mIoU ≥ {threshold}"
+    a = _row(tables, arm)
+    if a is None:
+        return {"claim": claim, "outcome": "inconclusive", "sentence": f"{claim}: not trained yet → **inconclusive**."}
+    s = a["metrics"]["miou"]
+    outcome = "reproduced" if s["min"] >= threshold else "not reproduced" if s["max"] < threshold else "inconclusive"
+    return {"claim": claim, "outcome": outcome, "sentence": f"{claim}: {a['setting']} mIoU {_fmt(s)} → **{outcome}**."}
+
+
+def verdict_hard_enough(tables: dict, threshold: float = 0.85) -> dict:
+    """The world is hard enough: the plain conv segmenter (same parameters, steps, data) stays ≤ ``threshold``."""
+    claim = f"the perception world is hard: the plain conv net's mIoU ≤ {threshold}"
+    c = _row(tables, "conv")
+    if c is None:
+        return {"claim": claim, "outcome": "inconclusive", "sentence": f"{claim}: not trained yet → **inconclusive**."}
+    s = c["metrics"]["miou"]
+    outcome = "reproduced" if s["max"] <= threshold else "not reproduced" if s["min"] > threshold else "inconclusive"
+    return {"claim": claim, "outcome": outcome, "sentence": f"{claim}: {_fmt(s)} → **{outcome}**."}
+
+
+def verdicts(tables: dict) -> list[dict]:
+    return [
+        compare_arms(tables, "meta prompts beat null and class-name embeddings", "meta", ("null", "class_names")),
+        compare_arms(tables, "re-arrangement helps", "loops_1", ("meta",)),
+        compare_arms(tables, "more loops help (3 vs 1)", "loops_3", ("loops_1",)),
+        compare_arms(tables, "pretraining helps (vs the same UNet randomly initialised)", "loops_3", ("random_init",)),
+        compare_arms(tables, "the diffusion UNet beats a plain conv net of the same size", "loops_3", ("conv",)),
+        verdict_floor(tables),
+        verdict_hard_enough(tables),
+    ]

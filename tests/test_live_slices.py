@@ -72,6 +72,16 @@ def test_vistallama_slice():
     )
 
 
+def test_metaprompts_slice():
+    from bytecourse.metaprompts import evaluate
+    from bytecourse.metaprompts.train import SHIPPED, load_arm
+
+    stored = _stored("metaprompts")
+    live = evaluate.live_slice({"meta": load_arm("meta")[0]})
+    assert SHIPPED and [r["setting"] for r in live["slice"]["rows"]] == ["meta prompts"]
+    check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="metaprompts")
+
+
 def test_dreamtalk_slice():
     from bytecourse.dreamtalk import evaluate
     from bytecourse.dreamtalk.train import load_models

@@ -17,6 +17,7 @@ CASES = {  # notebook: (target, stored table its slice reads)
     "00_primer.ipynb": ("primer", "steps"),
     "01_sag.ipynb": ("sag", "estimate"),
     "02_adjointdpm.ipynb": ("adjointdpm", "fidelity"),
+    "03_metaprompts.ipynb": ("metaprompts", "slice"),
     "04_boximator.ipynb": ("boximator", "table1"),
     "07_dreamtalk.ipynb": ("dreamtalk", "models"),
     "09_vistallama.ipynb": ("vistallama", "hallucination"),

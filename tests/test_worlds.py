@@ -147,7 +147,7 @@ def test_shapes_invariants_property(seed, size, k, textured):
 
 def test_perception_setting_occludes_in_depth_order_with_a_visible_depth_cue():
     from bytecourse.worlds.render import shape_masks
-    from bytecourse.worlds.shapes import DEPTH_CUE_RANGE, MIN_VISIBLE_PIXELS, colour_shape_classes
+    from bytecourse.worlds.shapes import MIN_VISIBLE_PIXELS, colour_shape_classes
 
     cfg = ShapesConfig.perception()
     b = make_shapes(300, seed=2, config=cfg)
@@ -177,7 +177,7 @@ def test_perception_setting_occludes_in_depth_order_with_a_visible_depth_cue():
         ]
     # the depth cue: radius ∝ 1/depth, and the nearer half of the objects stands lower in the frame
     r, d, y = b.radii[b.present], b.depths[b.present], b.centers[..., 1][b.present]
-    assert torch.allclose(r * d, torch.full_like(r, cfg.radius_range[1] * 32 * DEPTH_CUE_RANGE[0]))
+    assert torch.allclose(r * d, torch.full_like(r, cfg.radius_range[1] * 32 * cfg.depth_range[0]))
     assert y[d < d.median()].mean() > y[d >= d.median()].mean() + 4
     # a coloured background (not grey), jittered and noisy object colours around their palette colour
     bg = b.images.permute(0, 2, 3, 1)[b.class_mask == 0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -58,10 +59,12 @@ class ArmTrainConfig(JSONConfig):
     steps: int = 500
     batch: int = 16
     lr: float = 1e-3
-    unet_lr_scale: float = 0.25  # the UNet (its LoRA, norms and output layer) learns 4× slower than the new parts
+    unet_lr_scale: float = 0.5  # the UNet (its LoRA, norms and output layer) learns 2× slower than the new parts
     weight_decay: float = 1e-2
     warmup: int = 50
     dice: float = 0.5
+    labelled_images: int = 0  # > 0: a fixed labelled training set of this many images; 0: a fresh stream
+    flip: bool = True  # random horizontal flips (the paper's augmentation; the depth cue is vertical)
     seed: int = 0
 
     def world(self) -> ShapesConfig:
@@ -72,10 +75,44 @@ def labels_of(batch, labels: str) -> torch.Tensor:
     return batch.class_mask if labels == "shape" else colour_shape_classes(batch)
 
 
+POOL_CHUNK = 64
+
+
+@lru_cache(maxsize=2)
+def labelled_set(seed: int, n: int, labels: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training seed ``seed``'s fixed labelled set of ``n`` images (drawn in chunks of 64 from its data stream)."""
+    parts = [
+        make_shapes(
+            min(POOL_CHUNK, n - i),
+            seeds.METAPROMPTS_DATA + seed * 100_000 + i // POOL_CHUNK,
+            ShapesConfig.perception(),
+        )
+        for i in range(0, n, POOL_CHUNK)
+    ]
+    return (
+        torch.cat([b.images for b in parts]),
+        torch.cat([labels_of(b, labels) for b in parts]),
+        torch.cat([b.depth for b in parts]),
+    )
+
+
 def training_batch(config: ArmTrainConfig, step: int):
-    """Step ``step``'s images, labels and depth — the same for every arm of a training seed."""
-    batch = make_shapes(config.batch, seeds.METAPROMPTS_DATA + config.seed * 100_000 + step, config.world())
-    return batch.images, labels_of(batch, config.model.labels), batch.depth
+    """Step ``step``'s images, labels and depth — the same for every arm of a training seed: fresh images from the
+    seed's stream, or (``labelled_images``) a random draw from its fixed labelled set; flipped at random."""
+    g = torch.Generator().manual_seed(seeds.METAPROMPTS_DATA + config.seed * 100_000 + 50_000 + step)
+    if config.labelled_images:
+        images, labels, depth = labelled_set(config.seed, config.labelled_images, config.model.labels)
+        idx = torch.randint(0, len(images), (config.batch,), generator=g)
+        images, labels, depth = images[idx], labels[idx], depth[idx]
+    else:
+        batch = make_shapes(config.batch, seeds.METAPROMPTS_DATA + config.seed * 100_000 + step, config.world())
+        images, labels, depth = batch.images, labels_of(batch, config.model.labels), batch.depth
+    if config.flip:
+        f = torch.rand(config.batch, generator=g) < 0.5
+        images = torch.where(f[:, None, None, None], images.flip(-1), images)
+        labels = torch.where(f[:, None, None], labels.flip(-1), labels)
+        depth = torch.where(f[:, None, None], depth.flip(-1), depth)
+    return images, labels, depth
 
 
 def build_model(config: ArmTrainConfig, unet=None) -> MetaPromptsModel:
@@ -86,7 +123,7 @@ def build_model(config: ArmTrainConfig, unet=None) -> MetaPromptsModel:
     def make() -> MetaPromptsModel:
         if m.backbone == "conv":
             return MetaPromptsModel(ConvBackbone(m.conv_width), m)
-        parent = copy.deepcopy(unet) if unet is not None else load_pretrained_unet()[0]
+        parent = copy.deepcopy(unet) if unet is not None else parent_unet()[0]
         if m.tune == "full":  # the "does pretraining matter?" control: same architecture, random weights
             fresh = random_unet(parent.config, 1000 + config.seed)
             return MetaPromptsModel(UNetBackbone(fresh, m), m, parent.config.image_size)
@@ -95,10 +132,19 @@ def build_model(config: ArmTrainConfig, unet=None) -> MetaPromptsModel:
     return seeded_init(config.seed, make)
 
 
+def parent_unet() -> tuple[torch.nn.Module, str]:
+    """The perception-pretrained UNet (shipped), or — where it is not shipped — the primer's model as it is."""
+    if checkpoints.checkpoint_available(PRETRAIN_CHECKPOINT):
+        return load_pretrained_unet()[0], "the perception-pretrained UNet"
+    from ..diffusion.image_model import load_image_model
+
+    return load_image_model()[0].requires_grad_(True), "the primer's UNet (the perception fine-tune is not shipped)"
+
+
 def arm_config(arm: str, seed: int = 0, **overrides) -> ArmTrainConfig:
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {', '.join(ARMS)}, got {arm!r}")
-    return ArmTrainConfig(arm=arm, model=ARMS[arm], seed=seed, **overrides)
+    return ArmTrainConfig(arm=arm, **({"model": ARMS[arm]} | overrides), seed=seed)
 
 
 def train_arm(
@@ -193,3 +239,23 @@ def cli_train(options) -> dict:
     }
     checkpoints.record_run("metaprompts", f"{config.arm}/seed{config.seed}", record)
     return summary | {"metrics": metrics}
+
+
+def quick_train(arm: str = MAIN_ARM, steps: int = 40, seed: int = 0, progress: bool = False, **overrides):
+    """A short live run of ``arm``'s own training code (the notebook's demo; nothing is written to ``data/``)."""
+    from ..trainer import quick_run
+
+    config = arm_config(arm, seed, steps=steps, warmup=min(10, steps), **overrides)
+    return quick_run(train_arm, config, progress=progress, device="cpu")
+
+
+def get_models(progress: bool = False) -> tuple[dict, str]:
+    """The shipped arms (:data:`SHIPPED`), or — without checkpoints — short runs of the same training code."""
+    names = [f"metaprompts_{a}" for a in SHIPPED]
+    if all(checkpoints.checkpoint_available(n) for n in [PRETRAIN_CHECKPOINT, *names]):
+        return {arm: load_arm(arm)[0] for arm in SHIPPED}, "shipped checkpoints"
+    out = {arm: quick_train(arm, steps=60, progress=progress)[0] for arm in SHIPPED}
+    return (
+        out,
+        f"trained now for 60 steps each on {parent_unet()[1]} (no shipped checkpoints found): expect weak models",
+    )

@@ -24,7 +24,7 @@ from .render import (
     shape_masks,
 )
 
-DEPTH_CUE_RANGE = (0.2, 0.45)  # object depths with the depth cue: the nearest has radius_range's largest radius
+DEPTH_CUE_RANGE = (0.2, 0.7)  # object depths with the depth cue: the nearest has radius_range's largest radius
 MIN_VISIBLE_PIXELS = 4  # with overlap, an object showing fewer pixels is dropped
 
 
@@ -44,12 +44,13 @@ class ShapesConfig:
     noise: float = 0.0  # Gaussian pixel noise (std) on the final image, clamped to [0, 1]
     overlap: bool = False  # objects may overlap; the nearer one occludes (a fully hidden one is dropped)
     depth_cue: bool = False  # apparent size ∝ 1/depth, and nearer objects stand lower (the ground ramp)
+    depth_range: tuple[float, float] = DEPTH_CUE_RANGE  # object depths with the depth cue
 
     @classmethod
     def perception(cls, **overrides) -> ShapesConfig:
         """The perception setting of chapter 03 Meta Prompts: every option above on."""
         return cls(
-            **{"chromatic": True, "colour_jitter": 0.12, "noise": 0.04, "overlap": True, "depth_cue": True} | overrides
+            **{"chromatic": True, "colour_jitter": 0.3, "noise": 0.12, "overlap": True, "depth_cue": True} | overrides
         )
 
     def validate(self) -> None:
@@ -68,6 +69,8 @@ class ShapesConfig:
                 raise ValueError(
                     f"object_probs must be {self.max_objects} non-negative weights, got {self.object_probs}"
                 )
+        if len(self.depth_range) != 2 or not 0 < self.depth_range[0] < self.depth_range[1] < 1:
+            raise ValueError(f"depth_range must be (near, far) with 0 < near < far < 1, got {self.depth_range}")
         if len(self.radius_range) != 2:
             raise ValueError(f"radius_range must be (lo, hi), got {self.radius_range}")
         lo, hi = (check_float(f"radius_range[{i}]", r) for i, r in enumerate(self.radius_range))
@@ -139,11 +142,10 @@ def sample_layout(
     n_cand = 64
     u = torch.rand(batch, k, n_cand, 2, generator=generator)
     if config.depth_cue:  # a pinhole camera over the ground: r ∝ 1/depth, and the nearer, the lower it stands
-        depths = DEPTH_CUE_RANGE[0] + (DEPTH_CUE_RANGE[1] - DEPTH_CUE_RANGE[0]) * torch.rand(
-            batch, k, generator=generator
-        )
-        radii = hi * size * DEPTH_CUE_RANGE[0] / depths
-        nearness = (DEPTH_CUE_RANGE[1] - depths) / (DEPTH_CUE_RANGE[1] - DEPTH_CUE_RANGE[0])  # 1 nearest
+        near, far = config.depth_range
+        depths = near + (far - near) * torch.rand(batch, k, generator=generator)
+        radii = hi * size * near / depths
+        nearness = (far - depths) / (far - near)  # 1 nearest
         u[..., 1] = (nearness[..., None] + 0.35 * (u[..., 1] - 0.5)).clamp(0, 1)
     if config.overlap:  # anywhere inside the frame; composite() lets the nearer object occlude
         r = radii[..., None]

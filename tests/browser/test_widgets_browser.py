@@ -193,3 +193,30 @@ def test_dreamtalk_emotion_intensity_and_refiner(lab_page):
     expect(output).to_contain_text("lip refiner off", timeout=120_000)
     page.screenshot(path=str(SCREENSHOTS / "07_dreamtalk_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "07_dreamtalk_widget_output.png"))
+
+
+def test_metaprompts_image_prompt_and_rearrangement(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("03_metaprompts_widget.ipynb")
+    slider, handle, output, first_src = _first_render(page, "prompt", "meta prompts + re-arrangement · 3 loop(s)")
+    handle.focus()
+    for _ in range(2):  # prompt 0 → 2: the attention panel changes
+        handle.press("ArrowRight")
+    expect(handle).to_have_attribute("aria-valuenow", "2")
+    page.wait_for_function(
+        "src => { const i = document.querySelector('.widget-output img'); return i && i.src !== src; }",
+        arg=first_src,
+        timeout=120_000,
+    )
+    second_src = _image_src(page)
+
+    loops = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="loops")).locator(".noUi-handle")
+    loops.focus()
+    loops.press("ArrowLeft")  # 3 → 2 loops
+    expect(output).to_contain_text("· 2 loop(s)", timeout=120_000)
+
+    page.get_by_label("re-arrangement").uncheck()
+    expect(output).to_contain_text("meta prompts, no re-arrangement", timeout=120_000)
+    assert _image_src(page) != second_src
+    page.screenshot(path=str(SCREENSHOTS / "03_metaprompts_final.png"), full_page=True)

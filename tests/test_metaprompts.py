@@ -306,3 +306,26 @@ def test_verdicts_can_say_not_reproduced_and_inconclusive():
     assert ev.verdict_hard_enough(_fake_tables({"conv": ([0.9, 0.95], [0.1, 0.1])}))["outcome"] == "not reproduced"
     for v in ev.verdicts(worse):
         assert v["outcome"] in ("reproduced", "not reproduced", "inconclusive") and v["sentence"]
+
+
+def test_training_batches_are_the_same_for_every_arm_and_flip_everything_together():
+    from bytecourse.metaprompts.train import arm_config, training_batch
+
+    a, b = arm_config("null", 0), arm_config("loops_3", 0)
+    for x, y in zip(training_batch(a, 5), training_batch(b, 5)):
+        assert torch.equal(x, y)
+    assert not torch.equal(training_batch(a, 5)[0], training_batch(arm_config("null", 1), 5)[0])
+    fixed = arm_config("meta", 0, labelled_images=8, batch=64)
+    images, labels, depth = training_batch(fixed, 0)
+    assert len({tuple(im.flatten()[:8].tolist()) for im in images}) <= 16  # drawn from 8 images (and their flips)
+    noflip = arm_config("meta", 0, labelled_images=8, batch=64, flip=False)
+    im2, lab2, dep2 = training_batch(noflip, 0)
+    flipped = ~torch.isclose(images, im2).flatten(1).all(1)
+    assert flipped.any() and torch.equal(labels[flipped], lab2[flipped].flip(-1))
+    assert torch.equal(depth[flipped], dep2[flipped].flip(-1))
+
+
+def test_the_harder_label_set_has_a_class_per_colour_and_kind():
+    model = tiny_model(loops=1, labels="colour_shape")
+    assert model.config.num_classes == 19
+    assert model(batch(1)[0])["logits"].shape == (1, 19, 32, 32)

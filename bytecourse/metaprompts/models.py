@@ -24,7 +24,8 @@ prompts and a prompt that "asks for" a class lights up where that class is (:fun
 
 **Heads.** Segmentation: per scale conv → GroupNorm → ReLU → re-arrange, then a small UperNet
 (pyramid pooling on the coarsest map, FPN top-down, fused at the finest scale) and an FCN auxiliary head on scale 2
-(loss weight 0.4); cross-entropy (+ Dice). Depth: deconvolutions bring the three finest scales to one resolution →
+(loss weight 0.4); cross-entropy + 0.5 × Dice (the paper uses Lovász; Dice plays the same role of a region loss
+for the small classes, and was not ablated). Depth: deconvolutions bring the three finest scales to one resolution →
 concat → conv → GN → ReLU → re-arrange → a stride-2 deconvolution (32 filters, kernel 2) → conv → sigmoid × max
 depth; SiLog loss with λ = 0.5 (:func:`silog_loss`). The paper trains one model per task; this toy trains both
 heads on one backbone (``tasks``), which halves the arms to train — ``tasks=("segmentation",)`` is the paper's
@@ -33,8 +34,8 @@ single-task setting.
 **Prompt variants** (the brief's toy plan): ``"meta"`` (learnt), ``"null"`` (the caption encoder's null caption,
 fixed) and ``"classnames"`` (the caption encoder's reading of the class names, fixed — VPD's text prompts).
 Re-arrangement needs learnt prompts. ``per_loop_prompts=True`` is the depth code's form (own prompts and a
-d-d-d GELU adapter per loop); the default ``False`` is the segmentation code's single shared matrix, which is
-smaller and, at toy scale, did as well.
+d-d-d GELU adapter per loop); the default ``False`` is the segmentation code's single shared matrix, the smaller of
+the two (the per-loop form is tested, not ablated).
 
 **Tuning.** The UNet is tuned more gently than the new parts, as in the paper (its UNet runs at 0.1× the head
 learning rate): through a LoRA delta (``tune="lora"``, on every conv and linear layer) plus its norm layers and the

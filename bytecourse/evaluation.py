@@ -45,7 +45,8 @@ def format_table(table: dict, metrics: Sequence[str] | None = None, digits: int 
                 cells.append(f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]")
         lines.append("| " + " | ".join([str(r["setting"]), *cells]) + " |")
     seeds = len(rows[0]["metrics"][metrics[0]]["per_seed"])
-    lines.append(f"\n*mean [min–max] over {seeds} evaluation seed(s)*")
+    kind = table.get("seed_kind", "evaluation")  # a table over training seeds says so (chapter 03's arms)
+    lines.append(f"\n*mean [min–max] over {seeds} {kind} seed(s)*")
     return "\n".join(lines)
 
 

@@ -149,7 +149,10 @@ def _summary_rows(runs: dict[str, dict]) -> tuple[dict, dict]:
                 "metrics": summarise([{k: r["metrics"][k] for k in ious} for r in recs]),
             }
         )
-    return {"rows": rows, "setting_name": "arm"}, {"rows": per_class, "setting_name": "arm"}
+    return (
+        {"rows": rows, "setting_name": "arm", "seed_kind": "training"},
+        {"rows": per_class, "setting_name": "arm", "seed_kind": "training"},
+    )
 
 
 def slice_table(models: dict, n: int = SLICE_IMAGES) -> dict:
@@ -246,7 +249,7 @@ def compare_arms(tables: dict, claim: str, arm: str, baselines: tuple[str, ...],
         return {
             "claim": claim,
             "outcome": "inconclusive",
-            "sentence": f"{claim}: not trained yet ({', '.join(missing)}) → **inconclusive**.",
+            "sentence": f"not trained yet ({', '.join(missing)}) → **inconclusive**.",
         }
     sides = [_side(a["metrics"][m], r["metrics"][m], m) for r in rows.values() for m in metrics]
     outcome = (
@@ -254,11 +257,11 @@ def compare_arms(tables: dict, claim: str, arm: str, baselines: tuple[str, ...],
     )
     parts = []
     for m in metrics:
-        cells = [f"{a['setting']} {_fmt(a['metrics'][m])}"] + [
-            f"{r['setting']} {_fmt(r['metrics'][m])}" for r in rows.values()
+        cells = [f"{a['setting']} {_fmt(a['metrics'][m])} (n = {len(a['metrics'][m]['per_seed'])})"] + [
+            f"{r['setting']} {_fmt(r['metrics'][m])} (n = {len(r['metrics'][m]['per_seed'])})" for r in rows.values()
         ]
         parts.append(f"{m}: " + ", ".join(cells))
-    return {"claim": claim, "outcome": outcome, "sentence": f"{claim} — " + "; ".join(parts) + f" → **{outcome}**."}
+    return {"claim": claim, "outcome": outcome, "sentence": "; ".join(parts) + f" → **{outcome}**."}
 
 
 def verdict_floor(tables: dict, arm: str = "loops_3", threshold: float = 0.7) -> dict:
@@ -266,10 +269,14 @@ def verdict_floor(tables: dict, arm: str = "loops_3", threshold: float = 0.7) ->
     claim = f"the main arm reaches mIoU ≥ {threshold}"
     a = _row(tables, arm)
     if a is None:
-        return {"claim": claim, "outcome": "inconclusive", "sentence": f"{claim}: not trained yet → **inconclusive**."}
+        return {"claim": claim, "outcome": "inconclusive", "sentence": "not trained yet → **inconclusive**."}
     s = a["metrics"]["miou"]
     outcome = "reproduced" if s["min"] >= threshold else "not reproduced" if s["max"] < threshold else "inconclusive"
-    return {"claim": claim, "outcome": outcome, "sentence": f"{claim}: {a['setting']} mIoU {_fmt(s)} → **{outcome}**."}
+    return {
+        "claim": claim,
+        "outcome": outcome,
+        "sentence": f"{a['setting']} mIoU {_fmt(s)} over {len(s['per_seed'])} training seeds → **{outcome}**.",
+    }
 
 
 def verdict_hard_enough(tables: dict, threshold: float = 0.85) -> dict:
@@ -277,10 +284,14 @@ def verdict_hard_enough(tables: dict, threshold: float = 0.85) -> dict:
     claim = f"the perception world is hard: the plain conv net's mIoU ≤ {threshold}"
     c = _row(tables, "conv")
     if c is None:
-        return {"claim": claim, "outcome": "inconclusive", "sentence": f"{claim}: not trained yet → **inconclusive**."}
+        return {"claim": claim, "outcome": "inconclusive", "sentence": "not trained yet → **inconclusive**."}
     s = c["metrics"]["miou"]
     outcome = "reproduced" if s["max"] <= threshold else "not reproduced" if s["min"] > threshold else "inconclusive"
-    return {"claim": claim, "outcome": outcome, "sentence": f"{claim}: {_fmt(s)} → **{outcome}**."}
+    return {
+        "claim": claim,
+        "outcome": outcome,
+        "sentence": f"plain conv net mIoU {_fmt(s)} over {len(s['per_seed'])} training seeds → **{outcome}**.",
+    }
 
 
 def verdicts(tables: dict) -> list[dict]:
@@ -289,6 +300,12 @@ def verdicts(tables: dict) -> list[dict]:
         compare_arms(tables, "re-arrangement helps", "loops_1", ("meta",)),
         compare_arms(tables, "more loops help (3 vs 1)", "loops_3", ("loops_1",)),
         compare_arms(tables, "pretraining helps (vs the same UNet randomly initialised)", "loops_3", ("random_init",)),
+        compare_arms(
+            tables,
+            "pretraining helps at matched tuning (every weight tuned, 3 loops; the diagnostic arm)",
+            "loops_3_full",
+            ("random_init",),
+        ),
         compare_arms(tables, "the diffusion UNet beats a plain conv net of the same size", "loops_3", ("conv",)),
         verdict_floor(tables),
         verdict_hard_enough(tables),

@@ -82,6 +82,7 @@ class MetaPromptsConfig(JSONConfig):
     max_depth: float = 1.0
     backbone: str = "unet"  # "unet" | "conv"
     tune: str = "lora"  # "lora" | "full" | "frozen"
+    init: str = "pretrained"  # "pretrained" | "random": the UNet's weights before tuning
     lora_rank: int = 4
     conv_width: float = 1.0  # ConvBackbone's width multiplier (chosen to match the UNet's parameters)
 
@@ -90,6 +91,9 @@ class MetaPromptsConfig(JSONConfig):
         check_choice("labels", self.labels, tuple(LABEL_SETS))
         check_choice("backbone", self.backbone, ("unet", "conv"))
         check_choice("tune", self.tune, ("lora", "full", "frozen"))
+        check_choice("init", self.init, ("pretrained", "random"))
+        if self.init == "random" and self.tune != "full":
+            raise ValueError("a randomly initialised UNet must be tuned in full (tune='full')")
         check_int("n_prompts", self.n_prompts, 1)
         check_int("head_dim", self.head_dim, 8)
         if isinstance(self.loops, bool) or not isinstance(self.loops, int) or self.loops < 1:

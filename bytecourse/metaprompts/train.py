@@ -49,18 +49,22 @@ ARMS: dict[str, MetaPromptsConfig] = {  # the brief's toy plan, §3.5
     "loops_1": MetaPromptsConfig(loops=1),  # meta prompts + re-arrangement
     "loops_2": MetaPromptsConfig(loops=2),
     "loops_3": MetaPromptsConfig(loops=3),  # the paper's setting: the main arm
-    "random_init": MetaPromptsConfig(loops=3, tune="full"),  # the same UNet, randomly initialised
+    "random_init": MetaPromptsConfig(loops=3, tune="full", init="random"),  # the same UNet, randomly initialised
     "conv": MetaPromptsConfig(backbone="conv", rearrange=False, loops=1, tune="full", conv_width=1.3),
+    "loops_1_full": MetaPromptsConfig(loops=1, tune="full"),  # diagnostics: every pretrained UNet weight tuned
+    "loops_3_full": MetaPromptsConfig(loops=3, tune="full"),
 }
 ARM_TITLES = {
     "null": "null embedding",
     "class_names": "class-name embeddings (VPD-style)",
     "meta": "meta prompts",
     "loops_1": "meta prompts + re-arrangement, 1 loop",
-    "loops_2": "… 2 loops",
-    "loops_3": "… 3 loops (the paper's setting)",
-    "random_init": "3 loops, UNet randomly initialised",
+    "loops_2": "meta prompts + re-arrangement, 2 loops",
+    "loops_3": "meta prompts + re-arrangement, 3 loops (the paper's setting)",
+    "random_init": "3 loops, UNet randomly initialised (every weight tuned)",
     "conv": "plain conv net, same parameter count",
+    "loops_1_full": "1 loop, every pretrained UNet weight tuned (diagnostic; not shippable)",
+    "loops_3_full": "3 loops, every pretrained UNet weight tuned (diagnostic; not shippable)",
 }
 SHIPPED = ("loops_3", "meta")  # seed 0 of these ships (the widget's two models); the rest is recorded only
 TRAINING_SEEDS = (0, 1, 2)
@@ -138,7 +142,7 @@ def build_model(config: ArmTrainConfig, unet=None) -> MetaPromptsModel:
         if m.backbone == "conv":
             return MetaPromptsModel(ConvBackbone(m.conv_width), m)
         parent = copy.deepcopy(unet) if unet is not None else parent_unet()[0]
-        if m.tune == "full":  # the "does pretraining matter?" control: same architecture, random weights
+        if m.init == "random":  # the "does pretraining matter?" control: same architecture, random weights
             fresh = random_unet(parent.config, 1000 + config.seed)
             return MetaPromptsModel(UNetBackbone(fresh, m), m, parent.config.image_size)
         return MetaPromptsModel(UNetBackbone(parent, m), m, parent.config.image_size)

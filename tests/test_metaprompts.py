@@ -329,3 +329,13 @@ def test_the_harder_label_set_has_a_class_per_colour_and_kind():
     model = tiny_model(loops=1, labels="colour_shape")
     assert model.config.num_classes == 19
     assert model(batch(1)[0])["logits"].shape == (1, 19, 32, 32)
+
+
+def test_analysis_is_computed_from_whatever_arms_are_there():
+    tables = _fake_tables(
+        {"null": ([0.7, 0.72], [0.1, 0.1]), "meta": ([0.71, 0.73], [0.1, 0.1]), "conv": ([0.8, 0.82], [0.1, 0.1])}
+    )
+    paragraphs = ev.analysis(tables)
+    assert any("0.020 mIoU" in p for p in paragraphs)  # the spread of the one-loop arms' means
+    assert any("does not beat" in p for p in paragraphs)
+    assert ev.analysis(_fake_tables({"meta": ([0.7], [0.1])})) == []

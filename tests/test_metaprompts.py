@@ -284,23 +284,25 @@ def _fake_tables(values: dict[str, tuple[list[float], list[float]]]) -> dict:
 def test_verdicts_can_say_not_reproduced_and_inconclusive():
     good = _fake_tables(
         {
-            "meta": ([0.8, 0.82], [0.1, 0.11]),
-            "null": ([0.6, 0.62], [0.2, 0.21]),
-            "class_names": ([0.7, 0.71], [0.15, 0.16]),
+            "meta": ([0.8, 0.82, 0.81], [0.1, 0.11, 0.1]),
+            "null": ([0.6, 0.62, 0.61], [0.2, 0.21, 0.2]),
+            "class_names": ([0.7, 0.71, 0.7], [0.15, 0.16, 0.15]),
         }
     )
     assert ev.compare_arms(good, "c", "meta", ("null", "class_names"))["outcome"] == "reproduced"
     worse = _fake_tables(
         {
-            "meta": ([0.5, 0.52], [0.1, 0.11]),
-            "null": ([0.6, 0.62], [0.2, 0.21]),
-            "class_names": ([0.7, 0.71], [0.15, 0.16]),
+            "meta": ([0.5, 0.52, 0.51], [0.1, 0.11, 0.1]),
+            "null": ([0.6, 0.62, 0.61], [0.2, 0.21, 0.2]),
+            "class_names": ([0.7, 0.71, 0.7], [0.15, 0.16, 0.15]),
         }
     )
     assert ev.compare_arms(worse, "c", "meta", ("null", "class_names"))["outcome"] == "not reproduced"
     tied = _fake_tables({"meta": ([0.6, 0.8], [0.1, 0.11]), "null": ([0.7, 0.72], [0.2, 0.21])})
     assert ev.compare_arms(tied, "c", "meta", ("null",))["outcome"] == "inconclusive"
     assert ev.compare_arms(tied, "c", "meta", ("class_names",))["outcome"] == "inconclusive"  # not trained
+    one_seed = _fake_tables({"meta": ([0.9], [0.1]), "null": ([0.6, 0.62, 0.61], [0.2, 0.21, 0.2])})
+    assert ev.compare_arms(one_seed, "c", "meta", ("null",))["outcome"] == "inconclusive"
     assert ev.verdict_floor(_fake_tables({"loops_3": ([0.5, 0.6], [0.1, 0.1])}))["outcome"] == "not reproduced"
     assert ev.verdict_floor(_fake_tables({"loops_3": ([0.75, 0.8], [0.1, 0.1])}))["outcome"] == "reproduced"
     assert ev.verdict_hard_enough(_fake_tables({"conv": ([0.9, 0.95], [0.1, 0.1])}))["outcome"] == "not reproduced"
@@ -336,6 +338,6 @@ def test_analysis_is_computed_from_whatever_arms_are_there():
         {"null": ([0.7, 0.72], [0.1, 0.1]), "meta": ([0.71, 0.73], [0.1, 0.1]), "conv": ([0.8, 0.82], [0.1, 0.1])}
     )
     paragraphs = ev.analysis(tables)
-    assert any("0.020 mIoU" in p for p in paragraphs)  # the spread of the one-loop arms' means
+    assert any("0.010 mIoU" in p for p in paragraphs)  # the spread of the one-loop arms' means
     assert any("does not beat" in p for p in paragraphs)
     assert ev.analysis(_fake_tables({"meta": ([0.7], [0.1])})) == []

@@ -96,6 +96,7 @@ def evaluate_model(model, data, loops: int | None = None) -> dict[str, float]:
 
 METRICS = ("miou", "rmse", "delta1", "rel")
 LOWER_IS_BETTER = {"rmse", "rel"}
+MIN_SEEDS = 3  # training seeds an arm needs before a comparison can settle a claim
 SLICE_IMAGES = 128  # the notebook's live slice: the shipped arms on the first 128 held-out images
 SLICE_TOLERANCE = 0.01  # same weights and images: only float reduction order differs across CPUs
 PAPER = {
@@ -255,13 +256,17 @@ def compare_arms(tables: dict, claim: str, arm: str, baselines: tuple[str, ...],
     outcome = (
         "reproduced" if all(s == "better" for s in sides) else "not reproduced" if "worse" in sides else "inconclusive"
     )
+    few = min(len(x["metrics"][metrics[0]]["per_seed"]) for x in (a, *rows.values())) < MIN_SEEDS
+    if few:  # a diagnostic arm trained on one seed cannot settle a claim
+        outcome = "inconclusive"
     parts = []
     for m in metrics:
         cells = [f"{a['setting']} {_fmt(a['metrics'][m])} (n = {len(a['metrics'][m]['per_seed'])})"] + [
             f"{r['setting']} {_fmt(r['metrics'][m])} (n = {len(r['metrics'][m]['per_seed'])})" for r in rows.values()
         ]
         parts.append(f"{m}: " + ", ".join(cells))
-    return {"claim": claim, "outcome": outcome, "sentence": "; ".join(parts) + f" → **{outcome}**."}
+    note = f" (an arm has fewer than {MIN_SEEDS} training seeds)" if few else ""
+    return {"claim": claim, "outcome": outcome, "sentence": "; ".join(parts) + f" → **{outcome}**{note}."}
 
 
 def verdict_floor(tables: dict, arm: str = "loops_3", threshold: float = 0.7) -> dict:
@@ -371,9 +376,10 @@ def analysis(tables: dict) -> list[str]:
         from .train import ArmTrainConfig
 
         pre, arm = PretrainConfig(), ArmTrainConfig()
-        verdict = "does not beat" if m[best]["mean"] < m["conv"]["mean"] else "beats"
+        verdict = "does not beat" if m[best]["mean"] < m["conv"]["mean"] else "scores above"
         out.append(
-            f"**Against a plain conv net.** The best UNet arm ({best}, {f(best)}) {verdict} the conv net's "
+            f"**Against a plain conv net.** The best UNet arm ({best}, {f(best)}, n = {len(m[best]['per_seed'])}) "
+            f"{verdict} the conv net's "
             f"{f('conv')}; the UNet's perception fine-tune saw {pre.steps * pre.batch:,} unlabelled images, the arms "
             f"{arm.steps * arm.batch:,} labelled ones."
         )

@@ -203,7 +203,7 @@ def test_metaprompts_image_prompt_and_rearrangement(lab_page):
     handle.focus()
     for _ in range(2):  # prompt 0 → 2: the attention panel changes
         handle.press("ArrowRight")
-    expect(handle).to_have_attribute("aria-valuenow", "2")
+    expect(handle).to_have_attribute("aria-valuetext", "2")  # aria-valuenow reads "2.0"
     page.wait_for_function(
         "src => { const i = document.querySelector('.widget-output img'); return i && i.src !== src; }",
         arg=first_src,

@@ -115,3 +115,25 @@ def check_slice(
     return (
         "live slice matches the stored tables (" + ", ".join(f"{k} ±{v:g}" for k, v in tols.items() if k in live) + ")"
     )
+
+
+def seed_range_side(a: dict, b: dict, higher_is_better: bool = True) -> str:
+    """Where ``a``'s seed range lies against ``b``'s (both :func:`summarise` entries): ``"better"`` when every seed
+    of ``a`` is on the good side of every seed of ``b``, ``"worse"`` when every one is on the bad side, else
+    ``"overlap"``. The building block of the chapters' three-outcome verdicts (reproduced / not / inconclusive)."""
+    hi, lo = (a, b) if higher_is_better else (b, a)
+    if hi["min"] > lo["max"]:
+        return "better"
+    if hi["max"] < lo["min"]:
+        return "worse"
+    return "overlap"
+
+
+def outcome_of(sides: Sequence[str], seeds: int, min_seeds: int = 3) -> str:
+    """``"reproduced"`` when every comparison is ``"better"``, ``"not reproduced"`` when any is ``"worse"``,
+    ``"inconclusive"`` otherwise — and always ``"inconclusive"`` with fewer than ``min_seeds`` seeds."""
+    if seeds < min_seeds:
+        return "inconclusive"
+    if sides and all(s == "better" for s in sides):
+        return "reproduced"
+    return "not reproduced" if "worse" in sides else "inconclusive"

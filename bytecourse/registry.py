@@ -153,6 +153,17 @@ _ALL = (
         "bytecourse.dreamtalk.evaluate:cli_eval",
     ),
     Target(
+        "cosa",
+        "COSA — concatenated image-text samples teach a model about time without video data",
+        None,  # the notebook (08_cosa.ipynb) is not written yet
+        ("cosa_sst", "cosa_k2", "cosa_k4", "cosa_k4_similar", "cosa_k4_no_frame_embedding"),
+        (),
+        "bytecourse.cosa.train:cli_train",
+        "bytecourse.cosa.evaluate:cli_eval",
+        COMMON_OPTIONS | {"variant"},
+        variants=("sst", "k2", "k4", "k4_similar", "k4_no_frame_embedding"),
+    ),
+    Target(
         "video",
         "The course's video model (the primer's image model inflated with motion modules)",
         None,

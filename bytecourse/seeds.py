@@ -35,6 +35,9 @@ METAPROMPTS_PRETRAIN = (
     61_000_000  # Meta Prompts: the diffusion fine-tune on perception images (+ seed * stride + step)
 )
 METAPROMPTS_EVAL = 72_000_000  # Meta Prompts: held-out perception images (+ 1_000 * seed + image batch)
+COSA_DATA = 80_000_000  # COSA: pretraining images (+ seed * 100_000 + step), every regime the same
+COSA_FINETUNE = 81_000_000  # COSA: Events clips of the fine-tune (+ seed * 100_000 + step)
+COSA_EVAL = 82_000_000  # COSA: held-out Events clips and Shapes images (+ 1_000 * seed + table offsets)
 BOXIMATOR_DATA = 500_000  # Boximator's control-training clips (+ seed * TRAIN_SEED_STRIDE + stage * 100_000 + step)
 
 STYLE_REFERENCE = 5  # the textured world image ("a cyan square") that SAG and AdjointDPM stylise towards
@@ -56,4 +59,7 @@ STREAMS: dict[str, tuple[int, int]] = {  # name: (offset, width of the range its
     "metaprompts data": (METAPROMPTS_DATA, 1_000_000),
     "metaprompts pretrain": (METAPROMPTS_PRETRAIN, 10_000_000),
     "metaprompts eval": (METAPROMPTS_EVAL, 100_000),
+    "cosa data": (COSA_DATA, 1_000_000),
+    "cosa finetune": (COSA_FINETUNE, 1_000_000),
+    "cosa eval": (COSA_EVAL, 100_000),
 }

@@ -122,3 +122,52 @@ def parse_motion_caption(text: str) -> list[tuple[int, int, str, int | None]]:
             raise ValueError(f"{phrase!r} in caption {text!r} has no motion this world draws")
         objects.append((COLOUR_NAMES.index(words[1]), SHAPE_NAMES.index(words[2]), kind, direction))
     return objects
+
+
+#: words of the Events world's paragraphs (chapter 08 COSA) that the image and video captions never use; they sit
+#: outside :data:`VOCAB` so the image and video models' embedding tables (and their checkpoints) stay as they are.
+#: A chapter that reads paragraphs builds its own vocabulary from ``VOCAB + EVENT_WORDS``.
+EVENT_WORDS: tuple[str, ...] = ("then", "appears", "turns")
+EVENT_KINDS: tuple[str, ...] = ("appears", "turns", "moves", "leaves")
+
+
+def event_phrase(kind: str, colour: int, shape: int, arg: int | None = None) -> str:
+    """One event of an Events paragraph: ``"a blue square appears"``, ``"the red circle turns green"`` (``arg``:
+    the new colour), ``"the red circle moves left"`` (``arg``: index into :data:`DIRECTION_NAMES`), ``"the red
+    circle leaves"``. Colours are distinct within a scene, so "the red circle" names one object."""
+    name = f"{COLOUR_NAMES[colour]} {SHAPE_NAMES[shape]}"
+    if kind == "appears":
+        return f"a {name} appears"
+    if kind == "turns":
+        return f"the {name} turns {COLOUR_NAMES[arg]}"
+    if kind == "moves":
+        return f"the {name} moves {DIRECTION_NAMES[arg]}"
+    if kind == "leaves":
+        return f"the {name} leaves"
+    raise ValueError(f"kind must be one of {EVENT_KINDS}, got {kind!r}")
+
+
+def parse_event_paragraph(paragraph: str) -> tuple[list[tuple[int, int]], list[tuple[str, int, int, int | None]]]:
+    """The first frame's objects ``[(colour, shape), ...]`` and the events ``[(kind, colour, shape, arg), ...]``
+    of a paragraph ``"<first frame> then <event> then <event> ..."`` (the inverse of the Events world's writer).
+    Raises ``ValueError`` for a paragraph this world does not write."""
+    parts = paragraph.split(" then ")
+    first = parse_shapes_caption(parts[0])
+    if parts[0] != shapes_caption([c for c, _ in first], [s for _, s in first]):
+        raise ValueError(f"{parts[0]!r} in {paragraph!r} is not a first-frame caption")
+    events = []
+    for part in parts[1:]:
+        w = part.split()
+        ok = len(w) >= 3 and w[1] in COLOUR_NAMES and w[2] in SHAPE_NAMES
+        c, s = (COLOUR_NAMES.index(w[1]), SHAPE_NAMES.index(w[2])) if ok else (-1, -1)
+        if ok and w[0] == "a" and w[3:] == ["appears"]:
+            events.append(("appears", c, s, None))
+        elif ok and w[0] == "the" and len(w) == 5 and w[3] == "turns" and w[4] in COLOUR_NAMES:
+            events.append(("turns", c, s, COLOUR_NAMES.index(w[4])))
+        elif ok and w[0] == "the" and len(w) == 5 and w[3] == "moves" and w[4] in DIRECTION_NAMES:
+            events.append(("moves", c, s, DIRECTION_NAMES.index(w[4])))
+        elif ok and w[0] == "the" and w[3:] == ["leaves"]:
+            events.append(("leaves", c, s, None))
+        else:
+            raise ValueError(f"{part!r} in {paragraph!r} is not an event this world writes")
+    return first, events

@@ -130,6 +130,7 @@ def train_loop(
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
     param_groups: list[dict] | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> tuple[EMA, TrainState, Accelerator]:
     """Train ``model`` for ``total_steps`` on ``loss_fn(model, step, device)`` (which draws its own seeded
     batch for that step, so a resumed run sees exactly the data an uninterrupted one would).
@@ -139,7 +140,7 @@ def train_loop(
     is AdamW over the parameters that require gradients; ``final_lr_ratio`` and ``warmup`` shape :func:`lr_at`;
     ``clip_grad=None`` turns gradient clipping off. ``param_groups`` (optional): AdamW groups over ``model``'s
     parameters, each with an ``lr_scale`` (its rate is ``lr_scale`` × the schedule's), e.g. a pretrained backbone
-    tuned more gently than new heads."""
+    tuned more gently than new heads. ``betas``: AdamW's (β₁, β₂)."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     cpu = device == "cpu"
@@ -148,7 +149,7 @@ def train_loop(
         raise ValueError(f"device {device!r} requested but accelerate chose {acc.device}")
     model.to(acc.device)
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
     ema = EMA(model, ema_decay)
     state = TrainState()
     if resume and (run_dir / "state.json").exists():

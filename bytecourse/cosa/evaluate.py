@@ -1,0 +1,244 @@
+"""``python -m bytecourse eval cosa``: every regime, zero-shot and after the fine-tune, over its training seeds.
+
+Metrics on held-out Events clips (6 frames) and Shapes images:
+
+- **paragraph → video R@1 / R@5** by ITC among :data:`EVAL_CLIPS` clips;
+- **order-sensitive retrieval**: each clip's true paragraph against the *same frames* in :data:`SHUFFLES` other
+  orders; the true order must score highest. By ITM (``order_itm``), and by ITC (``order_itc``) to show that ITC's
+  mean-pooled video feature cannot tell (it scores every order the same: chance, 1 / (1 + shuffles), exactly).
+  Ties count as a fair share (a model blind to order scores chance, not 0 or 1);
+- **k-th event captioning accuracy**: the greedy caption's k-th "then"-phrase equals the truth's (``first``: the
+  first frame's scene; ``events``: mean over the events);
+- **image → text R@1 on single Shapes images** (the pretraining task: does concatenation cost anything there?).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import torch
+
+from .. import seeds
+from ..evaluation import outcome_of, seed_range_side, summarise
+from ..worlds import ShapesConfig, make_shapes
+from .data import events_samples
+
+EVAL_CLIPS = 100
+SHUFFLES = 4
+CHANCE = 1 / (1 + SHUFFLES)
+EVAL_IMAGES = 100
+METRICS = ("para_r1", "para_r5", "order_itm", "order_itc", "first", "events", "image_r1")
+MIN_SEEDS = 3
+PAPER = {  # secondary sources (the brief, §3 "Headline numbers"): approximate; no ablation values available
+    "rows": [
+        {"benchmark": "MSR-VTT text→video R@1", "paper": 57.9},
+        {"benchmark": "DiDeMo text→video R@1", "paper": 70.5},
+        {"benchmark": "ActivityNet text→video R@1", "paper": 67.3},
+        {"benchmark": "LSMDC text→video R@1", "paper": 39.4},
+        {"benchmark": "MSR-VTT captioning CIDEr", "paper": 74.7},
+        {"benchmark": "random vs similar sampling (Table 9)", "paper": "random better; values not available"},
+        {"benchmark": "COSA vs SST at equal samples (Figure 4)", "paper": "COSA better; values not available"},
+    ],
+    "source": "secondary sources quoted in ../shared/papers/vision-language.md §3; approximate",
+}
+
+
+def shuffles(frames: int, n: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """``n`` distinct frame orders other than the identity."""
+    perms = [torch.tensor(p) for p in itertools.permutations(range(frames)) if list(p) != list(range(frames))]
+    pick = torch.randperm(len(perms), generator=generator)[:n]
+    return [perms[int(i)] for i in pick]
+
+
+def rank_accuracy(scores: torch.Tensor) -> torch.Tensor:
+    """Per row of ``scores (N, 1 + M)`` (column 0 the truth): 1 / (number tied at the top) when the truth is among
+    the top, else 0 — a model that cannot tell the orders apart gets exactly 1 / (1 + M)."""
+    top = scores.max(dim=1, keepdim=True).values
+    at_top = torch.isclose(scores, top, rtol=0, atol=1e-6)
+    return at_top[:, 0].float() / at_top.sum(1).float()
+
+
+def held_out_clips(n: int = EVAL_CLIPS):
+    return events_samples(n, seeds.COSA_EVAL, 6)
+
+
+@torch.no_grad()
+def order_scores(model, clips, generator_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 1 + SHUFFLES)`` ITM and ITC scores of each clip's paragraph with its frames in the true order
+    (column 0) and shuffled. A shuffle that leaves the frames unchanged (two identical frames swapped) cannot
+    occur: every event changes the scene, and repeats are skipped."""
+    g = torch.Generator().manual_seed(seeds.COSA_EVAL + 900 + generator_seed)
+    frames = clips.frames
+    n, t = frames.shape[:2]
+    orders = [torch.arange(t), *shuffles(t, SHUFFLES, g)]
+    itm, itc = [], []
+    _, text = model.retrieval_features(frames[:1], clips.texts)
+    for order in orders:
+        shuffled = frames[:, order]
+        itm.append(model.itm_score(shuffled, clips.texts))
+        video, _ = model.retrieval_features(shuffled, clips.texts[:1])
+        itc.append((video * text).sum(-1))
+    return torch.stack(itm, 1), torch.stack(itc, 1)
+
+
+@torch.no_grad()
+def retrieval_at(video: torch.Tensor, text: torch.Tensor, ks=(1, 5)) -> dict[int, float]:
+    """Text → video recall@k: the true video among the top k by cosine similarity."""
+    sim = text @ video.T
+    rank = (sim > sim.diag()[:, None]).sum(1)
+    return {k: float((rank < k).float().mean()) for k in ks}
+
+
+@torch.no_grad()
+def caption_accuracy(model, clips) -> dict[str, float]:
+    """The greedy caption split at "then": the first phrase (the first frame) and each event against the truth."""
+    generated = model.generate(clips.frames)
+    first, events = [], []
+    for got, want in zip(generated, clips.texts):
+        g, w = got.split(" then "), want.split(" then ")
+        first.append(float(bool(g) and g[0] == w[0]))
+        events.append(statistics.fmean(float(k < len(g) and g[k] == w[k]) for k in range(1, len(w))))
+    return {"first": statistics.fmean(first), "events": statistics.fmean(events)}
+
+
+@torch.no_grad()
+def evaluate_model(model, clips=None, images=None) -> dict[str, float]:
+    model = model.eval()
+    clips = clips or held_out_clips()[0]
+    video, text = model.retrieval_features(clips.frames, clips.texts)
+    r = retrieval_at(video, text)
+    itm, itc = order_scores(model, clips)
+    world = images or make_shapes(EVAL_IMAGES, seeds.COSA_EVAL + 500, ShapesConfig())
+    iv, it = model.retrieval_features(world.images[:, None], world.captions)
+    return {
+        "para_r1": r[1],
+        "para_r5": r[5],
+        "order_itm": float(rank_accuracy(itm).mean()),
+        "order_itc": float(rank_accuracy(itc).mean()),
+        **caption_accuracy(model, clips),
+        "image_r1": retrieval_at(iv, it, (1,))[1],
+    }
+
+
+def evaluate_pair(pretrained, finetuned) -> dict[str, dict[str, float]]:
+    """A regime's metrics zero-shot (after pretraining) and after the fine-tune, on the same held-out data."""
+    clips = held_out_clips()[0]
+    world = make_shapes(EVAL_IMAGES, seeds.COSA_EVAL + 500, ShapesConfig())
+    return {
+        "zero_shot": evaluate_model(pretrained, clips, world),
+        "finetuned": evaluate_model(finetuned, clips, world),
+    }
+
+
+def regime_tables(runs: dict[str, dict]) -> dict:
+    """The regimes' tables over their recorded training seeds: ``zero_shot`` and ``finetuned``."""
+    from .train import REGIME_TITLES, REGIMES
+
+    tables = {}
+    for phase in ("zero_shot", "finetuned"):
+        rows = []
+        for regime in REGIMES:
+            recs = sorted((r for k, r in runs.items() if k.split("/")[0] == regime), key=lambda r: r["seed"])
+            if not recs:
+                continue
+            rows.append(
+                {
+                    "setting": REGIME_TITLES[regime],
+                    "regime": regime,
+                    "seeds": [r["seed"] for r in recs],
+                    "metrics": summarise([{m: r["metrics"][phase][m] for m in METRICS} for r in recs]),
+                    "train_minutes": statistics.fmean(r["wall_time_s"] for r in recs) / 60,
+                }
+            )
+        tables[phase] = {"rows": rows, "setting_name": "regime", "seed_kind": "training"}
+    return tables
+
+
+def _row(tables: dict, phase: str, regime: str) -> dict | None:
+    return next((r for r in tables[phase]["rows"] if r["regime"] == regime), None)
+
+
+def _fmt(s: dict) -> str:
+    return f"{s['mean']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"
+
+
+def compare(tables: dict, claim: str, phase: str, regime: str, baseline: str, metrics: tuple[str, ...]) -> dict:
+    """``regime`` beats ``baseline`` on every metric of ``phase``: reproduced when every seed range lies on the
+    better side, not reproduced when one lies on the worse side, inconclusive otherwise (or with < 3 seeds)."""
+    a, b = _row(tables, phase, regime), _row(tables, phase, baseline)
+    if a is None or b is None:
+        return {"claim": claim, "outcome": "inconclusive", "sentence": "not trained yet → **inconclusive**."}
+    sides = [seed_range_side(a["metrics"][m], b["metrics"][m]) for m in metrics]
+    seeds_n = min(len(x["seeds"]) for x in (a, b))
+    outcome = outcome_of(sides, seeds_n, MIN_SEEDS)
+    parts = [f"{m}: {_fmt(a['metrics'][m])} vs {_fmt(b['metrics'][m])}" for m in metrics]
+    note = f" (fewer than {MIN_SEEDS} training seeds)" if seeds_n < MIN_SEEDS else ""
+    return {"claim": claim, "outcome": outcome, "sentence": "; ".join(parts) + f" → **{outcome}**{note}."}
+
+
+def verdict_floor(tables: dict, margin: float = 0.3) -> dict:
+    claim = f"COSA K = 4 after the fine-tune scores order-sensitive retrieval ≥ chance + {margin}"
+    a = _row(tables, "finetuned", "k4")
+    if a is None:
+        return {"claim": claim, "outcome": "inconclusive", "sentence": "not trained yet → **inconclusive**."}
+    s, bar = a["metrics"]["order_itm"], CHANCE + margin
+    outcome = "reproduced" if s["min"] >= bar else "not reproduced" if s["max"] < bar else "inconclusive"
+    if len(a["seeds"]) < MIN_SEEDS:
+        outcome = "inconclusive"
+    return {
+        "claim": claim,
+        "outcome": outcome,
+        "sentence": f"order_itm {_fmt(s)} against a bar of {bar:.2f} (chance {CHANCE:.2f}) → **{outcome}**.",
+    }
+
+
+def verdicts(tables: dict) -> list[dict]:
+    order, para = ("order_itm",), ("para_r1",)
+    return [
+        compare(tables, "COSA beats SST on order-sensitive retrieval (fine-tuned)", "finetuned", "k4", "sst", order),
+        compare(tables, "COSA beats SST on paragraph retrieval (fine-tuned)", "finetuned", "k4", "sst", para),
+        compare(tables, "COSA beats SST on order-sensitive retrieval (zero-shot)", "zero_shot", "k4", "sst", order),
+        compare(tables, "COSA beats SST on paragraph retrieval (zero-shot)", "zero_shot", "k4", "sst", para),
+        compare(
+            tables,
+            "random sampling beats similar sampling (fine-tuned)",
+            "finetuned",
+            "k4",
+            "k4_similar",
+            ("order_itm", "para_r1"),
+        ),
+        verdict_floor(tables),
+    ]
+
+
+def evaluate_cosa(models: dict, runs: dict[str, dict]) -> dict:
+    tables = regime_tables(runs)
+    tables["slice"] = slice_table(models)
+    tables["paper"] = PAPER
+    tables["verdicts"] = verdicts(tables)
+    return tables
+
+
+def slice_table(models: dict, n: int = 40) -> dict:
+    """The shipped (seed-0, fine-tuned) regimes on the first ``n`` held-out clips: what the notebook recomputes."""
+    from .train import REGIME_TITLES
+
+    clips = held_out_clips(n)[0]
+    world = make_shapes(40, seeds.COSA_EVAL + 500, ShapesConfig())
+    rows = []
+    for regime, model in models.items():
+        m = evaluate_model(model, clips, world)
+        keep = ("para_r1", "order_itm", "order_itc", "events")
+        rows.append({"setting": REGIME_TITLES[regime], "metrics": summarise([{k: m[k] for k in keep}])})
+    return {"rows": rows, "setting_name": "regime"}
+
+
+def cli_eval(options) -> dict:
+    from .. import checkpoints
+    from .train import REGIMES, checkpoint_name, load_regime
+
+    models = {
+        r: load_regime(r, options.device)[0] for r in REGIMES if checkpoints.checkpoint_available(checkpoint_name(r))
+    }
+    return evaluate_cosa(models, checkpoints.recorded_runs("cosa"))

@@ -8,11 +8,13 @@ tied to the sha256 of the checkpoints it was computed from (:mod:`bytecourse.reg
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
@@ -56,7 +58,9 @@ def read_manifest() -> dict:
 def write_manifest(manifest: dict) -> None:
     p = manifest_path()
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, p)  # atomic: a reader sees the old manifest or the new one, never half of one
 
 
 def sha256_file(path: Path) -> str:
@@ -82,6 +86,24 @@ def git_commit() -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def manifest_update():
+    """Hold an exclusive lock on the manifest for a read-modify-write, so that two training jobs finishing at the
+    same moment (e.g. two single-threaded runs side by side) cannot drop each other's entries."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): one job at a time
+        yield
+        return
+    key = hashlib.sha256(str(data_dir().resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"bytecourse-manifest-{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict) -> Path:
     """Write ``data/<name>.safetensors`` in fp16 (float tensors) and its manifest entry.
 
@@ -102,16 +124,18 @@ def save_checkpoint(name: str, state_dict: dict[str, torch.Tensor], entry: dict)
     if size > MAX_CHECKPOINT_BYTES:
         path.unlink()
         raise ValueError(f"checkpoint {name!r} is {size} bytes, over the {MAX_CHECKPOINT_BYTES}-byte budget")
-    manifest = read_manifest()
-    manifest["checkpoints"][name] = {
-        **entry,
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "bytes": size,
-        "git_commit": entry.get("git_commit") or git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }  # tables computed from the old weights now read as stale until `python -m bytecourse eval` recomputes them
-    write_manifest(manifest)
+    commit = entry.get("git_commit") or git_commit()
+    with manifest_update():
+        manifest = read_manifest()
+        manifest["checkpoints"][name] = {
+            **entry,
+            "file": path.name,
+            "sha256": sha256_file(path),
+            "bytes": size,
+            "git_commit": commit,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }  # tables computed from the old weights now read as stale until `python -m bytecourse eval` recomputes them
+        write_manifest(manifest)
     return path
 
 
@@ -121,13 +145,15 @@ def record_run(target: str, name: str, record: dict) -> None:
     missing = {"command", "config", "seed", "device", "wall_time_s"} - set(record)
     if missing:
         raise ValueError(f"run record {target}/{name} lacks {sorted(missing)}")
-    manifest = read_manifest()
-    manifest.setdefault("runs", {}).setdefault(target, {})[name] = {
-        **record,
-        "git_commit": record.get("git_commit") or git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_manifest(manifest)
+    commit = record.get("git_commit") or git_commit()
+    with manifest_update():
+        manifest = read_manifest()
+        manifest.setdefault("runs", {}).setdefault(target, {})[name] = {
+            **record,
+            "git_commit": commit,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_manifest(manifest)
 
 
 def recorded_runs(target: str) -> dict[str, dict]:

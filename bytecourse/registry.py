@@ -221,19 +221,25 @@ def store_tables(key: str, tables: dict, command: str, commit: str | None = None
     With ``part`` (``eval --part``), only that part's tables are replaced, and its command and commit are recorded
     under ``"parts"``; the other parts' tables are kept when they were computed from the same checkpoints."""
     computed_from = table_inputs_sha256(key)
-    manifest = checkpoints.read_manifest()
     commit = commit or checkpoints.git_commit()
-    old = manifest.setdefault("tables", {}).get(key)
-    if part is not None and old is not None and old.get("computed_from") == computed_from:
-        entry = dict(old)
-        entry["tables"] = {**old["tables"], **tables}
-        entry["parts"] = {**old.get("parts", {}), part: {"eval_command": command, "eval_git_commit": commit}}
-    else:
-        entry = {"tables": tables, "eval_command": command, "eval_git_commit": commit, "computed_from": computed_from}
-        if part is not None:
-            entry["parts"] = {part: {"eval_command": command, "eval_git_commit": commit}}
-    manifest["tables"][key] = entry
-    checkpoints.write_manifest(manifest)
+    with checkpoints.manifest_update():
+        manifest = checkpoints.read_manifest()
+        old = manifest.setdefault("tables", {}).get(key)
+        if part is not None and old is not None and old.get("computed_from") == computed_from:
+            entry = dict(old)
+            entry["tables"] = {**old["tables"], **tables}
+            entry["parts"] = {**old.get("parts", {}), part: {"eval_command": command, "eval_git_commit": commit}}
+        else:
+            entry = {
+                "tables": tables,
+                "eval_command": command,
+                "eval_git_commit": commit,
+                "computed_from": computed_from,
+            }
+            if part is not None:
+                entry["parts"] = {part: {"eval_command": command, "eval_git_commit": commit}}
+        manifest["tables"][key] = entry
+        checkpoints.write_manifest(manifest)
 
 
 def table_status(key: str) -> str:

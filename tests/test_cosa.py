@@ -191,3 +191,25 @@ def test_generate_returns_words_of_the_vocabulary():
     out = model.generate(clips(2).frames, max_words=5)
     assert len(out) == 2 and all(len(s.split()) <= 5 for s in out)
     assert all(w in data.WORD_TO_ID for s in out for w in s.split())
+
+
+def test_widget_callbacks_reorder_shuffle_and_reject_bad_orders():
+    from bytecourse.cosa.widget import order_explorer, parse_order, random_order
+
+    models = {"k4": tiny(4), "k4_no_frame_embedding": tiny(0)}
+    view = order_explorer(models)
+    view.refresh()
+    assert view.result["identity"] and view.result["settings"]["order"] == "0 1 2 3 4 5"
+    view.shuffle()
+    assert not view.result["identity"]
+    blind = next(r for r in view.result["rows"] if r["regime"] == "k4_no_frame_embedding")
+    assert blind["true_order"] == pytest.approx(blind["this_order"], abs=1e-5)  # exactly blind to order
+    seeing = next(r for r in view.result["rows"] if r["regime"] == "k4")
+    assert seeing["true_order"] != pytest.approx(seeing["this_order"], abs=1e-5)
+    view.controls["frames"].value = 4  # back to the true order of a 4-frame clip
+    assert view.result["settings"] == {"clip": 0, "frames": 4, "order": "0 1 2 3"}
+    view.controls["order"].value = "0 0 1 2"
+    assert view.result is None and "once" in view.status.value
+    with pytest.raises(ValueError, match="separated by spaces"):
+        parse_order("a b", 2)
+    assert random_order(5, 0) != "0 1 2 3 4"

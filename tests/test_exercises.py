@@ -12,6 +12,7 @@ MODULES = [
     "bytecourse.boximator.solutions",
     "bytecourse.dreamtalk.solutions",
     "bytecourse.metaprompts.solutions",
+    "bytecourse.cosa.solutions",
 ]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 

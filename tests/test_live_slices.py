@@ -100,3 +100,12 @@ def test_video_slice():
     with torch.no_grad():
         live = video_eval.live_slice(model, entry, "cpu", metrics=("colour", "direction"))
     check_slice(live, stored, video_eval.SLICE_TOLERANCE, target="video")
+
+
+def test_cosa_slice():
+    from bytecourse.cosa import evaluate
+    from bytecourse.cosa.train import load_regime
+
+    stored = _stored("cosa")
+    live = {"slice": evaluate.slice_table({"k4_no_frame_embedding": load_regime("k4_no_frame_embedding")[0]})}
+    check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="cosa")

@@ -20,6 +20,7 @@ CASES = {  # notebook: (target, stored table its slice reads)
     "03_metaprompts.ipynb": ("metaprompts", "slice"),
     "04_boximator.ipynb": ("boximator", "table1"),
     "07_dreamtalk.ipynb": ("dreamtalk", "models"),
+    "08_cosa.ipynb": ("cosa", "slice"),
     "09_vistallama.ipynb": ("vistallama", "hallucination"),
 }
 

@@ -208,12 +208,7 @@ class COSAModel(nn.Module):
         return video @ texts.T * self.log_inv_temperature.clamp(max=math.log(100)).exp()
 
     def itc_loss(self, sim: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE over the batch with label smoothing (video→text and text→video)."""
-        target = torch.arange(sim.shape[0], device=sim.device)
-        ls = self.config.label_smoothing
-        return (
-            F.cross_entropy(sim, target, label_smoothing=ls) + F.cross_entropy(sim.T, target, label_smoothing=ls)
-        ) / 2
+        return itc_loss(sim, self.config.label_smoothing)
 
     def itm_loss(
         self, ids: torch.Tensor, pad: torch.Tensor, memory: torch.Tensor, sim: torch.Tensor, generator
@@ -269,6 +264,24 @@ class COSAModel(nn.Module):
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
+    def caption_logprob(self, frames: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """``(B,)`` mean log-probability of each text's words and its [SEP] under the captioning mode, exactly as
+        generation reads them: word *j* is predicted from a [MASK] at *j* after the true words before it (one
+        causal pass per position; later words never matter under the causal mask)."""
+        ids, pad = tokenize(texts, self.config.max_text)
+        ids, pad = ids.to(frames.device), pad.to(frames.device)
+        memory = self.video_memory(self.encode_frames(frames))
+        total = torch.zeros(ids.shape[0], device=frames.device)
+        count = pad[:, 1:].sum(1)
+        for j in range(1, int(pad.sum(1).max())):
+            step = ids[:, : j + 1].clone()
+            step[:, j] = MASK_ID
+            logits = self.lm_head(self.text_states(step, pad[:, : j + 1], memory, causal=True))[:, j]
+            logp = logits.float().log_softmax(-1).gather(1, ids[:, j : j + 1])[:, 0]
+            total = total + torch.where(pad[:, j], logp, torch.zeros_like(logp))
+        return total / count
+
+    @torch.no_grad()
     def retrieval_features(self, frames: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, pad = tokenize(texts, self.config.max_text)
         device = frames.device
@@ -299,6 +312,14 @@ def _detok(ids: torch.Tensor) -> list[str]:
     from .data import detokenize
 
     return detokenize(ids)
+
+
+def itc_loss(sim: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch's similarity logits ``sim (B, B)`` (row i: video i against every text; the
+    diagonal holds the matched pairs), with label smoothing: ½·[CE(sim, I) + CE(simᵀ, I)]."""
+    target = torch.arange(sim.shape[0], device=sim.device)
+    ls = label_smoothing
+    return (F.cross_entropy(sim, target, label_smoothing=ls) + F.cross_entropy(sim.T, target, label_smoothing=ls)) / 2
 
 
 def mask_words(

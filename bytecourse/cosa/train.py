@@ -58,10 +58,10 @@ class RegimeConfig(JSONConfig):
     sampling: str = "random"
     frame_embedding: bool = True
     model: COSAConfig = field(default_factory=COSAConfig)
-    steps: int = 1000
+    steps: int = 1500
     batch: int = 32
     lr: float = 5e-4
-    finetune_steps: int = 200
+    finetune_steps: int = 400
     finetune_batch: int = 24
     finetune_lr: float = 2e-4
     seed: int = 0
@@ -212,6 +212,7 @@ def cli_train(options) -> dict:
         ),
         "metrics": metrics,
         "parameters": sum(p.numel() for p in tuned.parameters()),
+        "threads": torch.get_num_threads(),
         "shipped": summary["finetune"].get("shipped"),
     }
     checkpoints.record_run("cosa", f"{config.regime}/seed{config.seed}", record)
@@ -244,3 +245,12 @@ def quick_train(regime: str = MAIN_REGIME, steps: int = 40, seed: int = 0, progr
             on_step=lambda s, loss: losses.append(loss),
         )
     return model.eval().requires_grad_(False), {"losses": losses, "seconds": time.time() - t0}
+
+
+def get_models(progress: bool = False) -> tuple[dict, str]:
+    """The shipped fine-tuned regimes (seed 0), or — without checkpoints — short pretraining runs of the same code."""
+    names = {r: checkpoint_name(r) for r in REGIMES}
+    if all(checkpoints.checkpoint_available(n) for n in names.values()):
+        return {r: load_regime(r)[0] for r in REGIMES}, "shipped checkpoints (seed 0, fine-tuned)"
+    out = {r: prepare_finetune(quick_train(r, steps=30, progress=progress)[0]) for r in REGIMES}
+    return out, "pretrained now for 30 steps each, not fine-tuned (no shipped checkpoints found): expect chance"

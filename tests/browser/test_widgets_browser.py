@@ -220,3 +220,35 @@ def test_metaprompts_image_prompt_and_rearrangement(lab_page):
     expect(output).to_contain_text("meta prompts, no re-arrangement", timeout=120_000)
     assert _image_src(page) != second_src
     page.screenshot(path=str(SCREENSHOTS / "03_metaprompts_final.png"), full_page=True)
+
+
+def test_cosa_shuffle_type_an_order_and_restore(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("08_cosa_widget.ipynb")
+    slider, handle, output, first_src = _first_render(page, "clip", "order shown: 0 1 2 3 4 5 (the true order)")
+    first_text = _output_text(page)
+
+    page.get_by_role("button", name="shuffle the frames").click()
+    expect(output).to_contain_text("(shuffled)", timeout=120_000)
+    assert _image_src(page) != first_src, "the frames did not move when shuffled"
+
+    box = page.locator(".widget-text", has=page.locator(".widget-label", has_text="order")).locator("input")
+    box.fill("1 0 2 3 4 5")
+    box.press("Enter")
+    expect(output).to_contain_text("order shown: 1 0 2 3 4 5 (shuffled)", timeout=120_000)
+
+    page.get_by_role("button", name="true order").click()
+    expect(output).to_contain_text("order shown: 0 1 2 3 4 5 (the true order)", timeout=120_000)
+
+    handle.focus()
+    handle.press("ArrowRight")  # clip 0 → 1: another clip and paragraph
+    expect(handle).to_have_attribute("aria-valuetext", "1")
+    page.wait_for_function(
+        "src => { const i = document.querySelector('.widget-output img'); return i && i.src !== src; }",
+        arg=first_src,
+        timeout=120_000,
+    )
+    assert _output_text(page) != first_text
+    page.screenshot(path=str(SCREENSHOTS / "08_cosa_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "08_cosa_widget_output.png"))

@@ -7,6 +7,7 @@ import torch
 
 from bytecourse import text
 from bytecourse.cosa import data
+from bytecourse.cosa import evaluate as ev
 from bytecourse.cosa.evaluate import CHANCE, rank_accuracy, shuffles
 from bytecourse.cosa.models import COSAConfig, COSAModel, causal_mask, mask_words, resize_frame_embedding
 from bytecourse.worlds.events import EventsConfig, make_events
@@ -213,3 +214,35 @@ def test_widget_callbacks_reorder_shuffle_and_reject_bad_orders():
     with pytest.raises(ValueError, match="separated by spaces"):
         parse_order("a b", 2)
     assert random_order(5, 0) != "0 1 2 3 4"
+
+
+def _tables(k4: list[float], sst: list[float], similar: list[float]) -> dict:
+    from bytecourse.evaluation import summarise
+
+    def row(regime, vals):
+        per_seed = [{m: v for m in ev.METRICS} for v in vals]
+        return {"setting": regime, "regime": regime, "seeds": list(range(len(vals))), "metrics": summarise(per_seed)}
+
+    rows = [row("k4", k4), row("sst", sst), row("k4_similar", similar)]
+    return {p: {"rows": rows} for p in ("zero_shot", "finetuned")}
+
+
+def test_verdicts_can_say_reproduced_not_reproduced_and_inconclusive():
+    good = {v["claim"]: v["outcome"] for v in ev.verdicts(_tables([0.8, 0.85, 0.9], [0.3, 0.35, 0.4], [0.5] * 3))}
+    assert set(good.values()) == {"reproduced"}
+    bad = {v["claim"]: v["outcome"] for v in ev.verdicts(_tables([0.21, 0.22, 0.23], [0.5, 0.6, 0.7], [0.9] * 3))}
+    assert set(bad.values()) == {"not reproduced"}
+    overlap = ev.verdicts(_tables([0.3, 0.6, 0.9], [0.4, 0.5, 0.6], [0.5] * 3))
+    assert {v["outcome"] for v in overlap} == {"inconclusive"}
+    two_seeds = ev.verdicts(_tables([0.8, 0.9], [0.3, 0.4], [0.5, 0.5]))
+    assert {v["outcome"] for v in two_seeds} == {"inconclusive"}
+
+
+def test_caption_likelihood_is_order_blind_only_without_a_frame_embedding():
+    c = clips(2)
+    order = torch.tensor([3, 1, 0, 2])
+    blind, seeing = tiny(0), tiny(4)
+    a, b = blind.caption_logprob(c.frames, c.texts), blind.caption_logprob(c.frames[:, order], c.texts)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    x, y = seeing.caption_logprob(c.frames, c.texts), seeing.caption_logprob(c.frames[:, order], c.texts)
+    assert (x - y).abs().max() > 1e-4 and torch.isfinite(x).all() and (x < 0).all()

@@ -99,12 +99,16 @@ def retrieval_at(video: torch.Tensor, text: torch.Tensor, ks=(1, 5)) -> dict[int
 def caption_accuracy(model, clips) -> dict[str, float]:
     """The greedy caption split at "then": the first phrase (the first frame) and each event against the truth."""
     generated = model.generate(clips.frames)
-    first, events = [], []
+    first, events, by_k = [], [], {}
     for got, want in zip(generated, clips.texts):
         g, w = got.split(" then "), want.split(" then ")
-        first.append(float(bool(g) and g[0] == w[0]))
-        events.append(statistics.fmean(float(k < len(g) and g[k] == w[k]) for k in range(1, len(w))))
-    return {"first": statistics.fmean(first), "events": statistics.fmean(events)}
+        first.append(float(g[0] == w[0]))
+        hits = [float(k < len(g) and g[k] == w[k]) for k in range(1, len(w))]
+        events.append(statistics.fmean(hits))
+        for k, hit in enumerate(hits, 1):
+            by_k.setdefault(k, []).append(hit)
+    out = {"first": statistics.fmean(first), "events": statistics.fmean(events)}
+    return out | {f"event_{k}": statistics.fmean(v) for k, v in sorted(by_k.items())}
 
 
 @torch.no_grad()
@@ -158,6 +162,14 @@ def regime_tables(runs: dict[str, dict]) -> dict:
                 }
             )
         tables[phase] = {"rows": rows, "setting_name": "regime", "seed_kind": "training"}
+    rows = []  # the k-th event's captioning accuracy after the fine-tune
+    for regime in REGIMES:
+        recs = sorted((r for k, r in runs.items() if k.split("/")[0] == regime), key=lambda r: r["seed"])
+        keys = sorted((k for k in recs[0]["metrics"]["finetuned"] if k.startswith("event_")) if recs else [])
+        if recs and all(k in r["metrics"]["finetuned"] for r in recs for k in keys) and keys:
+            metrics = summarise([{k: r["metrics"]["finetuned"][k] for k in keys} for r in recs])
+            rows.append({"setting": REGIME_TITLES[regime], "regime": regime, "metrics": metrics})
+    tables["events_by_position"] = {"rows": rows, "setting_name": "regime", "seed_kind": "training"}
     return tables
 
 
@@ -240,6 +252,11 @@ def slice_table(models: dict, n: int = 40) -> dict:
     return {"rows": rows, "setting_name": "regime"}
 
 
+def live_slice(models: dict) -> dict:
+    """What the notebook recomputes: :func:`slice_table` of the shipped regimes (checked against the stored one)."""
+    return {"slice": slice_table(models)}
+
+
 def cli_eval(options) -> dict:
     from .. import checkpoints
     from .train import REGIMES, checkpoint_name, load_regime
@@ -250,7 +267,7 @@ def cli_eval(options) -> dict:
     return evaluate_cosa(models, checkpoints.recorded_runs("cosa"))
 
 
-SLICE_TOLERANCE = {"slice": 0.02}
+SLICE_TOLERANCE = {"slice": 0.05}  # one of 40 clips flipping its ranking moves a rate by 0.025
 
 
 def analysis(tables: dict) -> list[str]:

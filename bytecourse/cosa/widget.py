@@ -35,9 +35,10 @@ def random_order(frames: int, seed: int) -> str:
 
 @torch.no_grad()
 def order_view(models: dict, clip: int = 0, frames: int = 6, order: str | None = None) -> dict:
-    """Pure function behind the widget. For the clip ``clip`` of ``frames`` frames, each regime's ``log p(match)``
-    of the true paragraph with the frames as they came and in ``order``, and its greedy caption of the reordered
-    frames; the paragraph of the reordered frames is not a sentence of this world (an event runs backwards)."""
+    """Pure function behind the widget. For the clip ``clip`` of ``frames`` frames, each regime's scores of the true
+    paragraph with the frames as they came and in ``order`` — the captioning mode's mean log-likelihood of the
+    paragraph (what the chapter's order verdicts read) and ITM's ``log p(match)`` — and its greedy caption of the
+    frames in ``order``."""
     clip = check_int("clip", clip, 0, 10_000)
     frames = check_int("frames", frames, 4, 8)
     batch = make_events(1, WIDGET_STREAM + clip, EventsConfig(frames=frames))
@@ -46,12 +47,17 @@ def order_view(models: dict, clip: int = 0, frames: int = 6, order: str | None =
     paragraph = batch.paragraphs[0]
     rows = []
     for regime, model in models.items():
+        cap_true = float(model.caption_logprob(video, [paragraph])[0])
+        cap_now = float(model.caption_logprob(shown, [paragraph])[0])
         true = float(model.itm_score(video, [paragraph])[0])
         now = float(model.itm_score(shown, [paragraph])[0])
         rows.append(
             {
                 "regime": regime,
                 "title": REGIME_TITLES.get(regime, regime),
+                "caption_true_order": cap_true,
+                "caption_this_order": cap_now,
+                "caption_prefers_true": cap_true > cap_now + 1e-6,
                 "true_order": true,
                 "this_order": now,
                 "prefers_true": true > now + 1e-6,
@@ -80,11 +86,23 @@ def render_view(view: dict) -> None:
     plt.close(fig)
     print(f"true paragraph: {view['paragraph']}")
     print(f"order shown: {s['order']}" + (" (the true order)" if view["identity"] else " (shuffled)"))
-    lines = ["| regime | log p(match), true order | log p(match), this order | caption of the frames shown |"]
-    lines.append("|---|---|---|---|")
+    if not view["identity"]:
+        print("✓: the regime scores the true order above the order shown; ✗: it does not")
+    lines = [
+        "| regime | caption log-lik., true order | caption log-lik., this order | ITM log p(match), true order "
+        "| ITM log p(match), this order | caption of the frames shown |"
+    ]
+    lines.append("|---|---|---|---|---|---|")
+
+    def mark(prefers: bool) -> str:
+        return "" if view["identity"] else (" ✓" if prefers else " ✗")
+
     for r in view["rows"]:
-        mark = "" if view["identity"] else (" ✓ prefers the true order" if r["prefers_true"] else " ✗")
-        lines.append(f"| {r['title']} | {r['true_order']:.3f} | {r['this_order']:.3f}{mark} | {r['caption']} |")
+        lines.append(
+            f"| {r['title']} | {r['caption_true_order']:.3f} | {r['caption_this_order']:.3f}"
+            f"{mark(r['caption_prefers_true'])} | {r['true_order']:.3f} | {r['this_order']:.3f}"
+            f"{mark(r['prefers_true'])} | {r['caption']} |"
+        )
     display(Markdown("\n".join(lines)))
 
 

@@ -325,10 +325,11 @@ def itc_loss(sim: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
 def mask_words(
     ids: torch.Tensor, prob: float, generator: torch.Generator, bert_rule: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and labels (−100 where not predicted) with each word (not [CLS] / [SEP] / [PAD]) chosen with
-    ``prob``; chosen words become [MASK] — or, with ``bert_rule``, [MASK] 80 %, a random word 10 %, kept 10 %.
-    At least one word per caption is chosen, so every caption contributes."""
-    words = ids >= FIRST_WORD_ID
+    """Inputs and labels (−100 where not predicted) with each word chosen with ``prob``; chosen words become [MASK]
+    — or, with ``bert_rule`` (MLM), [MASK] 80 %, a random word 10 %, kept 10 %. Without ``bert_rule`` (captioning)
+    the closing [SEP] is a word too: a captioner that never predicts it never learns to stop. [CLS] and [PAD] are
+    never chosen. At least one word per caption is chosen, so every caption contributes."""
+    words = ids >= FIRST_WORD_ID if bert_rule else (ids >= FIRST_WORD_ID) | (ids == SEP_ID)
     u = torch.rand(ids.shape, generator=generator).to(ids.device)
     chosen = words & (u < prob)
     first = words.float().argmax(1)  # a caption with nothing chosen predicts its first word

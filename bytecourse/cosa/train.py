@@ -60,10 +60,10 @@ class RegimeConfig(JSONConfig):
     model: COSAConfig = field(default_factory=COSAConfig)
     steps: int = 1500
     batch: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     finetune_steps: int = 400
     finetune_batch: int = 24
-    finetune_lr: float = 2e-4
+    finetune_lr: float = 5e-4
     seed: int = 0
 
     def validate(self) -> None:

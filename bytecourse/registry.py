@@ -155,9 +155,9 @@ _ALL = (
     Target(
         "cosa",
         "COSA — concatenated image-text samples teach a model about time without video data",
-        None,  # the notebook (08_cosa.ipynb) is not written yet
+        "08_cosa.ipynb",
         ("cosa_sst", "cosa_k2", "cosa_k4", "cosa_k4_similar", "cosa_k4_no_frame_embedding"),
-        (),
+        ("cosa_sst", "cosa_k2", "cosa_k4", "cosa_k4_similar", "cosa_k4_no_frame_embedding"),
         "bytecourse.cosa.train:cli_train",
         "bytecourse.cosa.evaluate:cli_eval",
         COMMON_OPTIONS | {"variant"},

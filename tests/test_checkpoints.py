@@ -105,3 +105,24 @@ def test_shipped_chapter_tables_record_how_they_were_made():
         assert entry["eval_git_commit"] and entry["tables"], chapter
         assert set(entry["computed_from"]) == set(registry.target(chapter).table_inputs), chapter
         assert registry.table_status(chapter) == "current", chapter
+
+
+def _record_many(worker: int) -> None:
+    for i in range(5):
+        checkpoints.record_run(
+            "toy", f"w{worker}/r{i}", {"command": "x", "config": {}, "seed": i, "device": "cpu", "wall_time_s": 0.0}
+        )
+
+
+def test_side_by_side_jobs_do_not_drop_each_others_manifest_entries(tmp_data):
+    """Two training jobs run side by side (one thread each) may finish together: every record must survive."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_record_many, args=(w,)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(checkpoints.recorded_runs("toy")) == 20

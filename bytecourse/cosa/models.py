@@ -156,6 +156,13 @@ class COSAModel(nn.Module):
         self.lm_head = BertOnlyMLMHead(self.bert_config)
         self.lm_head.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tied, as BERT
 
+    def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids and attention mask of ``texts`` (at most ``max_text`` tokens each), cut to the longest one: padding
+        is masked out everywhere, so the cut changes no output, only the cost."""
+        ids, pad = tokenize(texts, self.config.max_text)
+        longest = int(pad.sum(1).max())
+        return ids[:, :longest], pad[:, :longest]
+
     # ---------------------------------------------------------------- video side
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """ViT tokens ``(B, F, x, vision_width)`` of frames ``(B, F, 3, H, W)`` in [0, 1], each frame on its own."""
@@ -198,7 +205,7 @@ class COSAModel(nn.Module):
 
     def itm_score(self, frames: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """``log p(match)`` of each (video, text) pair — the order-sensitive retrieval score."""
-        ids, pad = tokenize(texts, self.config.max_text)
+        ids, pad = self.tokens(texts)
         ids, pad = ids.to(frames.device), pad.to(frames.device)
         memory = self.video_memory(self.encode_frames(frames))
         return self.itm_logits(ids, pad, memory).log_softmax(-1)[:, 1]
@@ -248,7 +255,7 @@ class COSAModel(nn.Module):
         """ITC + ITM (``"ret"`` / ``"cret"``), captioning (``"ccap"``) and MLM (``"cmlm"``) on one batch of
         ``Samples``; the caller picks which tasks a batch (single or concatenated) trains."""
         device = next(self.parameters()).device
-        ids, pad = (t.to(device) for t in tokenize(samples.texts, self.config.max_text))
+        ids, pad = (t.to(device) for t in self.tokens(samples.texts))
         tokens = self.encode_frames(samples.frames.to(device))
         memory = self.video_memory(tokens)
         out = {}
@@ -268,7 +275,7 @@ class COSAModel(nn.Module):
         """``(B,)`` mean log-probability of each text's words and its [SEP] under the captioning mode, exactly as
         generation reads them: word *j* is predicted from a [MASK] at *j* after the true words before it (one
         causal pass per position; later words never matter under the causal mask)."""
-        ids, pad = tokenize(texts, self.config.max_text)
+        ids, pad = self.tokens(texts)
         ids, pad = ids.to(frames.device), pad.to(frames.device)
         memory = self.video_memory(self.encode_frames(frames))
         total = torch.zeros(ids.shape[0], device=frames.device)
@@ -283,7 +290,7 @@ class COSAModel(nn.Module):
 
     @torch.no_grad()
     def retrieval_features(self, frames: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, pad = tokenize(texts, self.config.max_text)
+        ids, pad = self.tokens(texts)
         device = frames.device
         return self.video_feature(self.encode_frames(frames)), self.text_feature(ids.to(device), pad.to(device))
 

@@ -194,22 +194,21 @@ def cli_train(options) -> dict:
     config = regime_config(options.variant, options.seed)
     if options.steps is not None:
         config = replace(config, steps=options.steps)
-    t0 = time.time()
     pre, tuned, summary = train_regime(
         config, device=options.device, resume=options.resume, max_minutes=options.max_minutes
     )
     if not summary["finished"]:
         return summary
+    t0 = time.time()
     metrics = evaluate_pair(pre, tuned)
+    eval_time = round(time.time() - t0, 1)
     record = {
         "command": f"python -m bytecourse train cosa --variant {config.regime} --seed {config.seed}",
         "config": config.to_dict(),
         "seed": config.seed,
         "device": checkpoints.device_description(torch.device(summary["finetune"]["device"])),
         "wall_time_s": round(summary["pretrain"]["wall_time_s"] + summary["finetune"]["wall_time_s"], 1),
-        "eval_time_s": round(
-            time.time() - t0 - summary["pretrain"]["wall_time_s"] - summary["finetune"]["wall_time_s"], 1
-        ),
+        "eval_time_s": eval_time,
         "metrics": metrics,
         "parameters": sum(p.numel() for p in tuned.parameters()),
         "threads": torch.get_num_threads(),

@@ -244,6 +244,14 @@ def verdicts(tables: dict) -> list[dict]:
         compare(tables, "COSA beats SST on paragraph retrieval (zero-shot)", "zero_shot", "k4", "sst", para),
         compare(
             tables,
+            "COSA beats SST on captioning: next-word accuracy (fine-tuned)",
+            "finetuned",
+            "k4",
+            "sst",
+            ("words",),
+        ),
+        compare(
+            tables,
             "random sampling beats similar sampling (fine-tuned)",
             "finetuned",
             "k4",

@@ -227,8 +227,10 @@ class COSAModel(nn.Module):
             return memory.sum() * 0
         n = math.ceil(b / 3)
         with torch.no_grad():
-            weights = sim[:n].float().softmax(-1) + 1e-6  # text i ← video j for the first n texts
-            weights_t = sim[:, :n].T.float().softmax(-1) + 1e-6  # video i ← text j
+            # sim[i, j] = video i · text j: text i's negative video ∝ softmax over column i, video i's negative
+            # text ∝ softmax over row i (ALBEF's weights_t2i / weights_i2t)
+            weights = sim[:, :n].T.float().softmax(-1) + 1e-6  # row i: text i against every video
+            weights_t = sim[:n].float().softmax(-1) + 1e-6  # row i: video i against every text
             eye = torch.eye(b, dtype=torch.bool, device=sim.device)[:n]
             neg_video = torch.multinomial(weights.masked_fill(eye, 0).cpu(), 1, generator=generator)[:, 0]
             neg_text = torch.multinomial(weights_t.masked_fill(eye, 0).cpu(), 1, generator=generator)[:, 0]

@@ -122,7 +122,7 @@ def order_explorer(models: dict, clip: int = 0):
         controls,
         lambda **v: order_view(models, **v),
         render_view,
-        title="Same frames, another order: which regime's ITM notices? (and what does it caption?)",
+        title="Same frames, another order: which regime notices (caption likelihood, ITM), and what does it caption?",
     )
     shuffles = {"n": 0}
 

@@ -246,3 +246,20 @@ def test_caption_likelihood_is_order_blind_only_without_a_frame_embedding():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     x, y = seeing.caption_logprob(c.frames, c.texts), seeing.caption_logprob(c.frames[:, order], c.texts)
     assert (x - y).abs().max() > 1e-4 and torch.isfinite(x).all() and (x < 0).all()
+
+
+def test_hard_negatives_follow_albef_text_to_video_and_video_to_text():
+    """sim[i, j] = video i · text j: text i draws its negative video from column i, video i its text from row i."""
+    from bytecourse.cosa.models import hard_negatives
+
+    b = 6
+    sim = torch.zeros(b, b)
+    for i in range(b):
+        sim[(i + 1) % b, i] = (
+            50.0  # column i: video i + 1 is most like text i; so row i: text i − 1 is most like video i
+        )
+    neg_video, neg_text = hard_negatives(sim, 3, torch.Generator().manual_seed(0))
+    assert neg_video.tolist() == [1, 2, 3] and neg_text.tolist() == [5, 0, 1]
+    sim = torch.eye(b) * 50  # only the positives are similar: they are never drawn
+    neg_video, neg_text = hard_negatives(sim, 6, torch.Generator().manual_seed(0))
+    assert (neg_video != torch.arange(6)).all() and (neg_text != torch.arange(6)).all()

@@ -226,14 +226,7 @@ class COSAModel(nn.Module):
         if b < 2:
             return memory.sum() * 0
         n = math.ceil(b / 3)
-        with torch.no_grad():
-            # sim[i, j] = video i · text j: text i's negative video ∝ softmax over column i, video i's negative
-            # text ∝ softmax over row i (ALBEF's weights_t2i / weights_i2t)
-            weights = sim[:, :n].T.float().softmax(-1) + 1e-6  # row i: text i against every video
-            weights_t = sim[:n].float().softmax(-1) + 1e-6  # row i: video i against every text
-            eye = torch.eye(b, dtype=torch.bool, device=sim.device)[:n]
-            neg_video = torch.multinomial(weights.masked_fill(eye, 0).cpu(), 1, generator=generator)[:, 0]
-            neg_text = torch.multinomial(weights_t.masked_fill(eye, 0).cpu(), 1, generator=generator)[:, 0]
+        neg_video, neg_text = hard_negatives(sim, n, generator)
         neg_video, neg_text = neg_video.to(ids.device), neg_text.to(ids.device)
         all_ids = torch.cat([ids[:n], ids[:n], ids[neg_text]])
         all_pad = torch.cat([pad[:n], pad[:n], pad[neg_text]])
@@ -321,6 +314,19 @@ def _detok(ids: torch.Tensor) -> list[str]:
     from .data import detokenize
 
     return detokenize(ids)
+
+
+@torch.no_grad()
+def hard_negatives(sim: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM's negatives for the first ``n`` pairs of a batch whose ITC logits are ``sim[i, j]`` = video i · text j:
+    text i's negative video drawn ∝ softmax over column i, video i's negative text ∝ softmax over row i (ALBEF's
+    ``weights_t2i`` / ``weights_i2t``), the positive excluded. Returns ``(neg_video, neg_text)``, each ``(n,)``."""
+    eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)[:n]
+    text_to_video = (sim[:, :n].T.float().softmax(-1) + 1e-6).masked_fill(eye, 0)
+    video_to_text = (sim[:n].float().softmax(-1) + 1e-6).masked_fill(eye, 0)
+    neg_video = torch.multinomial(text_to_video.cpu(), 1, generator=generator)[:, 0]
+    neg_text = torch.multinomial(video_to_text.cpu(), 1, generator=generator)[:, 0]
+    return neg_video, neg_text
 
 
 def itc_loss(sim: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:

@@ -220,30 +220,15 @@ def cli_train(options) -> dict:
 
 def quick_train(regime: str = MAIN_REGIME, steps: int = 40, seed: int = 0, progress: bool = False, **overrides):
     """A short live run of the pretraining code (the notebook's demo; nothing is written to ``data/``)."""
-    import tempfile
+    from ..trainer import quick_run
 
-    from ..trainer import train_loop
+    def pretrain_only(config, **options):
+        pre, _, summary = train_regime(config, stage="pretrain", **options)
+        return pre, summary
 
-    config = regime_config(regime, seed, steps=steps, **overrides)
-    losses: list[float] = []
-    t0 = time.time()
-    model = build_model(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        train_loop(
-            model,
-            pretrain_loss(config),
-            total_steps=steps,
-            lr=config.lr,
-            run_dir=Path(tmp),
-            config=config.to_dict(),
-            warmup=max(1, steps // 10),
-            weight_decay=0.01,
-            clip_grad=5.0,
-            device="cpu",
-            progress=progress,
-            on_step=lambda s, loss: losses.append(loss),
-        )
-    return model.eval().requires_grad_(False), {"losses": losses, "seconds": time.time() - t0}
+    return quick_run(
+        pretrain_only, regime_config(regime, seed, steps=steps, **overrides), progress=progress, device="cpu"
+    )
 
 
 def get_models(progress: bool = False) -> tuple[dict, str]:

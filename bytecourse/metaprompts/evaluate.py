@@ -232,12 +232,9 @@ def _fmt(s: dict, digits: int = 3) -> str:
 
 def _side(a: dict, b: dict, metric: str) -> str:
     """'better' / 'worse' when a's seed range lies entirely on the good / bad side of b's, else 'overlap'."""
-    hi, lo = (b, a) if metric in LOWER_IS_BETTER else (a, b)
-    if hi["min"] > lo["max"]:
-        return "better"
-    if hi["max"] < lo["min"]:
-        return "worse"
-    return "overlap"
+    from ..evaluation import seed_range_side
+
+    return seed_range_side(a, b, higher_is_better=metric not in LOWER_IS_BETTER)
 
 
 def compare_arms(tables: dict, claim: str, arm: str, baselines: tuple[str, ...], metrics=("miou", "rmse")) -> dict:

@@ -121,6 +121,18 @@ _ALL = (
         "bytecourse.vistallama.evaluate:cli_eval",
     ),
     Target(
+        "pixellm",
+        "PixelLM — a language model that answers with masks",
+        None,
+        ("pixellm_clip", "pixellm_llava", "pixellm_n3_l2", "pixellm_n1_l1", "pixellm_lisa"),
+        (),  # the tables are not computed yet (chapter in progress)
+        "bytecourse.pixellm.train:cli_train",
+        None,
+        COMMON_OPTIONS | {"variant", "stage"},
+        variants=("n1_l1", "n2_l1", "n3_l1", "n1_l2", "n2_l2", "n3_l2", "n3_l2_refine", "lisa"),
+        stages=2,
+    ),
+    Target(
         "metaprompts",
         "Meta Prompts — learnable prompts turn a diffusion UNet into a perception model",
         "03_metaprompts.ipynb",

@@ -38,6 +38,10 @@ METAPROMPTS_EVAL = 72_000_000  # Meta Prompts: held-out perception images (+ 1_0
 COSA_DATA = 80_000_000  # COSA: pretraining images (+ seed * 100_000 + step), every regime the same
 COSA_FINETUNE = 81_000_000  # COSA: Events clips of the fine-tune (+ seed * 100_000 + step)
 COSA_EVAL = 82_000_000  # COSA: held-out Events clips and Shapes images (+ 1_000 * seed + table offsets)
+PIXELLM_PRETRAIN = 90_000_000  # PixelLM: the image encoders' contrastive pretraining (+ seed * 100_000 + step)
+PIXELLM_LM = 91_000_000  # PixelLM: the language model's text-answer stage (+ seed * 100_000 + step)
+PIXELLM_DATA = 92_000_000  # PixelLM: the arms' training questions (+ seed * 100_000 + step), every arm the same
+PIXELLM_EVAL = 93_000_000  # PixelLM: held-out questions (+ 1_000 * eval seed + 100 * split)
 BOXIMATOR_DATA = 500_000  # Boximator's control-training clips (+ seed * TRAIN_SEED_STRIDE + stage * 100_000 + step)
 
 STYLE_REFERENCE = 5  # the textured world image ("a cyan square") that SAG and AdjointDPM stylise towards
@@ -62,4 +66,8 @@ STREAMS: dict[str, tuple[int, int]] = {  # name: (offset, width of the range its
     "cosa data": (COSA_DATA, 1_000_000),
     "cosa finetune": (COSA_FINETUNE, 1_000_000),
     "cosa eval": (COSA_EVAL, 100_000),
+    "pixellm pretrain": (PIXELLM_PRETRAIN, 1_000_000),
+    "pixellm lm": (PIXELLM_LM, 1_000_000),
+    "pixellm data": (PIXELLM_DATA, 1_000_000),
+    "pixellm eval": (PIXELLM_EVAL, 100_000),
 }

@@ -3,6 +3,11 @@
 :meth:`ShapesConfig.perception` is its harder setting for perception (chapter 03): a coloured textured
 background, jittered object colours, pixel noise, overlapping objects that occlude in depth order, and a visible
 depth cue (apparent size ∝ 1/depth, nearer objects lower in the frame).
+
+Two further options make multi-target segmentation mean something (chapter 10 PixelLM): ``repeat_colours`` (colours
+drawn independently, so "every red thing" can have several targets) and ``touching`` (the first two objects are
+placed side by side, overlapping by :data:`TOUCH_OVERLAP` of the smaller radius, so their visible masks share a
+boundary and the nearer occludes the other: the pairs a target-refinement loss has to separate).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .render import (
 
 DEPTH_CUE_RANGE = (0.2, 0.7)  # object depths with the depth cue: the nearest has radius_range's largest radius
 MIN_VISIBLE_PIXELS = 4  # with overlap, an object showing fewer pixels is dropped
+TOUCH_OVERLAP = 0.35  # with touching, the pair's boxes overlap by this fraction of the smaller radius
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ class ShapesConfig:
     overlap: bool = False  # objects may overlap; the nearer one occludes (a fully hidden one is dropped)
     depth_cue: bool = False  # apparent size ∝ 1/depth, and nearer objects stand lower (the ground ramp)
     depth_range: tuple[float, float] = DEPTH_CUE_RANGE  # object depths with the depth cue
+    # multi-target segmentation (chapter 10); off by default
+    repeat_colours: bool = False  # colours drawn independently (with replacement), not all different
+    touching: bool = False  # objects 0 and 1 side by side, their visible masks sharing a boundary
 
     @classmethod
     def perception(cls, **overrides) -> ShapesConfig:
@@ -55,10 +64,11 @@ class ShapesConfig:
 
     def validate(self) -> None:
         check_int("size", self.size, 8, 512)
-        check_int("max_objects", self.max_objects, 1, NUM_COLOURS)
+        check_flag("repeat_colours", self.repeat_colours)
+        check_int("max_objects", self.max_objects, 1, 8 if self.repeat_colours else NUM_COLOURS)
         check_int("caption_length", self.caption_length, 1)
         check_flag("textured", self.textured)
-        for name in ("chromatic", "overlap", "depth_cue"):
+        for name in ("chromatic", "overlap", "depth_cue", "touching"):
             check_flag(name, getattr(self, name))
         check_float("colour_jitter", self.colour_jitter, 0.0, 0.5)
         check_float("noise", self.noise, 0.0, 0.5)
@@ -78,6 +88,8 @@ class ShapesConfig:
             raise ValueError(f"radius_range must satisfy 0 < lo <= hi < 0.5, got {self.radius_range}")
         if self.caption_length < 4 * self.max_objects - 1:
             raise ValueError(f"caption_length={self.caption_length} is too short for {self.max_objects} objects")
+        if self.touching and self.overlap:
+            raise ValueError("touching places a pair among non-overlapping objects: it needs overlap=False")
 
 
 @dataclass
@@ -87,7 +99,8 @@ class ShapesBatch:
     images (B,3,H,W) in [0,1]; tokens (B,L); class_mask (B,H,W) with 0 = background and 1 + shape kind;
     instance_masks (B,K,H,W) visible pixels; boxes (B,K,4) normalised (x0,y0,x1,y1); depth (B,H,W) in
     (0,1], smaller = nearer; colours/shapes (B,K) indices into text.COLOUR_NAMES / SHAPE_NAMES;
-    centers (B,K,2) (x, y) and radii (B,K) in pixels.
+    centers (B,K,2) (x, y) and radii (B,K) in pixels; touching (B,) whether objects 0 and 1 were placed as a
+    pair and their visible masks touch (8-neighbourhood; only with ``ShapesConfig.touching``; else None).
     """
 
     images: torch.Tensor
@@ -103,6 +116,7 @@ class ShapesBatch:
     centers: torch.Tensor
     radii: torch.Tensor
     depths: torch.Tensor = field(repr=False)
+    touching: torch.Tensor | None = field(default=None, repr=False)
 
     def to(self, device) -> ShapesBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -134,7 +148,10 @@ def sample_layout(
         check_int("num_objects", num_objects, 1, k)
         counts = torch.full((batch,), num_objects)
     present = torch.arange(k)[None] < counts[:, None]
-    colours = torch.argsort(torch.rand(batch, NUM_COLOURS, generator=generator), dim=1)[:, :k]
+    if config.repeat_colours:
+        colours = torch.randint(0, NUM_COLOURS, (batch, k), generator=generator)
+    else:
+        colours = torch.argsort(torch.rand(batch, NUM_COLOURS, generator=generator), dim=1)[:, :k]
     kinds = torch.randint(0, NUM_SHAPES, (batch, k), generator=generator)
     lo, hi = config.radius_range
     radii = (lo + (hi - lo) * torch.rand(batch, k, generator=generator)) * size
@@ -153,7 +170,17 @@ def sample_layout(
         return dict(present=present, colours=colours, shapes=kinds, radii=radii, depths=depths, centers=centers)
     centers = torch.zeros(batch, k, 2)
     rows = torch.arange(batch)
+    touching = torch.zeros(batch, dtype=torch.bool)
     for j in range(k):
+        if j == 1 and config.touching:
+            r0, r1 = radii[:, 0], radii[:, 1]
+            reach = r0 + r1 - TOUCH_OVERLAP * torch.minimum(r0, r1)
+            right = centers[:, 0, 0] + reach
+            left = centers[:, 0, 0] - reach
+            x = torch.where(right + r1 <= size, right, left)
+            touching = present[:, 1] & (x - r1 >= 0) & (x + r1 <= size)
+            y = centers[:, 0, 1].clamp(r1, size - r1)
+            pair = torch.stack([x, y], -1)
         for attempt in range(2):  # second attempt: shrink the objects that did not fit to the smallest size
             r = radii[:, j, None, None]
             cand = r + u[:, j] * (size - 2 * r)  # (B, n_cand, 2), shape fully inside
@@ -163,6 +190,9 @@ def sample_layout(
                 d = (cand - centers[:, i, None]).abs()
                 ov = (gap - d[..., 0]).clamp(min=0) * (gap - d[..., 1]).clamp(min=0)
                 overlap = overlap + ov * present[:, i, None]
+            if j == 1 and config.touching:  # the pair's place where it fits; the usual candidates elsewhere
+                cand[:, 0] = torch.where(touching[:, None], pair, cand[:, 0])
+                overlap[:, 0] = torch.where(touching, 0.0, overlap[:, 0])
             best = overlap.argmin(dim=1)  # the first minimum → the first non-overlapping candidate
             fits = overlap[rows, best] == 0
             if attempt == 0:
@@ -171,7 +201,8 @@ def sample_layout(
             else:
                 centers[:, j] = torch.where(fits[:, None], cand[rows, best], centers[:, j])
                 present[:, j] &= fits
-    return dict(present=present, colours=colours, shapes=kinds, radii=radii, depths=depths, centers=centers)
+    out = dict(present=present, colours=colours, shapes=kinds, radii=radii, depths=depths, centers=centers)
+    return out | ({"touching": touching} if config.touching else {})
 
 
 def render_layout(layout: dict[str, torch.Tensor], bg: torch.Tensor, rgb: torch.Tensor | None = None):
@@ -224,6 +255,9 @@ def make_shapes(
     if config.noise > 0:
         image = (image + config.noise * torch.randn(image.shape, generator=g)).clamp(0, 1)
     boxes, _ = masks_to_boxes(visible)
+    if config.touching:  # a pair counts as touching where its visible masks are 8-neighbours
+        grown = torch.nn.functional.max_pool2d(visible[:, 0, None].float(), 3, 1, 1)[:, 0] > 0
+        layout["touching"] = layout["touching"] & (grown & visible[:, 1]).flatten(1).any(1)
     captions = []
     for b in range(batch):
         keep = layout["present"][b]
@@ -242,4 +276,5 @@ def make_shapes(
         centers=layout["centers"],
         radii=layout["radii"],
         depths=layout["depths"],
+        touching=layout.get("touching"),
     )

@@ -1,0 +1,237 @@
+"""PixelLM's evaluation as MUSE's (``validate`` and ``utils/matcher.py`` of the released code): the model writes an
+answer, every complete codebook group in it becomes a mask, and predicted masks are matched to the ground truth.
+
+- **Matching**: the Hungarian algorithm (:func:`hungarian`, written out here: no SciPy) on the cost sigmoid-CE +
+  Dice between every predicted mask's logits and every true mask (on all 4,096 pixels; the code samples 12,544
+  points of its larger masks). Unmatched truths are scored against an empty prediction (IoU 0), and unmatched
+  predictions count IoU 0 too — even an empty one: MUSE's empty-vs-empty = 1 would pay a model for writing spare
+  groups whose masks come out empty (an untrained one spamming ``[SEG0]`` scored gIoU 0.98 that way).
+- **gIoU**: the mean of the per-mask IoUs (an empty-vs-empty pair counts 1); **cIoU**: ΣI / ΣU over the masks.
+  Both by split (``few`` / ``many`` / ``touching``) and bucketed by the number of targets (1, 2, 3, 4+).
+- **Overlap rate**: of the foreground pixels the predicted masks claim, the share claimed by ≥ 2 of a question's
+  masks (what the target refinement loss is meant to lower).
+- **Text**: an answer names its targets when the (colour, kind) it describes are the true targets' (as multisets)
+  and it writes one complete group per description.
+- **FLOPs per answer** (``torch.utils.flop_counter.FlopCounterMode``): image encoder(s), the language model over the
+  whole answer, and the decoder, for one question; the decoder's share of them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data import SPLITS, MuseBatch, detokenize, held_out, parse_answer, prompt_ids, tokenize
+from .models import PixelLM, check_image_batch
+
+EVAL_QUESTIONS = 96  # per split and evaluation seed
+BUCKETS = ("1", "2", "3", "4+")
+
+
+def bucket_of(n: int) -> str:
+    return str(n) if n < 4 else "4+"
+
+
+def hungarian(cost: torch.Tensor) -> list[tuple[int, int]]:
+    """Minimum-cost assignment of a ``(rows, cols)`` cost matrix (Kuhn–Munkres with potentials, O(n³)); returns
+    ``min(rows, cols)`` pairs ``(row, col)``. A rectangular matrix is padded with zeros to square: padding costs the
+    same for every choice, so it changes no optimal pairing among the real rows and columns."""
+    if cost.dim() != 2:
+        raise ValueError(f"cost must be a matrix, got shape {tuple(cost.shape)}")
+    r, c = cost.shape
+    n = max(r, c)
+    if n == 0:
+        return []
+    a = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    a[1 : r + 1, 1 : c + 1] = cost.detach().double().cpu()
+    a = a.tolist()
+    inf = float("inf")
+    u, v, p, way = [0.0] * (n + 1), [0.0] * (n + 1), [0] * (n + 1), [0] * (n + 1)
+    for i in range(1, n + 1):
+        p[0], j0 = i, 0
+        minv, used = [inf] * (n + 1), [False] * (n + 1)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = p[j0], inf, 0
+            for j in range(1, n + 1):
+                if not used[j]:
+                    cur = a[i0][j] - u[i0] - v[j]
+                    if cur < minv[j]:
+                        minv[j], way[j] = cur, j0
+                    if minv[j] < delta:
+                        delta, j1 = minv[j], j
+            for j in range(n + 1):
+                if used[j]:
+                    u[p[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    return sorted((p[j] - 1, j - 1) for j in range(1, n + 1) if p[j] <= r and j <= c and p[j] > 0)
+
+
+def match_cost(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """``(n_pred, n_true)`` sigmoid-CE + Dice between every predicted mask and every true mask."""
+    lg = logits.flatten(1).float()
+    tr = truth.flatten(1).float()
+    pos = F.softplus(-lg)  # -log σ(x)
+    neg = F.softplus(lg)  # -log(1 − σ(x))
+    ce = (pos @ tr.T + neg @ (1 - tr).T) / lg.shape[1]
+    p = torch.sigmoid(lg)
+    dice = 1 - (2 * p @ tr.T + 1) / (p.sum(1)[:, None] + tr.sum(1)[None] + 1)
+    return ce + dice
+
+
+@dataclass
+class MaskScores:
+    """Per-mask intersections and unions (matched pairs and the unmatched, each against an empty mask)."""
+
+    inter: list[float]
+    union: list[float]
+
+    @property
+    def ious(self) -> list[float]:
+        return [1.0 if u == 0 else i / u for i, u in zip(self.inter, self.union)]
+
+
+def score_question(logits: torch.Tensor, truth: torch.Tensor) -> MaskScores:
+    pred = logits > 0
+    truth = truth.bool()
+    pairs = hungarian(match_cost(logits, truth)) if len(pred) and len(truth) else []
+    inter, union = [], []
+    for i, j in pairs:
+        inter.append(float((pred[i] & truth[j]).sum()))
+        union.append(float((pred[i] | truth[j]).sum()))
+    for i in sorted(set(range(len(pred))) - {i for i, _ in pairs}):  # a spurious target: IoU 0, even if empty
+        inter.append(0.0)
+        union.append(max(float(pred[i].sum()), 1.0))
+    for j in sorted(set(range(len(truth))) - {j for _, j in pairs}):
+        inter.append(0.0)
+        union.append(float(truth[j].sum()))
+    return MaskScores(inter, union)
+
+
+def overlap_counts(logits: torch.Tensor) -> tuple[float, float]:
+    """(pixels claimed by ≥ 2 masks, pixels claimed by ≥ 1) of one question's predicted masks."""
+    if len(logits) == 0:
+        return 0.0, 0.0
+    claims = (logits > 0).sum(0)
+    return float((claims >= 2).sum()), float((claims >= 1).sum())
+
+
+@torch.no_grad()
+def answer(model: PixelLM, images: torch.Tensor, questions: list[str], max_new: int = 70) -> dict:
+    """Generate each question's answer and decode one mask per complete codebook group: ``texts``, ``ids`` (the
+    answer tokens) and ``masks`` (a list of ``(n_i, 64, 64)`` logits)."""
+    check_image_batch(images)
+    if len(questions) != images.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {len(questions)} questions")
+    prompts = prompt_ids(questions)
+    generated = model.vlm.generate(images, prompts, max_new)
+    texts = [detokenize(g) for g in generated]
+    ids, _ = tokenize(questions, texts)
+    out = model(images, ids.to(images.device))
+    masks, start = [], 0
+    for n in out["counts"]:
+        masks.append(out["masks"][start : start + n].float().cpu())
+        start += n
+    return {"texts": texts, "masks": masks}
+
+
+def text_correct(text: str, truth: list[tuple[int, int]], group: int) -> bool:
+    from .data import CODEBOOK
+
+    named = parse_answer(text)
+    words = text.split()
+    groups = sum(1 for t in range(len(words)) if words[t : t + group] == list(CODEBOOK[:group]))
+    return sorted(named) == sorted(truth) and groups == len(named)
+
+
+def evaluate_batch(model: PixelLM, batch: MuseBatch, chunk: int = 48) -> dict:
+    """Raw per-question results on one split: scores, overlap counts, text correctness, target counts."""
+    device = next(model.parameters()).device
+    rows = []
+    for s in range(0, len(batch), chunk):
+        got = answer(model, batch.images[s : s + chunk].to(device), batch.questions[s : s + chunk])
+        for k, (text, logits) in enumerate(zip(got["texts"], got["masks"])):
+            i = s + k
+            rows.append(
+                {
+                    "scores": score_question(logits, batch.masks[i]),
+                    "overlap": overlap_counts(logits),
+                    "text": text_correct(text, batch.descriptions[i], model.config.group),
+                    "targets": len(batch.masks[i]),
+                    "predicted": len(logits),
+                }
+            )
+    return {"rows": rows}
+
+
+def summarise_rows(rows: list[dict]) -> dict[str, float]:
+    inter = [x for r in rows for x in r["scores"].inter]
+    union = [x for r in rows for x in r["scores"].union]
+    ious = [x for r in rows for x in r["scores"].ious]
+    two = sum(r["overlap"][0] for r in rows)
+    one = sum(r["overlap"][1] for r in rows)
+    return {
+        "giou": statistics.fmean(ious) if ious else float("nan"),
+        "ciou": sum(inter) / sum(union) if sum(union) else float("nan"),
+        "overlap": two / one if one else 0.0,
+        "text": statistics.fmean(float(r["text"]) for r in rows),
+        "count_exact": statistics.fmean(float(r["predicted"] == r["targets"]) for r in rows),
+        "questions": float(len(rows)),
+    }
+
+
+def evaluate_model(model: PixelLM, eval_seed: int = 0, n: int = EVAL_QUESTIONS) -> dict[str, float]:
+    """Every metric on the held-out splits of ``eval_seed``: ``<split>_<metric>`` and ``bucket<k>_<metric>``
+    (buckets over all splits' questions by their number of targets)."""
+    model.eval()
+    metrics: dict[str, float] = {}
+    every = []
+    for split in SPLITS:
+        rows = evaluate_batch(model, held_out(split, n, model.config.group, eval_seed))["rows"]
+        every += rows
+        metrics |= {f"{split}_{k}": v for k, v in summarise_rows(rows).items()}
+    by = Counter(bucket_of(r["targets"]) for r in every)
+    for b in BUCKETS:
+        rows = [r for r in every if bucket_of(r["targets"]) == b]
+        if rows:
+            metrics |= {f"bucket{b}_{k}": v for k, v in summarise_rows(rows).items() if k != "questions"}
+        metrics[f"bucket{b}_questions"] = float(by[b])
+    return metrics
+
+
+def count_flops(model: PixelLM) -> dict[str, float]:
+    """FLOPs of one answer (a two-target question, teacher-forced over its whole answer) and the decoder's share."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = held_out("few", 8, model.config.group, 0)
+    i = next(k for k in range(len(batch)) if len(batch.masks[k]) == 2)
+    device = next(model.parameters()).device
+    images = batch.images[i : i + 1].to(device)
+    ids, _ = tokenize([batch.questions[i]], [batch.answers[i]])
+    ids = ids.to(device)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as total:
+            _, hidden, features = model.vlm(images, ids)
+            from .models import codebook_states
+
+            states, counts = codebook_states(hidden, ids, model.vlm.visual_tokens, model.config.group)
+            owner = torch.zeros(sum(counts), dtype=torch.long, device=device)
+            with FlopCounterMode(display=False) as dec:
+                feats = model.decoder_features(images, features)
+                fused = model.fuse(states)
+                model.decoder(feats, owner, fused)
+    t, d = total.get_total_flops(), dec.get_total_flops()
+    return {"gflops": t / 1e9, "decoder_gflops": d / 1e9, "decoder_share": d / t}

@@ -1,0 +1,221 @@
+"""Chapter 10 PixelLM: the world options, the grammar, which hidden state feeds the decoder, token fusion, the
+decoder's scale coupling, the losses, the MUSE-style matching, bad input."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from bytecourse.pixellm import data
+from bytecourse.pixellm import evaluate as ev
+from bytecourse.pixellm.models import (
+    EncoderConfig,
+    ImageEncoder,
+    LMConfig,
+    PixelLM,
+    PixelLMConfig,
+    VisionLanguageModel,
+    codebook_states,
+    dice_loss,
+    refinement_loss,
+)
+from bytecourse.worlds import ShapesConfig, make_shapes
+
+TINY_ENCODER = EncoderConfig(width=16, layers=2, heads=2, deep_layer=-1, shallow_layer=1)
+TINY_LM = LMConfig(hidden=32, layers=1, heads=2)
+
+
+def tiny_vlm() -> VisionLanguageModel:
+    torch.manual_seed(0)
+    return VisionLanguageModel(ImageEncoder(TINY_ENCODER), TINY_LM).eval()
+
+
+def tiny_pixellm(**options) -> PixelLM:
+    torch.manual_seed(1)
+    config = PixelLMConfig(**({"decoder_dim": 16, "lora_rank": 2} | options))
+    sam = ImageEncoder(TINY_ENCODER, 128) if config.lisa else None
+    return PixelLM(tiny_vlm(), config, sam).eval()
+
+
+def test_world_options_repeat_colours_and_touching_pairs():
+    config = ShapesConfig(**(data.WORLD.__dict__ | {"touching": True}))
+    batch = make_shapes(64, 3, config)
+    assert batch.touching is not None and batch.touching.float().mean() > 0.9
+    grown = torch.nn.functional.max_pool2d(batch.instance_masks[:, 0, None].float(), 3, 1, 1)[:, 0] > 0
+    touching = (grown & batch.instance_masks[:, 1]).flatten(1).any(1)
+    assert (touching[batch.touching]).all()
+    assert not (batch.instance_masks[:, 0] & batch.instance_masks[:, 1]).any()  # visible masks never overlap
+    same = [len(set(c[p].tolist())) < int(p.sum()) for c, p in zip(batch.colours, batch.present)]
+    assert any(same)  # colours repeat
+    assert make_shapes(4, 3).touching is None  # the default world is untouched
+    with pytest.raises(ValueError, match="overlap=False"):
+        make_shapes(2, 0, ShapesConfig(touching=True, overlap=True))
+
+
+def scene() -> data.Scene:
+    # red circle left, red square middle, blue square right (lower), a small and a large triangle
+    return data.Scene(
+        colours=(0, 0, 2, 1, 1),
+        shapes=(0, 1, 1, 2, 2),
+        centers=((10.0, 10.0), (30.0, 12.0), (50.0, 50.0), (20.0, 40.0), (40.0, 30.0)),
+        radii=(5.0, 5.0, 6.0, 4.0, 7.0),
+    )
+
+
+def test_grammar_answers_exactly():
+    s = scene()
+    assert data.targets_of(s, "segment every red thing") == [0, 1]
+    assert data.targets_of(s, "segment every square") == [1, 2]
+    assert data.targets_of(s, "segment the green triangles") == [3, 4]
+    assert data.targets_of(s, "segment the shapes left of the blue square") == [0, 3, 1, 4]
+    assert data.targets_of(s, "segment the shapes above the blue square") == [0, 3, 1, 4]
+    assert data.targets_of(s, "segment the largest triangle and everything of its colour") == [3, 4]
+    assert data.targets_of(s, "segment everything that is not red") == [3, 4, 2]
+    answer = data.answer_text(s, [0, 1], 2)
+    assert answer == "red circle top left [SEG0] [SEG1] , red square top centre [SEG0] [SEG1] ."
+    assert data.parse_answer(answer) == [(0, 0), (0, 1)]
+    with pytest.raises(ValueError, match="not in the grammar"):
+        data.parse_question("segment the purple circle")
+    with pytest.raises(ValueError, match="unique"):
+        data.targets_of(s, "segment the shapes left of the red triangle")
+
+
+def test_muse_batches_have_one_mask_per_group_and_splits_hold():
+    batch = data.make_muse(12, 5, 6)
+    for answer, masks, desc in zip(batch.answers, batch.masks, batch.descriptions):
+        assert answer.split().count("[SEG0]") == len(masks) == len(desc) >= 1
+        assert masks.flatten(1).any(1).all()
+    few, many = data.held_out("few", 8, 6), data.held_out("many", 8, 6)
+    assert all(1 <= len(m) <= 2 for m in few.masks) and all(len(m) >= 3 for m in many.masks)
+    touching = data.held_out("touching", 8, 6)
+    assert all(s.touching for s in touching.scenes)
+    with pytest.raises(ValueError, match="split"):
+        data.held_out("medium", 4, 6)
+
+
+def test_the_decoder_reads_the_state_before_each_codebook_token():
+    ids, _ = data.tokenize(["segment every red thing"], ["red circle top left [SEG0] [SEG1] [SEG2] ."])
+    visual = 5
+    hidden = torch.arange(visual + ids.shape[1], dtype=torch.float)[None, :, None].expand(1, -1, 3)
+    states, counts = codebook_states(hidden, ids, visual, 3)
+    seg_at = [t for t, i in enumerate(ids[0].tolist()) if i in data.SEG_IDS]
+    assert counts == [1]
+    assert states[:, 0].tolist() == [visual + t - 1 for t in seg_at]  # LISA: mask[t] = ids[t + 1] is [SEG]
+    broken, _ = data.tokenize(["segment every red thing"], ["red circle top left [SEG0] [SEG2] [SEG1] ."])
+    assert codebook_states(hidden[:, : visual + broken.shape[1]], broken, visual, 3)[1] == [0]
+
+
+def test_arm_starts_from_the_language_model_and_fusion_weights_train():
+    model = tiny_pixellm(tokens=3, scales=2)
+    batch = data.make_muse(3, 2, 6)
+    ids, answer = data.tokenize(batch.questions, batch.answers)
+    base = tiny_vlm()(batch.images, ids)[0]  # the same language model, without the arm
+    lora = [n for n in model.state_dict() if n.startswith("lora.")]
+    assert lora and all(("q_proj" in n) or ("v_proj" in n) for n in lora)
+    for d in model.lora.values():  # B = 0: the arm's language model is LLaVA's at initialisation
+        assert float(d.up.weight.detach().abs().max()) == 0
+    loss, parts = model.loss(batch.images, ids, answer, batch.masks)
+    assert set(parts) == {"text", "bce", "dice"}
+    loss.backward()
+    assert model.fusion.grad is not None and model.fusion.grad.abs().sum() > 0
+    assert model.decoder.gamma.grad is not None
+    assert all(p.grad is None for p in model.vlm.encoder.parameters())
+    assert torch.allclose(base, model(batch.images, ids)["logits"])
+
+
+def test_the_shallower_scale_is_modulated_by_the_deeper_mask():
+    model = tiny_pixellm(tokens=1, scales=2)
+    dec = model.decoder
+    feats = [torch.randn(2, 16, 16, 16), torch.randn(2, 16, 16, 16)]
+    owner = torch.tensor([0, 1])
+    targets = torch.randn(2, 2, 16)
+    with torch.no_grad():
+        before = dec(feats, owner, targets)
+        dec.hyper[0][-1].weight.mul_(3)  # only level 0's mask changes …
+        after = dec(feats, owner, targets)
+    assert not torch.allclose(before["levels"][0], after["levels"][0])
+    assert not torch.allclose(before["levels"][1], after["levels"][1])  # … and level 1 follows it
+    assert before["levels"][1].shape[-1] == 2 * before["levels"][0].shape[-1]
+    assert before["masks"].shape == (2, 64, 64)
+
+
+def test_losses_dice_and_refinement():
+    truth = torch.zeros(2, 8, 8)
+    truth[0, :, :4] = 1
+    truth[1, :, 4:] = 1
+    perfect = (truth * 2 - 1) * 20
+    assert dice_loss(perfect, truth).max() < 1e-6
+    assert float(refinement_loss(perfect, truth, [2])) == 0  # no pixel claimed twice
+    both = torch.full((2, 8, 8), 3.0)  # each mask claims everything: all 64 pixels collide
+    ref = refinement_loss(both, truth, [2])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(both, truth, reduction="none")
+    assert torch.isclose(ref, bce.flatten(1).mean(1).sum() / 2)
+    assert float(refinement_loss(both, truth, [1, 1])) == 0  # one mask per question: nothing to separate
+
+
+def test_hungarian_is_optimal_on_rectangular_costs():
+    g = torch.Generator().manual_seed(0)
+    for r, c in [(1, 1), (3, 3), (2, 4), (4, 2), (5, 5)]:
+        cost = torch.rand(r, c, generator=g)
+        pairs = ev.hungarian(cost)
+        assert len(pairs) == min(r, c) and len({i for i, _ in pairs}) == len({j for _, j in pairs}) == len(pairs)
+        if r <= c:
+            best = min(
+                sum(float(cost[i, j]) for i, j in enumerate(cols)) for cols in itertools.permutations(range(c), r)
+            )
+        else:
+            best = min(
+                sum(float(cost[i, j]) for j, i in enumerate(rows)) for rows in itertools.permutations(range(r), c)
+            )
+        assert abs(sum(float(cost[i, j]) for i, j in pairs) - best) < 1e-9
+
+
+def test_matched_scores_and_overlap_rate():
+    truth = torch.zeros(2, 8, 8, dtype=torch.bool)
+    truth[0, :, :3] = True
+    truth[1, :, 5:] = True
+    logits = torch.stack([truth[1], truth[0]]).float() * 20 - 10  # the right masks, in the wrong order
+    scores = ev.score_question(logits, truth)
+    assert scores.ious == [1.0, 1.0]
+    spare = torch.cat([logits, torch.full((1, 8, 8), -10.0)])  # a third, empty, spurious mask
+    assert ev.score_question(spare, truth).ious == [1.0, 1.0, 0.0]
+    assert ev.score_question(logits[:1], truth).ious == [1.0, 0.0]  # a missed target
+    assert ev.overlap_counts(torch.full((2, 4, 4), 1.0)) == (16.0, 16.0)
+    assert ev.text_correct("red circle top left [SEG0] .", [(0, 0)], 1)
+    assert not ev.text_correct("red circle top left .", [(0, 0)], 1)  # no group
+    assert not ev.text_correct("blue circle top left [SEG0] .", [(0, 0)], 1)
+
+
+def test_answers_come_with_one_mask_per_group_and_bad_input():
+    model = tiny_pixellm(tokens=1, scales=1)
+    batch = data.make_muse(2, 9, 1)
+    got = ev.answer(model, batch.images, batch.questions, max_new=12)
+    assert len(got["texts"]) == 2
+    for text, masks in zip(got["texts"], got["masks"]):
+        assert masks.shape[0] == text.split().count("[SEG0]") and masks.shape[1:] == (64, 64)
+    with pytest.raises(ValueError, match="grammar"):
+        ev.answer(model, batch.images, ["segment the purple circle", batch.questions[1]])
+    with pytest.raises(ValueError, match="empty batch"):
+        ev.answer(model, batch.images[:0], [])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ev.answer(model, batch.images * 2, batch.questions)
+    for bad in ({"tokens": 0}, {"scales": 0}, {"tokens": 4, "scales": 2}, {"lisa": True}):
+        with pytest.raises(ValueError):
+            PixelLMConfig(**bad).validate()
+
+
+def test_lisa_baseline_decodes_from_a_second_encoder_at_twice_the_resolution():
+    model = tiny_pixellm(tokens=1, scales=1, lisa=True)
+    images = data.make_muse(1, 3, 1).images
+    assert model.decoder_features(images, model.vlm.encoder(images))[0].shape[-1] == 32
+
+
+def test_a_short_run_of_an_arm_finishes(tmp_path: Path):
+    from bytecourse.pixellm.train import arm_config, train_arm
+
+    config = arm_config("n2_l2", 0, steps=2, warmup=1, batch=2)
+    model, summary = train_arm(config, run_dir=tmp_path, ship=False, vlm=tiny_vlm(), device="cpu", progress=False)
+    assert summary["finished"] and torch.isfinite(torch.tensor(summary["final_loss"]))

@@ -13,6 +13,7 @@ MODULES = [
     "bytecourse.dreamtalk.solutions",
     "bytecourse.metaprompts.solutions",
     "bytecourse.cosa.solutions",
+    "bytecourse.pixellm.solutions",
 ]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 

@@ -219,3 +219,68 @@ def test_a_short_run_of_an_arm_finishes(tmp_path: Path):
     config = arm_config("n2_l2", 0, steps=2, warmup=1, batch=2)
     model, summary = train_arm(config, run_dir=tmp_path, ship=False, vlm=tiny_vlm(), device="cpu", progress=False)
     assert summary["finished"] and torch.isfinite(torch.tensor(summary["final_loss"]))
+
+
+def _runs(values: dict[str, dict[str, float]]) -> dict:
+    from bytecourse.pixellm.evaluate import BUCKET_METRICS, TABLE_METRICS
+
+    runs = {}
+    for arm, v in values.items():
+        for seed in range(3):
+            metrics = {m: v.get(m, 0.5) + 0.001 * seed for m in (*TABLE_METRICS, *BUCKET_METRICS)}
+            runs[f"{arm}/seed{seed}"] = {
+                "seed": seed,
+                "metrics": metrics,
+                "flops": {"gflops": v.get("gflops", 0.3), "decoder_share": 0.1},
+                "wall_time_s": 60.0,
+                "trainable": 1,
+            }
+    return runs
+
+
+def test_verdicts_can_say_reproduced_and_not_reproduced():
+    good = ev.arm_tables(
+        _runs(
+            {
+                "n3_l2": {"many_giou": 0.7, "few_giou": 0.8, "few_text": 0.9, "touching_overlap": 0.2},
+                "n1_l1": {"many_giou": 0.5, "few_giou": 0.75},
+                "n3_l2_refine": {"touching_overlap": 0.1},
+                "lisa": {"many_giou": 0.71, "few_giou": 0.81, "gflops": 0.9},
+            }
+        )
+    )
+    assert [v["outcome"] for v in ev.verdicts(good)] == ["reproduced"] * 4
+    bad = ev.arm_tables(
+        _runs(
+            {
+                "n3_l2": {"many_giou": 0.4, "few_giou": 0.5, "few_text": 0.5, "touching_overlap": 0.2},
+                "n1_l1": {"many_giou": 0.5, "few_giou": 0.75},
+                "n3_l2_refine": {"touching_overlap": 0.3},
+                "lisa": {"many_giou": 0.71, "few_giou": 0.81, "gflops": 0.9},
+            }
+        )
+    )
+    assert [v["outcome"] for v in ev.verdicts(bad)] == ["not reproduced"] * 4
+    assert ev.verdicts(ev.arm_tables({}))[0]["outcome"] == "inconclusive"
+
+
+def test_widget_callbacks_pick_type_and_change_the_image():
+    from bytecourse.pixellm import widget
+
+    view = widget.segmentation_explorer({"n1_l1": tiny_pixellm(tokens=1, scales=1)})
+    first = view.refresh()
+    assert first is not None and first["settings"]["question"] == view.controls["question"].value
+    options = list(view.controls["question"].options)
+    assert all(data.targets_of(widget.world_image(0)[1], q) for q in options)
+    view.controls["question"].value = options[-1]
+    assert view.result["settings"]["question"] == options[-1]
+    assert len(view.result["truth"]) == len(view.result["rows"][0]["ious"])
+    view.controls["typed"].value = "segment the purple circle"
+    assert view.result is None and "not in the grammar" in view.status.value
+    view.controls["typed"].value = ""
+    view.controls["image"].value = 3
+    assert view.result["settings"]["image"] == 3
+    assert list(view.controls["question"].options) == widget.questions_for(widget.world_image(3)[1])
+    calls = view.calls
+    view.controls["touching"].value = True
+    assert view.calls == calls + 1 and view.result["settings"]["touching"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..evaluation import outcome_of, seed_range_side, summarise
 from .data import SPLITS, MuseBatch, detokenize, held_out, parse_answer, prompt_ids, tokenize
 from .models import PixelLM, check_image_batch
 
@@ -235,3 +236,202 @@ def count_flops(model: PixelLM) -> dict[str, float]:
                 model.decoder(feats, owner, fused)
     t, d = total.get_total_flops(), dec.get_total_flops()
     return {"gflops": t / 1e9, "decoder_gflops": d / 1e9, "decoder_share": d / t}
+
+
+# --------------------------------------------------------------------------------------------- tables
+TABLE_METRICS = (
+    "few_giou",
+    "few_ciou",
+    "many_giou",
+    "many_ciou",
+    "touching_giou",
+    "touching_overlap",
+    "few_text",
+    "many_text",
+)
+BUCKET_METRICS = tuple(f"bucket{b}_giou" for b in BUCKETS)
+MIN_SEEDS = 3
+FLOOR_GIOU, FLOOR_TEXT = 0.6, 0.8
+LISA_MARGIN = 0.03
+PAPER = {
+    "rows": [
+        {"benchmark": "RefCOCO val cIoU (PixelLM-7B)", "paper": 73.0},
+        {"benchmark": "RefCOCO testA cIoU (PixelLM-7B)", "paper": 76.5},
+        {"benchmark": "RefCOCO+ val cIoU (PixelLM-7B)", "paper": 66.3},
+        {"benchmark": "RefCOCO+ testA cIoU (PixelLM-7B)", "paper": 71.7},
+        {"benchmark": "RefCOCO+ testB cIoU (PixelLM-7B)", "paper": 58.3},
+        {"benchmark": "RefCOCOg val cIoU (PixelLM-7B)", "paper": 69.3},
+        {"benchmark": "RefCOCOg test cIoU (PixelLM-7B)", "paper": 70.5},
+        {"benchmark": "ReasonSeg val gIoU / cIoU (LISA-7B)", "paper": "44.4 / 46.0"},
+        {"benchmark": "ReasonSeg test gIoU / cIoU (LISA-7B)", "paper": "36.8 / 34.1"},
+        {"benchmark": "ReasonSeg val gIoU / cIoU (LISA-7B, fine-tuned)", "paper": "52.9 / 54.0"},
+        {"benchmark": "ReasonSeg val gIoU / cIoU (LISA-13B, fine-tuned)", "paper": "56.2 / 62.9"},
+        {"benchmark": "MUSE gIoU / cIoU, the N × L ablation, the TFLOPs table", "paper": "not available"},
+        {"benchmark": "compute against SAM-based methods", "paper": "'up to 50 % lower' (secondary source)"},
+    ],
+    "source": "../shared/papers/vision-language.md §1 (PixelLM's referring numbers as cited by later papers; "
+    "LISA's Table 1 as copied into PixelLM's repository); the MUSE and ablation numbers could not be retrieved",
+}
+
+
+def arm_tables(runs: dict[str, dict]) -> dict:
+    """The arms over their recorded training seeds: ``arms`` (the main metrics, FLOPs, cost) and ``by_targets``
+    (gIoU bucketed by the number of targets, every split's questions together)."""
+    from .train import ARM_TITLES, ARMS
+
+    arms, buckets = [], []
+    for arm in ARMS:
+        recs = sorted((r for k, r in runs.items() if k.split("/")[0] == arm), key=lambda r: r["seed"])
+        if not recs:
+            continue
+        base = {"setting": ARM_TITLES[arm], "arm": arm, "seeds": [r["seed"] for r in recs]}
+        arms.append(
+            base
+            | {
+                "metrics": summarise([{m: r["metrics"][m] for m in TABLE_METRICS} for r in recs]),
+                "gflops": recs[0]["flops"]["gflops"],
+                "decoder_share": recs[0]["flops"]["decoder_share"],
+                "train_minutes": statistics.fmean(r["wall_time_s"] for r in recs) / 60,
+                "trainable": recs[0]["trainable"],
+            }
+        )
+        buckets.append(base | {"metrics": summarise([{m: r["metrics"][m] for m in BUCKET_METRICS} for r in recs])})
+    kind = {"setting_name": "arm", "seed_kind": "training"}
+    return {"arms": {"rows": arms} | kind, "by_targets": {"rows": buckets} | kind}
+
+
+def _row(tables: dict, name: str, arm: str) -> dict | None:
+    return next((r for r in tables[name]["rows"] if r["arm"] == arm), None)
+
+
+def _fmt(s: dict) -> str:
+    return f"{s['mean']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"
+
+
+def _pending(claim: str) -> dict:
+    return {"claim": claim, "outcome": "inconclusive", "sentence": "not trained yet → **inconclusive**."}
+
+
+def verdict_more_tokens(tables: dict) -> dict:
+    """N = 3, L = 2 beats N = 1, L = 1 on the many-target split, and by more than on the few-target split."""
+    claim = "more tokens per group and two scales help, most as targets increase (N = 3, L = 2 vs N = 1, L = 1)"
+    a, b = _row(tables, "arms", "n3_l2"), _row(tables, "arms", "n1_l1")
+    if a is None or b is None:
+        return _pending(claim)
+    side = seed_range_side(a["metrics"]["many_giou"], b["metrics"]["many_giou"])
+    gain_many = a["metrics"]["many_giou"]["mean"] - b["metrics"]["many_giou"]["mean"]
+    gain_few = a["metrics"]["few_giou"]["mean"] - b["metrics"]["few_giou"]["mean"]
+    outcome = outcome_of([side], min(len(a["seeds"]), len(b["seeds"])), MIN_SEEDS)
+    if outcome == "reproduced" and gain_many <= gain_few:
+        outcome = "inconclusive"  # it helps, but not most where targets are many
+    return {
+        "claim": claim,
+        "outcome": outcome,
+        "sentence": f"many-target gIoU {_fmt(a['metrics']['many_giou'])} vs {_fmt(b['metrics']['many_giou'])} "
+        f"(gain {gain_many:+.3f}; on the few-target split {gain_few:+.3f}) → **{outcome}**.",
+    }
+
+
+def verdict_refinement(tables: dict) -> dict:
+    claim = "the target refinement loss lowers the overlap rate on touching targets"
+    a, b = _row(tables, "arms", "n3_l2_refine"), _row(tables, "arms", "n3_l2")
+    if a is None or b is None:
+        return _pending(claim)
+    sides = [seed_range_side(a["metrics"]["touching_overlap"], b["metrics"]["touching_overlap"], False)]
+    outcome = outcome_of(sides, min(len(a["seeds"]), len(b["seeds"])), MIN_SEEDS)
+    return {
+        "claim": claim,
+        "outcome": outcome,
+        "sentence": f"touching overlap {_fmt(a['metrics']['touching_overlap'])} with the loss vs "
+        f"{_fmt(b['metrics']['touching_overlap'])} without; touching gIoU {_fmt(a['metrics']['touching_giou'])} vs "
+        f"{_fmt(b['metrics']['touching_giou'])} → **{outcome}**.",
+    }
+
+
+def verdict_efficiency(tables: dict, margin: float = LISA_MARGIN) -> dict:
+    """Fewer FLOPs than the LISA-style baseline at a gIoU (few and many splits) within ``margin`` of it or better."""
+    claim = f"PixelLM needs fewer FLOPs than the LISA-style baseline at a gIoU within {margin} of it or better"
+    a, b = _row(tables, "arms", "n3_l2"), _row(tables, "arms", "lisa")
+    if a is None or b is None:
+        return _pending(claim)
+    cheaper = a["gflops"] < b["gflops"]
+    worst = min(a["metrics"][m]["min"] - b["metrics"][m]["mean"] for m in ("few_giou", "many_giou"))
+    best = min(a["metrics"][m]["max"] - b["metrics"][m]["mean"] for m in ("few_giou", "many_giou"))
+    if min(len(a["seeds"]), len(b["seeds"])) < MIN_SEEDS:
+        outcome = "inconclusive"
+    elif not cheaper or best < -margin:
+        outcome = "not reproduced"
+    else:
+        outcome = "reproduced" if worst >= -margin else "inconclusive"
+    return {
+        "claim": claim,
+        "outcome": outcome,
+        "sentence": f"{a['gflops']:.3f} vs {b['gflops']:.3f} GFLOPs per answer (decoder path "
+        f"{100 * a['decoder_share']:.0f} % vs {100 * b['decoder_share']:.0f} %); gIoU few "
+        f"{_fmt(a['metrics']['few_giou'])} vs {_fmt(b['metrics']['few_giou'])}, many "
+        f"{_fmt(a['metrics']['many_giou'])} vs {_fmt(b['metrics']['many_giou'])} → **{outcome}**.",
+    }
+
+
+def verdict_floor(tables: dict) -> dict:
+    claim = (
+        f"the main arm (N = 3, L = 2) reaches gIoU ≥ {FLOOR_GIOU} on the few-target split and names its targets "
+        f"correctly in ≥ {FLOOR_TEXT} of answers"
+    )
+    a = _row(tables, "arms", "n3_l2")
+    if a is None:
+        return _pending(claim)
+    g, t = a["metrics"]["few_giou"], a["metrics"]["few_text"]
+    if len(a["seeds"]) < MIN_SEEDS:
+        outcome = "inconclusive"
+    elif g["min"] >= FLOOR_GIOU and t["min"] >= FLOOR_TEXT:
+        outcome = "reproduced"
+    elif g["max"] < FLOOR_GIOU or t["max"] < FLOOR_TEXT:
+        outcome = "not reproduced"
+    else:
+        outcome = "inconclusive"
+    return {"claim": claim, "outcome": outcome, "sentence": f"gIoU {_fmt(g)}, text {_fmt(t)} → **{outcome}**."}
+
+
+def verdicts(tables: dict) -> list[dict]:
+    return [verdict_more_tokens(tables), verdict_refinement(tables), verdict_efficiency(tables), verdict_floor(tables)]
+
+
+SLICE_QUESTIONS = 24
+SLICE_TOLERANCE = {"slice": 0.06}
+
+
+def slice_table(models: dict, n: int = SLICE_QUESTIONS) -> dict:
+    """The shipped arms on the first ``n`` few- and many-target questions (evaluation seed 0), as the notebook does."""
+    from .train import ARM_TITLES
+
+    rows = []
+    for arm, model in models.items():
+        metrics = {}
+        for split in ("few", "many"):
+            got = summarise_rows(evaluate_batch(model, held_out(split, n, model.config.group, 0))["rows"])
+            metrics |= {f"{split}_giou": got["giou"], f"{split}_text": got["text"]}
+        rows.append({"setting": ARM_TITLES[arm], "metrics": summarise([metrics])})
+    return {"rows": rows, "setting_name": "arm"}
+
+
+def live_slice(models: dict) -> dict:
+    return {"slice": slice_table(models)}
+
+
+def evaluate_pixellm(models: dict, runs: dict[str, dict]) -> dict:
+    tables = arm_tables(runs)
+    tables["slice"] = slice_table(models)
+    tables["paper"] = PAPER
+    tables["verdicts"] = verdicts(tables)
+    return tables
+
+
+def cli_eval(options) -> dict:
+    from .. import checkpoints
+    from ..device import default_device
+    from .train import SHIPPED, load_arm
+
+    device = default_device(options.device)
+    models = {a: load_arm(a, device)[0] for a in SHIPPED if checkpoints.checkpoint_available(f"pixellm_{a}")}
+    return evaluate_pixellm(models, checkpoints.recorded_runs("pixellm"))

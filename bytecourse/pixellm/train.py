@@ -69,7 +69,7 @@ class EncoderTrainConfig(JSONConfig):
 @dataclass(frozen=True)
 class LMTrainConfig(JSONConfig):
     lm: LMConfig = field(default_factory=LMConfig)
-    steps: int = 2000
+    steps: int = 3000
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 100
@@ -297,3 +297,23 @@ def quick_train(arm: str = MAIN_ARM, steps: int = 30, seed: int = 0, progress: b
 
     config = arm_config(arm, seed, steps=steps, warmup=min(10, steps), **overrides)
     return quick_run(train_arm, config, progress=progress, device="cpu")
+
+
+def get_models(progress: bool = False) -> tuple[dict, str]:
+    """The shipped arms (:data:`SHIPPED`), or — without checkpoints — short runs of the same training code on
+    whatever of the encoder and language model is shipped (untrained stand-ins otherwise)."""
+    names = [ENCODER_CHECKPOINT, LLAVA_CHECKPOINT, *(f"pixellm_{a}" for a in SHIPPED)]
+    if all(checkpoints.checkpoint_available(n) for n in names):
+        return {arm: load_arm(arm)[0] for arm in SHIPPED}, "shipped checkpoints"
+    if checkpoints.checkpoint_available(LLAVA_CHECKPOINT) and checkpoints.checkpoint_available(ENCODER_CHECKPOINT):
+        vlm, base = load_vlm(), "the shipped encoder and language model"
+    else:
+        encoder = seeded_init(0, lambda: ImageEncoder(EncoderTrainConfig().encoder))
+        vlm, base = build_vlm(encoder), "an untrained encoder and language model"
+    from ..trainer import quick_run
+
+    out = {}
+    for arm in SHIPPED:
+        config = arm_config(arm, 0, steps=40, warmup=10)
+        out[arm] = quick_run(train_arm, config, progress=progress, device="cpu", vlm=vlm)[0]
+    return out, f"trained now for 40 steps each on {base} (no shipped checkpoints found): expect weak models"

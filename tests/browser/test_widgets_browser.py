@@ -252,3 +252,39 @@ def test_cosa_shuffle_type_an_order_and_restore(lab_page):
     assert _output_text(page) != first_text
     page.screenshot(path=str(SCREENSHOTS / "08_cosa_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "08_cosa_widget_output.png"))
+
+
+def test_pixellm_pick_type_and_move_the_image(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("10_pixellm_widget.ipynb")
+    slider, handle, output, first_src = _first_render(page, "image", "matched IoU per true target")
+    first_text = _output_text(page)
+
+    select = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="question")).locator("select")
+    options = select.locator("option").all_inner_texts()
+    assert len(options) >= 2, options
+    select.select_option(label=options[1])
+    expect(output).to_contain_text(f"question: {options[1]}", timeout=120_000)
+
+    box = page.locator(".widget-text", has=page.locator(".widget-label", has_text="or type")).locator("input")
+    box.fill("segment the purple circle")
+    box.press("Enter")
+    expect(page.locator(".widget-html").filter(has_text="not in the grammar").first).to_be_visible(timeout=60_000)
+    box.fill("")
+    box.press("Enter")
+    expect(output).to_contain_text(f"question: {options[1]}", timeout=120_000)
+
+    handle.focus()
+    handle.press("ArrowRight")  # image 0 → 1: another image, and the questions that apply to it
+    expect(handle).to_have_attribute("aria-valuetext", "1")
+    page.wait_for_function(
+        "src => { const i = document.querySelector('.widget-output img'); return i && i.src !== src; }",
+        arg=first_src,
+        timeout=120_000,
+    )
+    assert _output_text(page) != first_text
+    page.get_by_text("with a touching pair").click()
+    expect(output).to_contain_text("question:", timeout=120_000)
+    page.screenshot(path=str(SCREENSHOTS / "10_pixellm_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "10_pixellm_widget_output.png"))

@@ -123,11 +123,11 @@ _ALL = (
     Target(
         "pixellm",
         "PixelLM — a language model that answers with masks",
-        None,
+        "10_pixellm.ipynb",
         ("pixellm_clip", "pixellm_llava", "pixellm_n3_l2", "pixellm_n1_l1", "pixellm_lisa"),
-        (),  # the tables are not computed yet (chapter in progress)
+        ("pixellm_clip", "pixellm_llava", "pixellm_n3_l2", "pixellm_n1_l1", "pixellm_lisa"),
         "bytecourse.pixellm.train:cli_train",
-        None,
+        "bytecourse.pixellm.evaluate:cli_eval",
         COMMON_OPTIONS | {"variant", "stage"},
         variants=("n1_l1", "n2_l1", "n3_l1", "n1_l2", "n2_l2", "n3_l2", "n3_l2_refine", "lisa"),
         stages=2,

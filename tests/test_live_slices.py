@@ -109,3 +109,12 @@ def test_cosa_slice():
     stored = _stored("cosa")
     live = {"slice": evaluate.slice_table({"k4_no_frame_embedding": load_regime("k4_no_frame_embedding")[0]})}
     check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="cosa")
+
+
+def test_pixellm_slice():
+    from bytecourse.pixellm import evaluate
+    from bytecourse.pixellm.train import load_arm
+
+    stored = _stored("pixellm")
+    live = {"slice": evaluate.slice_table({"n1_l1": load_arm("n1_l1")[0]})}
+    check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="pixellm")

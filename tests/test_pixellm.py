@@ -284,3 +284,14 @@ def test_widget_callbacks_pick_type_and_change_the_image():
     calls = view.calls
     view.controls["touching"].value = True
     assert view.calls == calls + 1 and view.result["settings"]["touching"]
+
+
+def test_hard_negative_captions_change_one_kind_then_one_colour():
+    batch = make_shapes(6, 11, data.WORLD)
+    true = data.contrastive_captions(batch)
+    negatives = data.hard_negative_captions(batch, torch.Generator().manual_seed(0))
+    assert len(negatives) == 2 * len(true)
+    for b, caption in enumerate(true):
+        for k, vocabulary in enumerate((data.SHAPES, data.COLOURS)):
+            diff = [(a, n) for a, n in zip(caption.split(), negatives[2 * b + k].split()) if a != n]
+            assert len(diff) == 1 and all(w in vocabulary for w in diff[0])

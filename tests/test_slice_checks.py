@@ -22,6 +22,7 @@ CASES = {  # notebook: (target, stored table its slice reads)
     "07_dreamtalk.ipynb": ("dreamtalk", "models"),
     "08_cosa.ipynb": ("cosa", "slice"),
     "09_vistallama.ipynb": ("vistallama", "hallucination"),
+    "10_pixellm.ipynb": ("pixellm", "slice"),
 }
 
 

@@ -372,3 +372,18 @@ def contrastive_captions(batch: ShapesBatch) -> list[str]:
         order = sorted(range(len(scene)), key=lambda i: scene.centers[i])
         out.append(" , ".join(describe(scene, i) for i in order))
     return out
+
+
+def hard_negative_captions(batch: ShapesBatch, g: torch.Generator) -> list[str]:
+    """Per image, its caption with one object's *kind* changed, then one with one object's *colour* changed
+    (NegCLIP's swapped-attribute negatives): ``2·B`` captions, image b's at ``2b`` and ``2b + 1``."""
+    out = []
+    for scene in scenes_of(batch):
+        order = sorted(range(len(scene)), key=lambda i: scene.centers[i])
+        for field, names in (("shapes", SHAPES), ("colours", COLOURS)):
+            values = list(getattr(scene, field))
+            k = int(torch.randint(len(values), (1,), generator=g))
+            values[k] = (values[k] + 1 + int(torch.randint(len(names) - 1, (1,), generator=g))) % len(names)
+            changed = Scene(**{**scene.__dict__, field: tuple(values)})
+            out.append(" , ".join(describe(changed, i) for i in order))
+    return out

@@ -10,6 +10,8 @@ answer, every complete codebook group in it becomes a mask, and predicted masks 
   Both by split (``few`` / ``many`` / ``touching``) and bucketed by the number of targets (1, 2, 3, 4+).
 - **Overlap rate**: of the foreground pixels the predicted masks claim, the share claimed by ≥ 2 of a question's
   masks (what the target refinement loss is meant to lower).
+- **Teacher-forced gIoU**: the masks decoded from the *true* answer, in order — what the decoder can do when the
+  language model writes the right targets (a diagnostic; the paper reports only the generated answers' numbers).
 - **Text**: an answer names its targets when the (colour, kind) it describes are the true targets' (as multisets)
   and it writes one complete group per description.
 - **FLOPs per answer** (``torch.utils.flop_counter.FlopCounterMode``): image encoder(s), the language model over the
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import seeds
 from ..evaluation import outcome_of, seed_range_side, summarise
 from .data import SPLITS, MuseBatch, detokenize, held_out, parse_answer, prompt_ids, tokenize
 from .models import PixelLM, check_image_batch
@@ -159,20 +162,32 @@ def text_correct(text: str, truth: list[tuple[int, int]], group: int) -> bool:
 
 
 def evaluate_batch(model: PixelLM, batch: MuseBatch, chunk: int = 48) -> dict:
-    """Raw per-question results on one split: scores, overlap counts, text correctness, target counts."""
+    """Raw per-question results on one split: scores of the generated answer, overlap counts, text correctness,
+    target counts, and ``teacher`` — the masks' IoUs when the model is handed the *true* answer (teacher-forced),
+    which separates what the decoder can do from what the language model writes."""
     device = next(model.parameters()).device
     rows = []
     for s in range(0, len(batch), chunk):
-        got = answer(model, batch.images[s : s + chunk].to(device), batch.questions[s : s + chunk])
+        images = batch.images[s : s + chunk].to(device)
+        got = answer(model, images, batch.questions[s : s + chunk])
+        ids, _ = tokenize(batch.questions[s : s + chunk], batch.answers[s : s + chunk])
+        with torch.no_grad():
+            forced = model(images, ids.to(device))["masks"].float().cpu() > 0
+        start = 0
         for k, (text, logits) in enumerate(zip(got["texts"], got["masks"])):
             i = s + k
+            truth = batch.masks[i]
+            tf = forced[start : start + len(truth)]
+            start += len(truth)
+            teacher = ((tf & truth).flatten(1).sum(1) / (tf | truth).flatten(1).sum(1).clamp(min=1)).tolist()
             rows.append(
                 {
-                    "scores": score_question(logits, batch.masks[i]),
+                    "scores": score_question(logits, truth),
                     "overlap": overlap_counts(logits),
                     "text": text_correct(text, batch.descriptions[i], model.config.group),
-                    "targets": len(batch.masks[i]),
+                    "targets": len(truth),
                     "predicted": len(logits),
+                    "teacher": teacher,
                 }
             )
     return {"rows": rows}
@@ -190,6 +205,7 @@ def summarise_rows(rows: list[dict]) -> dict[str, float]:
         "overlap": two / one if one else 0.0,
         "text": statistics.fmean(float(r["text"]) for r in rows),
         "count_exact": statistics.fmean(float(r["predicted"] == r["targets"]) for r in rows),
+        "teacher_giou": statistics.fmean(x for r in rows for x in r["teacher"]),
         "questions": float(len(rows)),
     }
 
@@ -241,6 +257,7 @@ def count_flops(model: PixelLM) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- tables
 TABLE_METRICS = (
     "few_giou",
+    "few_teacher_giou",
     "few_ciou",
     "many_giou",
     "many_ciou",
@@ -419,9 +436,57 @@ def live_slice(models: dict) -> dict:
     return {"slice": slice_table(models)}
 
 
+PROBE_STREAM = 60_000  # inside the eval stream: the probe's training images (+ step) and test images (+ 10_000)
+
+
+@torch.no_grad()
+def _object_features(encoder, batch, key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    f = F.interpolate(encoder(batch.images)[key], size=batch.images.shape[-1], mode="bilinear", align_corners=False)
+    m = batch.instance_masks.float()
+    pooled = torch.einsum("bchw,bkhw->bkc", f, m) / m.flatten(2).sum(-1).clamp(min=1)[..., None]
+    keep = batch.present & (m.flatten(2).sum(-1) > 0)
+    return pooled[keep], batch.shapes[keep], batch.colours[keep]
+
+
+def probe_encoder(encoder, steps: int = 200, key: str = "deep") -> dict:
+    """What the frozen image encoder's features say about each object: a linear probe on its features averaged
+    over the object's mask, trained for ``steps`` on fresh world images to predict the object's kind, and another its
+    colour; accuracies on held-out images. A diagnostic of the encoder (what the language model and the decoder can
+    read), not a result of the paper."""
+    from ..worlds import make_shapes
+    from .data import WORLD
+
+    out = {}
+    for target, classes in (("kind", 3), ("colour", 6)):
+        g = torch.Generator().manual_seed(0)
+        probe = torch.nn.Linear(encoder.config.width, classes)
+        with torch.no_grad():
+            probe.weight.copy_(torch.randn(probe.weight.shape, generator=g) * 0.01)
+            probe.bias.zero_()
+        opt = torch.optim.Adam(probe.parameters(), 1e-2)
+        for step in range(steps):
+            x, kind, colour = _object_features(
+                encoder, make_shapes(32, seeds.PIXELLM_EVAL + PROBE_STREAM + step, WORLD), key
+            )
+            with torch.enable_grad():
+                loss = F.cross_entropy(probe(x), kind if target == "kind" else colour)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        x, kind, colour = _object_features(
+            encoder, make_shapes(256, seeds.PIXELLM_EVAL + PROBE_STREAM + 10_000, WORLD), key
+        )
+        y = kind if target == "kind" else colour
+        out[target] = float((probe(x).argmax(1) == y).float().mean())
+        out[f"{target}_chance"] = 1.0 / classes
+    return out
+
+
 def evaluate_pixellm(models: dict, runs: dict[str, dict]) -> dict:
     tables = arm_tables(runs)
     tables["slice"] = slice_table(models)
+    if models:
+        tables["encoder_probe"] = probe_encoder(next(iter(models.values())).vlm.encoder)
     tables["paper"] = PAPER
     tables["verdicts"] = verdicts(tables)
     return tables
@@ -435,3 +500,60 @@ def cli_eval(options) -> dict:
     device = default_device(options.device)
     models = {a: load_arm(a, device)[0] for a in SHIPPED if checkpoints.checkpoint_available(f"pixellm_{a}")}
     return evaluate_pixellm(models, checkpoints.recorded_runs("pixellm"))
+
+
+def analysis(tables: dict) -> list[str]:
+    """Computed paragraphs on what the tables show (each phrased from the numbers, whichever way they go)."""
+
+    def m(arm: str, metric: str) -> float | None:
+        row = _row(tables, "arms", arm)
+        return None if row is None else row["metrics"][metric]["mean"]
+
+    out = []
+    probe = tables.get("encoder_probe")
+    if probe:
+        weak = probe["kind"] < 0.5 * (1 + probe["kind_chance"])  # less than halfway from chance to perfect
+        out.append(
+            f"**What the encoder sees.** A linear probe on the frozen encoder's features, averaged over each object, "
+            f"names its colour with accuracy {probe['colour']:.3f} (chance {probe['colour_chance']:.3f}) and its kind "
+            f"with {probe['kind']:.3f} (chance {probe['kind_chance']:.3f}). "
+            + (
+                "The contrastive stage learnt colours and places and little shape: the language model can only guess "
+                "kinds, and the decoder has little shape to draw a boundary from."
+                if weak
+                else "Both are there for the language model and the decoder to read."
+            )
+        )
+    main = _row(tables, "arms", "n3_l2")
+    if main is not None:
+        tf, gen, text = m("n3_l2", "few_teacher_giou"), m("n3_l2", "few_giou"), m("n3_l2", "few_text")
+        out.append(
+            f"**Text or masks?** Handed the true answer, the main arm's decoder reaches a few-target gIoU of "
+            f"{tf:.3f}; with the answers it writes itself, {gen:.3f}, and {text:.3f} of those answers name exactly "
+            "the true targets. A target the answer misses or invents costs a whole mask, so the gap between the two "
+            "gIoUs is what the language model's reasoning costs."
+        )
+    grid = [(a, m(a, "many_giou"), m(a, "few_giou")) for a in ("n1_l1", "n2_l1", "n3_l1", "n1_l2", "n2_l2", "n3_l2")]
+    grid = [g for g in grid if g[1] is not None]
+    if len(grid) >= 2:
+        best = max(grid, key=lambda g: g[1])
+        worst = min(grid, key=lambda g: g[1])
+        out.append(
+            f"**N × L.** On the many-target split the best arm is {best[0]} ({best[1]:.3f}) and the weakest "
+            f"{worst[0]} ({worst[1]:.3f}); on the few-target split they score {best[2]:.3f} and {worst[2]:.3f}."
+        )
+    a, b = m("n3_l2_refine", "touching_overlap"), m("n3_l2", "touching_overlap")
+    if a is not None and b is not None:
+        out.append(
+            f"**Refinement.** On questions whose targets touch, {100 * b:.1f} % of the pixels the main arm's masks "
+            f"claim are claimed twice; with the refinement loss {100 * a:.1f} % "
+            f"({'lower' if a < b else 'not lower'})."
+        )
+    la, lb = _row(tables, "arms", "n3_l2"), _row(tables, "arms", "lisa")
+    if la is not None and lb is not None:
+        out.append(
+            f"**Cost.** One answer costs {la['gflops']:.3f} GFLOPs with PixelLM's light decoder and "
+            f"{lb['gflops']:.3f} with the LISA-style second encoder ({lb['gflops'] / la['gflops']:.1f}×); its decoder "
+            f"path is {100 * lb['decoder_share']:.0f} % of the total, PixelLM's {100 * la['decoder_share']:.0f} %."
+        )
+    return out

@@ -245,10 +245,15 @@ class CLIPPretrainer(nn.Module):
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.image(images)["cls"]), dim=-1)
 
-    def loss(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        logits = self.log_scale.exp().clamp(max=100) * self.image_features(images) @ self.text_features(captions).T
+    def loss(self, images: torch.Tensor, captions: list[str], negatives: list[str] | None = None) -> torch.Tensor:
+        """Symmetric InfoNCE over the batch; ``negatives`` (optional, NegCLIP-style swapped-attribute captions) join
+        the image→text side only, so an image must tell its caption from one with a kind or a colour changed."""
+        scale = self.log_scale.exp().clamp(max=100)
+        img = self.image_features(images)
+        txt = self.text_features(captions + (negatives or []))
+        logits = scale * img @ txt.T
         labels = torch.arange(len(captions), device=logits.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(captions)].T, labels)) / 2
 
 
 # --------------------------------------------------------------------------------------------- language model

@@ -26,7 +26,7 @@ from .. import checkpoints, seeds
 from ..configs import JSONConfig
 from ..trainer import seeded_init, train_and_ship
 from ..worlds import make_shapes
-from .data import WORLD, contrastive_captions, tokenize, training_batch
+from .data import WORLD, contrastive_captions, hard_negative_captions, tokenize, training_batch
 from .models import CLIPPretrainer, EncoderConfig, ImageEncoder, LMConfig, PixelLM, PixelLMConfig, VisionLanguageModel
 
 ENCODER_CHECKPOINT = "pixellm_clip"
@@ -63,6 +63,7 @@ class EncoderTrainConfig(JSONConfig):
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 100
+    hard_negatives: bool = False  # NegCLIP-style swapped-kind / swapped-colour captions as extra negatives
     seed: int = 0
 
 
@@ -80,7 +81,7 @@ class LMTrainConfig(JSONConfig):
 class ArmTrainConfig(JSONConfig):
     arm: str = MAIN_ARM
     model: PixelLMConfig = field(default_factory=PixelLMConfig)
-    steps: int = 800
+    steps: int = 1000
     batch: int = 16
     lr: float = 1e-3
     warmup: int = 50
@@ -92,8 +93,12 @@ def train_encoder(config: EncoderTrainConfig = EncoderTrainConfig(), *, run_dir=
     model = seeded_init(config.seed, lambda: CLIPPretrainer(config.encoder))
 
     def loss_fn(m, step: int, device) -> torch.Tensor:
-        batch = make_shapes(config.batch, seeds.PIXELLM_PRETRAIN + config.seed * 100_000 + step, WORLD)
-        return m.loss(batch.images.to(device), contrastive_captions(batch))
+        seed = seeds.PIXELLM_PRETRAIN + config.seed * 100_000 + step
+        batch = make_shapes(config.batch, seed, WORLD)
+        negatives = None
+        if config.hard_negatives:
+            negatives = hard_negative_captions(batch, torch.Generator().manual_seed(seed + 7))
+        return m.loss(batch.images.to(device), contrastive_captions(batch), negatives)
 
     return train_and_ship(
         model,

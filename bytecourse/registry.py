@@ -176,6 +176,23 @@ _ALL = (
         variants=("sst", "k2", "k4", "k4_similar", "k4_no_frame_embedding"),
     ),
     Target(
+        "magicanimate",
+        "MagicAnimate — a reference image and a pose sequence become a temporally consistent animation",
+        "05_magicanimate.ipynb",
+        ("magicanimate_base", "magicanimate_appearance", "magicanimate_appearance_global", "magicanimate_temporal"),
+        (
+            "primer_unet",
+            "magicanimate_base",
+            "magicanimate_appearance",
+            "magicanimate_appearance_global",
+            "magicanimate_temporal",
+        ),
+        "bytecourse.magicanimate.train:cli_train",
+        "bytecourse.magicanimate.evaluate:cli_eval",
+        COMMON_OPTIONS | {"variant"},
+        variants=("base", "appearance", "appearance_global", "temporal"),
+    ),
+    Target(
         "video",
         "The course's video model (the primer's image model inflated with motion modules)",
         None,

@@ -42,6 +42,8 @@ PIXELLM_PRETRAIN = 90_000_000  # PixelLM: the image encoders' contrastive pretra
 PIXELLM_LM = 91_000_000  # PixelLM: the language model's text-answer stage (+ seed * 100_000 + step)
 PIXELLM_DATA = 92_000_000  # PixelLM: the arms' training questions (+ seed * 100_000 + step), every arm the same
 PIXELLM_EVAL = 93_000_000  # PixelLM: held-out questions (+ 1_000 * eval seed + 100 * split)
+MAGICANIMATE_DATA = 100_000_000  # MagicAnimate: training clips (+ run * 1_000_000 + seed * 100_000 + step)
+MAGICANIMATE_EVAL = 105_000_000  # MagicAnimate: held-out sequences and noise (+ 1_000 * seed + table offsets)
 BOXIMATOR_DATA = 500_000  # Boximator's control-training clips (+ seed * TRAIN_SEED_STRIDE + stage * 100_000 + step)
 
 STYLE_REFERENCE = 5  # the textured world image ("a cyan square") that SAG and AdjointDPM stylise towards
@@ -70,4 +72,6 @@ STREAMS: dict[str, tuple[int, int]] = {  # name: (offset, width of the range its
     "pixellm lm": (PIXELLM_LM, 1_000_000),
     "pixellm data": (PIXELLM_DATA, 1_000_000),
     "pixellm eval": (PIXELLM_EVAL, 100_000),
+    "magicanimate data": (MAGICANIMATE_DATA, 5_000_000),
+    "magicanimate eval": (MAGICANIMATE_EVAL, 100_000),
 }

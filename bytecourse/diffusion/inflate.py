@@ -313,7 +313,10 @@ class InflatedVideoDenoiser(nn.Module):
         tokens: torch.Tensor,
         extra: dict | None = None,
         first_frame: torch.Tensor | None = None,
+        residuals: tuple[list[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``residuals``: per-frame ControlNet residuals ``(B·T, …)`` for the spatial model's skips and middle
+        block (see :meth:`ImageDenoiser.forward`), e.g. MagicAnimate's pose ControlNet."""
         spatial_config, config = self.spatial.config, self.config
         if (
             x.dim() != 5
@@ -365,5 +368,6 @@ class InflatedVideoDenoiser(nn.Module):
             after_stage=after_stage,
             frames=frames,
             extra=extra,
+            residuals=residuals,
         )
         return eps.view_as(x)

@@ -115,6 +115,14 @@ class ImageDenoiser(nn.Module):
                 level -= 1
         return points
 
+    def skip_channels(self) -> list[int]:
+        """Channels of the skip features the up path reads (stem, then each down stage and downsampler): the
+        shapes a ControlNet's ``residuals`` must have."""
+        chans = [self.config.widths[0]]
+        for stage in self.down:
+            chans.append(stage[0].conv2.out_channels if isinstance(stage, nn.ModuleList) else stage.out_channels)
+        return chans
+
     def spatial_transformers(self) -> dict[str, SpatialTransformer]:
         """Every :class:`SpatialTransformer` by the stage point it belongs to (``"down3"``, ``"mid"``, …): the
         attention processors and ``post_spatial`` slots that chapters plug into."""
@@ -137,6 +145,7 @@ class ImageDenoiser(nn.Module):
         extra: dict | None = None,
         context: torch.Tensor | None = None,
         time_embedding: torch.Tensor | None = None,
+        residuals: tuple[list[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """ε̂(x, t, c): ``tokens`` is a caption ``(B, L)`` of token ids, or its embedding ``(B, L, text_dim)`` directly.
 
@@ -146,7 +155,12 @@ class ImageDenoiser(nn.Module):
 
         Perception use (chapter 03, Meta Prompts): ``context (B, N, text_dim)`` of any length N replaces the caption
         as every cross-attention's keys and values (``tokens`` is then ignored and may be None), and
-        ``time_embedding (B or 1, 2·widths[0])`` replaces the sinusoidal + MLP embedding of ``t``."""
+        ``time_embedding (B or 1, 2·widths[0])`` replaces the sinusoidal + MLP embedding of ``t``.
+
+        ControlNet use (chapter 05, MagicAnimate): ``residuals = (down, mid)`` are added to the skip connections
+        (``down[i]`` to the i-th skip feature: the stem, then every down stage and downsampler, as
+        :meth:`skip_channels` lists them) and to the middle block's output, as diffusers'
+        ``down_block_additional_residuals`` / ``mid_block_additional_residual``."""
         config = self.config
         if (
             x.dim() != 4
@@ -189,6 +203,12 @@ class ImageDenoiser(nn.Module):
         h = self.mid[0](h, temb)
         h = self.mid[1](h, ctx, **kw)
         h = hook("mid", self.mid[2](h, temb))
+        if residuals is not None:
+            down_res, mid_res = residuals
+            if len(down_res) != len(hs):
+                raise ValueError(f"residuals: {len(hs)} skip residuals expected, got {len(down_res)}")
+            hs = [a + r for a, r in zip(hs, down_res)]
+            h = h + mid_res
         for i, stage in enumerate(self.up):
             if isinstance(stage, nn.ModuleList):
                 h = hook(f"up{i}", self._run(stage, torch.cat([h, hs.pop()], dim=1), temb, ctx, **kw))

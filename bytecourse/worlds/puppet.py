@@ -108,6 +108,7 @@ class PuppetBatch:
     uv: torch.Tensor
     reference: torch.Tensor
     reference_parts: torch.Tensor
+    reference_uv: torch.Tensor
     poses: torch.Tensor
     identities: torch.Tensor
     motions: list[str]
@@ -337,7 +338,7 @@ def make_puppets(
         [motion_poses(m, 1, g, config.size, start=int(torch.randint(64, (1,), generator=g))) for m in ref_motions]
     )[:, 0]
     img, parts, uv = render_poses(poses.flatten(0, 1), ids.repeat_interleave(frames), config.size, config.background)
-    ref, ref_parts, _ = render_poses(ref_poses, ids, config.size, config.background)
+    ref, ref_parts, ref_uv = render_poses(ref_poses, ids, config.size, config.background)
     size = config.size
     return PuppetBatch(
         frames=img.view(n, frames, 3, size, size),
@@ -345,6 +346,7 @@ def make_puppets(
         uv=uv.view(n, frames, 2, size, size),
         reference=ref,
         reference_parts=ref_parts,
+        reference_uv=ref_uv,
         poses=poses,
         identities=ids,
         motions=list(motions),

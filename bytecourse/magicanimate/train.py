@@ -162,9 +162,7 @@ def build(config: MagicAnimateTrainConfig, run: str, device: str | torch.device 
     base = PuppetBase(primer, config.model.base_rank)
     if run == "base":
         return base
-    state, _ = checkpoints.load_checkpoint(CHECKPOINTS["base"])
-    base.lora.load_state_dict({k[5:]: v for k, v in state.items()})
-    model = MagicAnimate(base.merged(), config.model, temporal=run == "temporal")
+    model = MagicAnimate(load_base(config), config.model, temporal=run == "temporal")
     if run == "temporal":
         state, _ = checkpoints.load_checkpoint(CHECKPOINTS["appearance"])
         model.load_delta(state, 1)
@@ -248,3 +246,25 @@ def cli_train(options) -> dict:
         if not summary["finished"]:
             break
     return out
+
+
+def load_base(config: MagicAnimateTrainConfig = MagicAnimateTrainConfig(), device: str | torch.device = "cpu"):
+    """The merged, frozen Puppet base (the primer plus the shipped stage-0 delta)."""
+    primer, _ = load_image_model()
+    base = PuppetBase(primer, config.model.base_rank)
+    state, _ = checkpoints.load_checkpoint(CHECKPOINTS["base"])
+    base.lora.load_state_dict({k[5:]: v for k, v in state.items()})
+    return base.merged().to(device)
+
+
+def load_models(device: str | torch.device = "cpu") -> dict[str, MagicAnimate]:
+    """The shipped models, frozen: ``"temporal"`` (stage 1 dense appearance + ControlNet, stage 2 motion modules)
+    and ``"global"`` (the pooled-appearance arm, no temporal modules)."""
+    config = MagicAnimateTrainConfig()
+    base = load_base(config)
+    full = MagicAnimate(base, config.model, temporal=True)
+    full.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["appearance"])[0], 1)
+    full.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["temporal"])[0], 2)
+    pooled = MagicAnimate(load_base(config), config.model)
+    pooled.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["appearance_global"])[0], 1)
+    return {k: m.to(device).eval().requires_grad_(False) for k, m in {"temporal": full, "global": pooled}.items()}

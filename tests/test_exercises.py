@@ -14,6 +14,7 @@ MODULES = [
     "bytecourse.metaprompts.solutions",
     "bytecourse.cosa.solutions",
     "bytecourse.pixellm.solutions",
+    "bytecourse.magicanimate.solutions",
 ]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 

@@ -292,3 +292,37 @@ def test_training_losses_run_on_tiny_models(monkeypatch):
             loss.backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     assert F.mse_loss(torch.zeros(1), torch.zeros(1)) == 0
+
+
+# ---- the same mechanism on a diffusers UNet2DConditionModel ----
+
+
+def test_bank_and_controlnet_attach_to_a_diffusers_unet():
+    from diffusers import UNet2DConditionModel
+
+    from bytecourse.magicanimate.diffusers_unet import ReferenceBank, attach_reference, pose_controlnet
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval()
+    appearance = copy.deepcopy(unet)
+    x, ctx, iuv = torch.randn(4, 3, 8, 8), torch.zeros(4, 2, 16), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([10, 10, 500, 500])
+    with torch.no_grad():
+        before = unet(x, t, ctx).sample
+        bank = ReferenceBank()
+        readers = attach_reference(unet, "read", bank)
+        writers = attach_reference(appearance, "write", bank)
+        assert readers and readers == writers and all("attn1" in r for r in readers)
+        assert torch.allclose(unet(x, t, ctx).sample, before, atol=1e-5)  # empty bank: unchanged
+        control = pose_controlnet(unet, embedding_channels=(8,)).eval()
+        down, mid = control(x, t, ctx, controlnet_cond=iuv, return_dict=False)
+        with_pose = unet(x, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        assert torch.allclose(with_pose, before, atol=1e-5)  # zero convolutions: unchanged at initialisation
+        ref = torch.randn(2, 3, 8, 8)  # two clips of two frames each
+        appearance(ref, t[::2], ctx[:2])
+        assert sorted(bank.store) == sorted(r.removesuffix(".processor") for r in readers)
+        assert not torch.allclose(unet(x, t, ctx).sample, before, atol=1e-5)  # the bank is read

@@ -56,9 +56,9 @@ class RunSpec(JSONConfig):
 class MagicAnimateTrainConfig(JSONConfig):
     model: MagicAnimateConfig = field(default_factory=MagicAnimateConfig)
     base: RunSpec = RunSpec(steps=2500, lr=1e-3, batch=32)
-    appearance: RunSpec = RunSpec(steps=1800, lr=1e-3, batch=32)
-    appearance_global: RunSpec = RunSpec(steps=1800, lr=1e-3, batch=32)
-    temporal: RunSpec = RunSpec(steps=1500, lr=5e-4, batch=4)
+    appearance: RunSpec = RunSpec(steps=2400, lr=1e-3, batch=32)
+    appearance_global: RunSpec = RunSpec(steps=2400, lr=1e-3, batch=32)
+    temporal: RunSpec = RunSpec(steps=2000, lr=5e-4, batch=4)
     p_self: float = 0.1  # τ₀: the reference is the target frame itself
     p_drop: float = 0.1  # the reference dropped (CFG on appearance)
     tau1: float = 0.1  # stage 2: reconstruct the reference
@@ -268,3 +268,26 @@ def load_models(device: str | torch.device = "cpu") -> dict[str, MagicAnimate]:
     pooled = MagicAnimate(load_base(config), config.model)
     pooled.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["appearance_global"])[0], 1)
     return {k: m.to(device).eval().requires_grad_(False) for k, m in {"temporal": full, "global": pooled}.items()}
+
+
+def quick_train(run: str = "appearance", steps: int = 30, device: str = "auto"):
+    """A short live run of ``run``'s own training code (nothing written to ``data/``): the notebook's *Train* demo.
+    Its parents are the shipped checkpoints."""
+    from dataclasses import replace
+
+    from ..trainer import quick_run
+
+    config = MagicAnimateTrainConfig()
+    config = replace(config, **{run: replace(config.spec(run), steps=steps, warmup=min(10, steps))})
+    return quick_run(lambda c, **o: train_run(c, run, progress=False, device=device, **o), config)
+
+
+def get_models(device: str = "cpu") -> tuple[dict[str, MagicAnimate], str]:
+    """The shipped models when every checkpoint is present; otherwise short live runs of the same code (and the
+    string says so)."""
+    if all(checkpoints.checkpoint_available(name) for name in CHECKPOINTS.values()):
+        return load_models(device), "shipped checkpoints"
+    raise FileNotFoundError(
+        "MagicAnimate's checkpoints are missing: train them with `python -m bytecourse train magicanimate` "
+        "(four runs, about 75 min on 2 CPU cores); a short live run cannot learn to animate"
+    )

@@ -91,6 +91,16 @@ def test_dreamtalk_slice():
     check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="dreamtalk")
 
 
+def test_magicanimate_slice():
+    from bytecourse.magicanimate import evaluate
+    from bytecourse.magicanimate.train import load_models
+
+    stored = _stored("magicanimate")
+    live = evaluate.live_slice(load_models())
+    assert [r["setting"] for r in live["models"]["rows"]] == [evaluate.BASELINE, *evaluate.SLICE_ROWS]
+    check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="magicanimate")
+
+
 def test_video_slice():
     from bytecourse.diffusion import video_eval
     from bytecourse.diffusion.videomotion import load_inflated_video_model

@@ -49,7 +49,7 @@ def test_world_is_seeded_shaped_and_exact():
     assert not torch.equal(make_puppets(4, 4).frames, a.frames)
     iuv = a.densepose()
     assert iuv.shape == (4, 8, 3, 32, 32) and iuv.min() >= -1 and iuv.max() <= 1
-    assert torch.all(iuv[:, :, :, ][a.parts[:, :, None].expand_as(iuv) == 0] == -1)
+    assert torch.all(iuv[a.parts[:, :, None].expand_as(iuv) == 0] == -1)
     # every body part is drawn somewhere, and limbs are at least 3 px wide: an upper leg covers ≥ 12 px
     assert set(a.parts.unique().tolist()) == set(range(11))
     assert (a.parts == 7).flatten(2).sum(-1).float().mean() >= 12
@@ -174,8 +174,9 @@ def test_puppet_base_merge_is_exact():
     randomise(pb.lora, 7)
     x, tok = torch.randn(2, 3, 32, 32), torch.zeros(2, TINY_UNET.caption_length, dtype=torch.long)
     with torch.no_grad():
-        assert torch.allclose(pb(x, torch.tensor([5, 500]), tok), pb.merged()(x, torch.tensor([5, 500]), tok),
-                              atol=1e-5)
+        assert torch.allclose(
+            pb(x, torch.tensor([5, 500]), tok), pb.merged()(x, torch.tensor([5, 500]), tok), atol=1e-5
+        )
 
 
 # ---- long videos: windows, averaging, noise ----
@@ -250,22 +251,34 @@ def _table(values: dict[str, dict[str, list[float]]]) -> dict:
 
 def _metrics(level: float) -> dict[str, list[float]]:
     """Every error ``level`` (± a little per seed), every quality 1 − level."""
-    errs = {m: [level, level + 0.001, level - 0.001] for m in
-            ("l1", "temporal_error", "seam_error", "seam_ratio", "identity_error")}
+    errs = {
+        m: [level, level + 0.001, level - 0.001]
+        for m in ("l1", "temporal_error", "seam_error", "seam_ratio", "identity_error")
+    }
     return errs | {"ssim": [1 - level] * 3, "psnr": [30 * (1 - level)] * 3}
 
 
-ROWS = ("copy the reference", "MagicAnimate (full)", "without temporal modules",
-        "global appearance embedding (no temporal modules)", "non-overlapping windows", "independent window noise")
+ROWS = (
+    "copy the reference",
+    "MagicAnimate (full)",
+    "without temporal modules",
+    "global appearance embedding (no temporal modules)",
+    "non-overlapping windows",
+    "independent window noise",
+)
 
 
 def test_verdicts_say_reproduced_and_not_reproduced():
-    good = _table({r: _metrics(0.1 if r == "MagicAnimate (full)" else 0.3) for r in ROWS}
-                  | {"without temporal modules": _metrics(0.2)})
+    good = _table(
+        {r: _metrics(0.1 if r == "MagicAnimate (full)" else 0.3) for r in ROWS}
+        | {"without temporal modules": _metrics(0.2)}
+    )
     out = {v["claim"]: v["outcome"] for v in verdicts(good)}
     assert set(out.values()) == {"reproduced"}, out
-    bad = _table({r: _metrics(0.3 if r == "MagicAnimate (full)" else 0.1) for r in ROWS}
-                 | {"without temporal modules": _metrics(0.2)})
+    bad = _table(
+        {r: _metrics(0.3 if r == "MagicAnimate (full)" else 0.1) for r in ROWS}
+        | {"without temporal modules": _metrics(0.2)}
+    )
     out = {v["claim"]: v["outcome"] for v in verdicts(bad)}
     assert set(out.values()) == {"not reproduced"}, out
     close = _table({r: _metrics(0.2) for r in ROWS})
@@ -304,9 +317,16 @@ def test_bank_and_controlnet_attach_to_a_diffusers_unet():
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=8,
     ).eval()
     appearance = copy.deepcopy(unet)
     x, ctx, iuv = torch.randn(4, 3, 8, 8), torch.zeros(4, 2, 16), torch.randn(4, 3, 8, 8)

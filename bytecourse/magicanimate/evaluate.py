@@ -70,7 +70,10 @@ PAPER = {
 def eval_batch(seed: int, frames: int = SEQUENCE_FRAMES) -> PuppetBatch:
     """One held-out identity per motion, ``frames`` frames each (evaluation seed ``seed``)."""
     return make_puppets(
-        len(MOTIONS), seeds.MAGICANIMATE_EVAL + 1000 * seed, PuppetConfig(frames=frames), motions=list(MOTIONS),
+        len(MOTIONS),
+        seeds.MAGICANIMATE_EVAL + 1000 * seed,
+        PuppetConfig(frames=frames),
+        motions=list(MOTIONS),
         split="eval",
     )
 
@@ -215,8 +218,15 @@ def _fmt(s: dict, digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
 
 
-LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "temporal_error": True, "seam_error": True,
-                   "seam_ratio": True, "identity_error": True}
+LOWER_IS_BETTER = {
+    "l1": True,
+    "psnr": False,
+    "ssim": False,
+    "temporal_error": True,
+    "seam_error": True,
+    "seam_ratio": True,
+    "identity_error": True,
+}
 
 
 def _compare(tables: dict, claim: str, better: str, worse: str, metrics: tuple[str, ...]) -> dict:
@@ -225,26 +235,46 @@ def _compare(tables: dict, claim: str, better: str, worse: str, metrics: tuple[s
     sides = [seed_range_side(a[m], b[m], higher_is_better=not LOWER_IS_BETTER[m]) for m in metrics]
     outcome = outcome_of(sides, len(a[metrics[0]]["per_seed"]))
     parts = "; ".join(f"{m} {_fmt(a[m])} vs {_fmt(b[m])}" for m in metrics)
-    return {
-        "claim": claim,
-        "outcome": outcome,
-        "sentence": f"{better} vs {worse}: {parts} → **{outcome}**.",
-    }
+    return {"claim": claim, "outcome": outcome, "sentence": f"{better} vs {worse}: {parts} → **{outcome}**."}
 
 
 def verdicts(tables: dict) -> list[dict]:
     return [
-        _compare(tables, "temporal modules reduce the temporal error", "MagicAnimate (full)",
-                 "without temporal modules", ("temporal_error",)),
-        _compare(tables, "the dense appearance encoder beats a global embedding on L1, SSIM and identity",
-                 "without temporal modules", "global appearance embedding (no temporal modules)",
-                 ("l1", "ssim", "identity_error")),
-        _compare(tables, "overlap-averaging removes seam spikes", "MagicAnimate (full)", "non-overlapping windows",
-                 ("seam_ratio",)),
-        _compare(tables, "shared initial noise helps", "MagicAnimate (full)", "independent window noise",
-                 ("temporal_error", "l1")),
-        _compare(tables, "floor: the full model beats copying the reference on L1 and SSIM", "MagicAnimate (full)",
-                 BASELINE, ("l1", "ssim")),
+        _compare(
+            tables,
+            "temporal modules reduce the temporal error",
+            "MagicAnimate (full)",
+            "without temporal modules",
+            ("temporal_error",),
+        ),
+        _compare(
+            tables,
+            "the dense appearance encoder beats a global embedding on L1, SSIM and identity",
+            "without temporal modules",
+            "global appearance embedding (no temporal modules)",
+            ("l1", "ssim", "identity_error"),
+        ),
+        _compare(
+            tables,
+            "overlap-averaging removes seam spikes",
+            "MagicAnimate (full)",
+            "non-overlapping windows",
+            ("seam_ratio",),
+        ),
+        _compare(
+            tables,
+            "shared initial noise helps",
+            "MagicAnimate (full)",
+            "independent window noise",
+            ("temporal_error", "l1"),
+        ),
+        _compare(
+            tables,
+            "floor: the full model beats copying the reference on L1 and SSIM",
+            "MagicAnimate (full)",
+            BASELINE,
+            ("l1", "ssim"),
+        ),
     ]
 
 

@@ -195,9 +195,7 @@ class MagicAnimate(nn.Module):
             self.video.motion_text = None
         null = torch.full((1, base.config.caption_length), text.PAD_ID, dtype=torch.long)
         self.register_buffer("null_tokens", null, persistent=False)
-        self.register_buffer(
-            "null_video_tokens", torch.full((1, 24), text.PAD_ID, dtype=torch.long), persistent=False
-        )
+        self.register_buffer("null_video_tokens", torch.full((1, 24), text.PAD_ID, dtype=torch.long), persistent=False)
 
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """What stage 1 (appearance encoder + ControlNet) or stage 2 (temporal modules) trains."""
@@ -262,6 +260,7 @@ class MagicAnimate(nn.Module):
         if self.video is not None and temporal:
             tokens = self.null_video_tokens.expand(b, -1)
             return self.video(x, t, tokens, extra=extra, residuals=residuals)
-        out = self.base(flat, tf, self.null_tokens.expand(flat.shape[0], -1), frames=frames, extra=extra,
-                        residuals=residuals)
+        out = self.base(
+            flat, tf, self.null_tokens.expand(flat.shape[0], -1), frames=frames, extra=extra, residuals=residuals
+        )
         return out.view_as(x)

@@ -22,6 +22,7 @@ resumed run sees the data an uninterrupted one would.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,15 +157,17 @@ def temporal_loss(config: MagicAnimateTrainConfig):
     return loss_fn
 
 
-def build(config: MagicAnimateTrainConfig, run: str, device: str | torch.device = "cpu"):
-    """The model a run trains, its parents loaded from ``data/`` (a run's parent must be shipped first)."""
-    primer, _ = load_image_model()
-    base = PuppetBase(primer, config.model.base_rank)
+def build(config: MagicAnimateTrainConfig, run: str, parents: dict | None = None):
+    """The model a run trains. Its parents are the shipped checkpoints, or ``parents`` in memory: ``"base"`` (a merged
+    base) and, for ``temporal``, ``"appearance"`` (a stage-1 delta) — the notebooks' fallback of short live runs."""
+    parents = parents or {}
     if run == "base":
-        return base
-    model = MagicAnimate(load_base(config), config.model, temporal=run == "temporal")
+        primer, _ = load_image_model()
+        return PuppetBase(primer, config.model.base_rank)
+    base = copy.deepcopy(parents["base"]) if "base" in parents else load_base(config)
+    model = MagicAnimate(base, config.model, temporal=run == "temporal")
     if run == "temporal":
-        state, _ = checkpoints.load_checkpoint(CHECKPOINTS["appearance"])
+        state = parents.get("appearance") or checkpoints.load_checkpoint(CHECKPOINTS["appearance"])[0]
         model.load_delta(state, 1)
     model.requires_grad_(False)
     for p in model.stage_parameters(2 if run == "temporal" else 1):
@@ -183,11 +186,13 @@ def train_run(
     max_minutes: float | None = None,
     progress: bool = True,
     on_step=None,
+    parents: dict | None = None,
 ):
+    """Train (or continue) one run; ship it when it completes and ``ship``. ``parents``: see :func:`build`."""
     if run not in RUNS:
         raise ValueError(f"run must be one of {RUNS}, got {run!r}")
     spec = config.spec(run)
-    model = seeded_init(config.seed + RUNS.index(run), lambda: build(config, run))
+    model = seeded_init(config.seed + RUNS.index(run), lambda: build(config, run, parents))
     if run == "base":
         loss_fn, state_dict = base_loss(config), lambda m: {f"lora.{k}": v for k, v in m.lora.state_dict().items()}
     elif run == "temporal":
@@ -195,13 +200,15 @@ def train_run(
     else:
         loss_fn, state_dict = appearance_loss(config, run), lambda m: m.delta_state_dict(1)
     parent = PARENT.get(run)
-    parents = [PRIMER_CHECKPOINT] + ([CHECKPOINTS["base"]] if parent else []) + (
-        [CHECKPOINTS["appearance"]] if run == "temporal" else []
+    parent_names = (
+        [PRIMER_CHECKPOINT]
+        + ([CHECKPOINTS["base"]] if parent else [])
+        + ([CHECKPOINTS["appearance"]] if run == "temporal" else [])
     )
-    entry = {
-        "parents": {name: checkpoints.manifest_entry(name)["sha256"] for name in parents},
-        "run": run,
-    }
+
+    def entry(_state) -> dict:  # read when the run ships: its parents as they are on disk
+        return {"parents": {name: checkpoints.manifest_entry(name)["sha256"] for name in parent_names}, "run": run}
+
     return train_and_ship(
         model,
         loss_fn,
@@ -282,12 +289,30 @@ def quick_train(run: str = "appearance", steps: int = 30, device: str = "auto"):
     return quick_run(lambda c, **o: train_run(c, run, progress=False, device=device, **o), config)
 
 
+def quick_models(steps: int = 30, device: str = "cpu") -> dict[str, MagicAnimate]:
+    """Every run's own training code for ``steps`` steps, parents in memory, nothing written to ``data/``: the
+    notebooks' fallback when a checkpoint is not shipped (expect blurry, barely posed puppets)."""
+    from dataclasses import replace
+
+    from ..trainer import quick_run
+
+    config = MagicAnimateTrainConfig()
+    config = replace(config, **{r: replace(config.spec(r), steps=steps, warmup=min(10, steps)) for r in RUNS})
+
+    def run(name: str, parents: dict | None = None):
+        return quick_run(
+            lambda c, **o: train_run(c, name, progress=False, device=device, parents=parents, **o), config
+        )[0]
+
+    base = run("base").merged()
+    appearance = run("appearance", {"base": base})
+    temporal = run("temporal", {"base": base, "appearance": appearance.delta_state_dict(1)})
+    return {"temporal": temporal, "global": run("appearance_global", {"base": base})}
+
+
 def get_models(device: str = "cpu") -> tuple[dict[str, MagicAnimate], str]:
     """The shipped models when every checkpoint is present; otherwise short live runs of the same code (and the
     string says so)."""
     if all(checkpoints.checkpoint_available(name) for name in CHECKPOINTS.values()):
         return load_models(device), "shipped checkpoints"
-    raise FileNotFoundError(
-        "MagicAnimate's checkpoints are missing: train them with `python -m bytecourse train magicanimate` "
-        "(four runs, about 75 min on 2 CPU cores); a short live run cannot learn to animate"
-    )
+    return quick_models(device=device), "no shipped checkpoints: short live runs of the training code (30 steps each)"

@@ -37,18 +37,36 @@ def animation_view(
     shared_noise, temporal = check_flag("shared_noise", shared_noise), check_flag("temporal", temporal)
     windows = context_windows(frames, window, overlap)  # validates window and overlap
     batch = make_puppets(
-        1, seeds.MAGICANIMATE_EVAL + 90_000 + identity, PuppetConfig(frames=frames), identities=[identity],
-        motions=[motion], split="eval",
+        1,
+        seeds.MAGICANIMATE_EVAL + 90_000 + identity,
+        PuppetConfig(frames=frames),
+        identities=[identity],
+        motions=[motion],
+        split="eval",
     )
     video = animate(
-        models["temporal"], to_model_space(batch.reference), batch.densepose(), steps=steps,
-        guidance_scale=GUIDANCE, window=window, overlap=overlap, shared_noise=shared_noise, temporal=temporal,
+        models["temporal"],
+        to_model_space(batch.reference),
+        batch.densepose(),
+        steps=steps,
+        guidance_scale=GUIDANCE,
+        window=window,
+        overlap=overlap,
+        shared_noise=shared_noise,
+        temporal=temporal,
         seed=seeds.MAGICANIMATE_EVAL + 95_000 + seed,
     )
     errors = per_frame_errors(video, batch.frames)
     return {
-        "settings": {"identity": identity, "motion": motion, "window": window, "overlap": overlap,
-                     "shared_noise": shared_noise, "temporal": temporal, "frames": frames},
+        "settings": {
+            "identity": identity,
+            "motion": motion,
+            "window": window,
+            "overlap": overlap,
+            "shared_noise": shared_noise,
+            "temporal": temporal,
+            "frames": frames,
+        },
         "video": video[0],
         "truth": batch.frames[0],
         "reference": batch.reference[0],
@@ -80,8 +98,9 @@ def render_view(view: dict) -> None:
     display(animate_video(clips, titles=["reference", "pose (IUV)", "MagicAnimate", "exact"], interval=150))
     fig, ax = plt.subplots(figsize=(9, 2.6))
     ax.plot(range(n), view["frame_l1"].numpy(), label="L1 of the frame", marker=".")
-    ax.plot([k + 0.5 for k in range(n - 1)], view["frame_temporal"].numpy(), label="temporal error |Δx̂ − Δx|",
-            marker=".")
+    ax.plot(
+        [k + 0.5 for k in range(n - 1)], view["frame_temporal"].numpy(), label="temporal error |Δx̂ − Δx|", marker="."
+    )
     for i, k in enumerate(view["seams"]):
         ax.axvline(k - 0.5, color="grey", ls=":", lw=1, label="window seam" if i == 0 else None)
     ax.set_xlabel("frame")
@@ -98,8 +117,9 @@ def animation_explorer(models: dict):
     from ..widgets import FunctionView
 
     controls = {
-        "identity": W.Dropdown(options=[(f"identity {i}", i) for i in IDENTITIES], value=IDENTITIES[0],
-                               description="identity"),
+        "identity": W.Dropdown(
+            options=[(f"identity {i}", i) for i in IDENTITIES], value=IDENTITIES[0], description="identity"
+        ),
         "motion": W.ToggleButtons(options=list(MOTIONS), value="walk", description="motion"),
         "window": W.IntSlider(value=8, min=2, max=16, description="window", continuous_update=False),
         "overlap": W.IntSlider(value=2, min=0, max=7, description="overlap", continuous_update=False),

@@ -160,6 +160,41 @@ def test_boximator_editor_preview_and_generate(lab_page):
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "04_boximator_widget_output.png"))
 
 
+def test_magicanimate_motion_overlap_and_noise(lab_page):
+    from playwright.sync_api import expect
+
+    page = lab_page("05_magicanimate_widget.ipynb")
+    plot = page.locator(".widget-output img:not([id^='_anim_img'])").first  # the per-frame error plot
+
+    def plot_src() -> str:
+        return plot.get_attribute("src") or ""
+
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="overlap"))
+    handle = slider.locator(".noUi-handle")
+    handle.wait_for(timeout=60_000)
+    output = page.locator(".widget-output").first
+    expect(output).to_contain_text("· walk · 24 frames in 4 windows of 8 (overlap 2)", timeout=180_000)
+    expect(plot).to_be_visible(timeout=60_000)
+    first_src = plot_src()
+    assert first_src.startswith("data:image/png")
+
+    page.get_by_role("button", name="jump", exact=True).click()  # the motion toggle
+    expect(output).to_contain_text("· jump · 24 frames", timeout=120_000)
+    second_src = plot_src()
+    assert second_src != first_src, "the error plot did not change with the motion"
+
+    handle.focus()
+    for _ in range(2):  # overlap 2 → 0: three windows of 8, seams at 8 and 16
+        handle.press("ArrowLeft")
+    expect(output).to_contain_text("24 frames in 3 windows of 8 (overlap 0)", timeout=120_000)
+    assert plot_src() != second_src
+
+    page.get_by_label("shared initial noise").uncheck()
+    expect(output).to_contain_text("independent noise", timeout=120_000)
+    page.screenshot(path=str(SCREENSHOTS / "05_magicanimate_final.png"), full_page=True)
+    page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "05_magicanimate_widget_output.png"))
+
+
 def test_dreamtalk_emotion_intensity_and_refiner(lab_page):
     from playwright.sync_api import expect
 

@@ -285,7 +285,7 @@ def test_verdicts_say_reproduced_and_not_reproduced():
     assert {v["outcome"] for v in verdicts(close)} == {"inconclusive"}
 
 
-def test_training_losses_run_on_tiny_models(monkeypatch):
+def test_training_losses_run_on_tiny_models():
     """Stage 1's and stage 2's losses draw their batches and give a finite loss with gradients on the trained parts."""
     from bytecourse.magicanimate import train as T
 
@@ -311,23 +311,11 @@ def test_training_losses_run_on_tiny_models(monkeypatch):
 
 
 def test_bank_and_controlnet_attach_to_a_diffusers_unet():
-    from diffusers import UNet2DConditionModel
-
     from bytecourse.magicanimate.diffusers_unet import ReferenceBank, attach_reference, pose_controlnet
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    ).eval()
+    from .tiny_models import tiny_diffusers_unet
+
+    unet = tiny_diffusers_unet()
     appearance = copy.deepcopy(unet)
     x, ctx, iuv = torch.randn(4, 3, 8, 8), torch.zeros(4, 2, 16), torch.randn(4, 3, 8, 8)
     t = torch.tensor([10, 10, 500, 500])

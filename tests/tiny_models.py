@@ -3,14 +3,12 @@
 import torch
 
 
-def tiny_diffusers_eps():
-    """A tiny random diffusers ``UNet2DConditionModel`` (8×8, cross-attention width 16) as our ε-model callable."""
+def tiny_diffusers_unet():
+    """A tiny random diffusers ``UNet2DConditionModel`` (8×8, cross-attention width 16), frozen, eval mode."""
     from diffusers import UNet2DConditionModel
 
-    from bytecourse.diffusion.sampling import diffusers_eps_model
-
     torch.manual_seed(0)
-    unet = (
+    return (
         UNet2DConditionModel(
             sample_size=8,
             in_channels=3,
@@ -26,7 +24,13 @@ def tiny_diffusers_eps():
         .eval()
         .requires_grad_(False)
     )
-    return diffusers_eps_model(unet)
+
+
+def tiny_diffusers_eps():
+    """:func:`tiny_diffusers_unet` as our ε-model callable."""
+    from bytecourse.diffusion.sampling import diffusers_eps_model
+
+    return diffusers_eps_model(tiny_diffusers_unet())
 
 
 def tiny_diffusers_unet3d():

@@ -97,7 +97,7 @@ def test_magicanimate_slice():
 
     stored = _stored("magicanimate")
     live = evaluate.live_slice(load_models())
-    assert [r["setting"] for r in live["models"]["rows"]] == [evaluate.BASELINE, *evaluate.SLICE_ROWS]
+    assert [r["setting"] for r in live["slice"]["rows"]] == [evaluate.BASELINE, *evaluate.SLICE_ROWS]
     check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="magicanimate")
 
 

@@ -268,20 +268,36 @@ ROWS = (
 )
 
 
+def _with_front(table: dict, dense: float, pooled: float) -> dict:
+    from bytecourse.evaluation import summarise
+    from bytecourse.magicanimate.evaluate import FRONT_ROWS
+
+    rows = []
+    for w in (1.0, 4.0):
+        for name, level in zip(FRONT_ROWS, (dense, pooled)):
+            m = _metrics(level)
+            rows.append(
+                {"row": name, "w": w, "metrics": summarise([{k: v[i] for k, v in m.items()} for i in range(3)])}
+            )
+    return table | {"front": {"rows": rows}}
+
+
 def test_verdicts_say_reproduced_and_not_reproduced():
     good = _table(
         {r: _metrics(0.1 if r == "MagicAnimate (full)" else 0.3) for r in ROWS}
         | {"without temporal modules": _metrics(0.2)}
     )
+    good = _with_front(good, 0.1, 0.3)
     out = {v["claim"]: v["outcome"] for v in verdicts(good)}
     assert set(out.values()) == {"reproduced"}, out
     bad = _table(
         {r: _metrics(0.3 if r == "MagicAnimate (full)" else 0.1) for r in ROWS}
         | {"without temporal modules": _metrics(0.2)}
     )
+    bad = _with_front(bad, 0.3, 0.1)
     out = {v["claim"]: v["outcome"] for v in verdicts(bad)}
     assert set(out.values()) == {"not reproduced"}, out
-    close = _table({r: _metrics(0.2) for r in ROWS})
+    close = _with_front(_table({r: _metrics(0.2) for r in ROWS}), 0.2, 0.2)
     assert {v["outcome"] for v in verdicts(close)} == {"inconclusive"}
 
 

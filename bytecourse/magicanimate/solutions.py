@@ -21,6 +21,7 @@ def check_reference_attention(fn: Callable, tol: float = 1e-5):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         attn = Attention(16, heads=4)
+    attn.requires_grad_(False)
     z, y = torch.randn(6, 9, 16, generator=g), torch.randn(2, 5, 16, generator=g)
     got = attempt("reference attention", fn, attn, z, y, 3)
     if got is None:

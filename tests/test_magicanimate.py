@@ -265,6 +265,7 @@ ROWS = (
     "global appearance embedding (no temporal modules)",
     "non-overlapping windows",
     "independent window noise",
+    "non-overlapping windows, independent noise",
 )
 
 
@@ -285,14 +286,14 @@ def _with_front(table: dict, dense: float, pooled: float) -> dict:
 def test_verdicts_say_reproduced_and_not_reproduced():
     good = _table(
         {r: _metrics(0.1 if r == "MagicAnimate (full)" else 0.3) for r in ROWS}
-        | {"without temporal modules": _metrics(0.2)}
+        | {"without temporal modules": _metrics(0.2), "independent window noise": _metrics(0.2)}
     )
     good = _with_front(good, 0.1, 0.3)
     out = {v["claim"]: v["outcome"] for v in verdicts(good)}
     assert set(out.values()) == {"reproduced"}, out
     bad = _table(
         {r: _metrics(0.3 if r == "MagicAnimate (full)" else 0.1) for r in ROWS}
-        | {"without temporal modules": _metrics(0.2)}
+        | {"without temporal modules": _metrics(0.2), "independent window noise": _metrics(0.2)}
     )
     bad = _with_front(bad, 0.3, 0.1)
     out = {v["claim"]: v["outcome"] for v in verdicts(bad)}

@@ -351,3 +351,17 @@ def test_bank_and_controlnet_attach_to_a_diffusers_unet():
         appearance(ref, t[::2], ctx[:2])
         assert sorted(bank.store) == sorted(r.removesuffix(".processor") for r in readers)
         assert not torch.allclose(unet(x, t, ctx).sample, before, atol=1e-5)  # the bank is read
+
+
+def test_notebook_fallback_trains_every_run_in_memory():
+    """Without shipped checkpoints the notebook trains short runs of every stage, in memory."""
+    from bytecourse.checkpoints import checkpoint_available, data_dir
+    from bytecourse.diffusion.image_model import CHECKPOINT
+    from bytecourse.magicanimate.train import quick_models
+
+    if not checkpoint_available(CHECKPOINT):
+        pytest.skip("the primer checkpoint is not shipped")
+    before = sorted(p.name for p in data_dir().iterdir())
+    models = quick_models(steps=1)
+    assert sorted(models) == ["global", "temporal"] and models["temporal"].video is not None
+    assert sorted(p.name for p in data_dir().iterdir()) == before

@@ -24,8 +24,8 @@
 
 Toy vs. paper: the paper's appearance encoder and ControlNet are full trainable copies; here each is the frozen base
 plus a low-rank delta (LoRA, rank 8, on every conv and linear layer), so the chapter's four checkpoints fit its 4 MB
-share. The spatial attention of this base exists at 8×8 and 4×4 only (the primer's ``attn_levels``), so the bank is read
-at the 4×4 middle block and the 8×8 and 4×4 up blocks — every mid/up self-attention the base has.
+share. The spatial attention of this base exists at 8×8 and 4×4 only (the primer's ``attn_levels``), so the bank is
+read at the 4×4 middle block and the 8×8 and 4×4 up blocks — every mid/up self-attention the base has.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ resumed run sees the data an uninterrupted one would.
 
 Measured on the 2-core development machine (2026-12-05, each run alone unless said): ``base`` 2,500 steps in 14.5 min;
 ``appearance`` 2,400 steps in 26 min; ``temporal`` 2,000 steps in 12 min; ``appearance_global`` 2,400 steps in 30 min
-(slowed by a test run beside it). Shipped: 0.72 + 1.16 + 1.01 + 1.16 MB = 3.86 MiB. What the bank carries, on evaluation
-seed 0 (8 frames, DDIM 10, the ``appearance`` model without temporal modules): identity error 0.85 without the bank
-(w = 0), 0.66 / 0.53 / 0.47 at appearance guidance w = 1 / 2 / 4, against 0.77 for copying the reference.
+(slowed by a test run beside it). Shipped: 0.72 + 1.16 + 1.01 + 1.16 MB = 3.86 MiB. What the bank carries, on
+evaluation seed 0 (8 frames, DDIM 10, the ``appearance`` model without temporal modules): identity error 0.85 without
+the bank (w = 0), 0.66 / 0.53 / 0.47 at appearance guidance w = 1 / 2 / 4, against 0.77 for copying the reference.
 """
 
 from __future__ import annotations

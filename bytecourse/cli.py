@@ -10,6 +10,11 @@ import sys
 from . import checkpoints
 
 
+def _stage(value: str) -> int | str:
+    """A stage number (``--stage 2``) or a stage name (``--stage i2v``)."""
+    return _positive_int(value) if value.isdigit() else value
+
+
 def _positive_int(value: str) -> int:
     try:
         n = int(value)
@@ -87,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--resume", action="store_true", help="continue from the run's state under runs/")
     tr.add_argument("--variant", default=None, help="which variant, for targets that train several (e.g. boximator)")
     tr.add_argument(
-        "--stage", type=_positive_int, default=None, help="run only this training stage (multi-stage targets)"
+        "--stage",
+        type=_stage,
+        default=None,
+        help="run only this training stage (multi-stage targets): its number, or its name (e.g. magicvideo's i2v)",
     )
     tr.add_argument(
         "--max-minutes", type=_positive_float, default=None, help="stop (resumably) after this many minutes"

@@ -10,6 +10,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
+
 
 def summarise(per_seed: Sequence[dict[str, float]]) -> dict[str, dict]:
     """``{metric: {"mean", "std", "min", "max", "per_seed"}}`` from one dict of metrics per seed."""
@@ -137,3 +140,37 @@ def outcome_of(sides: Sequence[str], seeds: int, min_seeds: int = 3) -> str:
     if sides and all(s == "better" for s in sides):
         return "reproduced"
     return "not reproduced" if "worse" in sides else "inconclusive"
+
+
+# ---- image metrics shared by the chapters (frames in [0, 1]) ----
+
+
+def _gaussian(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM (Wang et al. 2004) per image of ``(N, C, H, W)`` in [0, 1]: a 7×7 Gaussian window (σ = 1.5), per
+    channel, C₁ = 0.01², C₂ = 0.03², valid positions only, averaged."""
+    c = a.shape[1]
+    w = _gaussian().to(a).expand(c, 1, -1, -1)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, w, groups=c)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image of ``(N, C, H, W)`` in [0, 1] (peak 1): 10·log10(1 / MSE), MSE floored at 10⁻¹⁰."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp(min=1e-10)
+    return 10 * torch.log10(1 / mse)

@@ -40,6 +40,7 @@ class Target:
     train_options: frozenset[str] = COMMON_OPTIONS
     variants: tuple[str, ...] = ()
     stages: int = 0  # > 0: ``--stage k`` runs one stage of a multi-stage schedule
+    stage_names: tuple[str, ...] = ()  # named stages: ``--stage <name>`` (e.g. magicvideo's i2v, v2v, vfi)
     no_train_reason: str = ""
     eval_parts: tuple[str, ...] = ()  # ``eval --part p`` computes and stores only part p's tables (each ≤ 45 min)
 
@@ -193,6 +194,23 @@ _ALL = (
         variants=("base", "appearance", "appearance_global", "temporal"),
     ),
     Target(
+        "magicvideo",
+        "MagicVideo-V2 — a four-stage cascade: text → image → video → sharper video → smoother video",
+        "06_magicvideo.ipynb",
+        ("magicvideo_i2v", "magicvideo_v2v", "magicvideo_vfi", "magicvideo_v2v_noref"),
+        (
+            "primer_unet",
+            "video_motion",
+            "magicvideo_i2v",
+            "magicvideo_v2v",
+            "magicvideo_vfi",
+        ),
+        "bytecourse.magicvideo.train:cli_train",
+        "bytecourse.magicvideo.evaluate:cli_eval",
+        COMMON_OPTIONS | {"stage"},
+        stage_names=("i2v", "v2v", "vfi", "v2v_noref"),
+    ),
+    Target(
         "video",
         "The course's video model (the primer's image model inflated with motion modules)",
         None,
@@ -235,8 +253,12 @@ def check_train_options(t: Target, given: dict) -> None:
         raise ValueError(f"train {t.key} does not take {flags}; it supports {ok}")
     if given.get("variant") is not None and given["variant"] not in t.variants:
         raise ValueError(f"train {t.key}: --variant must be one of {', '.join(t.variants)}, got {given['variant']!r}")
-    if given.get("stage") is not None and not 1 <= given["stage"] <= t.stages:
-        raise ValueError(f"train {t.key}: --stage must be in 1..{t.stages}, got {given['stage']}")
+    stage = given.get("stage")
+    if stage is not None and t.stage_names:
+        if stage not in t.stage_names:
+            raise ValueError(f"train {t.key}: --stage must be one of {', '.join(t.stage_names)}, got {stage!r}")
+    elif stage is not None and (not isinstance(stage, int) or not 1 <= stage <= t.stages):
+        raise ValueError(f"train {t.key}: --stage must be in 1..{t.stages}, got {stage!r}")
 
 
 def table_inputs_sha256(key: str) -> dict[str, str]:

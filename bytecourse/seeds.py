@@ -44,6 +44,8 @@ PIXELLM_DATA = 92_000_000  # PixelLM: the arms' training questions (+ seed * 100
 PIXELLM_EVAL = 93_000_000  # PixelLM: held-out questions (+ 1_000 * eval seed + 100 * split)
 MAGICANIMATE_DATA = 100_000_000  # MagicAnimate: training clips (+ run * 1_000_000 + seed * 100_000 + step)
 MAGICANIMATE_EVAL = 105_000_000  # MagicAnimate: held-out sequences and noise (+ 1_000 * seed + table offsets)
+MAGICVIDEO_DATA = 110_000_000  # MagicVideo-V2: training clips (+ stage * 1_000_000 + seed * 100_000 + step)
+MAGICVIDEO_EVAL = 115_000_000  # MagicVideo-V2: held-out captions, clips and noise (+ 1_000 * seed + table offsets)
 BOXIMATOR_DATA = 500_000  # Boximator's control-training clips (+ seed * TRAIN_SEED_STRIDE + stage * 100_000 + step)
 
 STYLE_REFERENCE = 5  # the textured world image ("a cyan square") that SAG and AdjointDPM stylise towards
@@ -74,4 +76,6 @@ STREAMS: dict[str, tuple[int, int]] = {  # name: (offset, width of the range its
     "pixellm eval": (PIXELLM_EVAL, 100_000),
     "magicanimate data": (MAGICANIMATE_DATA, 5_000_000),
     "magicanimate eval": (MAGICANIMATE_EVAL, 100_000),
+    "magicvideo data": (MAGICVIDEO_DATA, 5_000_000),
+    "magicvideo eval": (MAGICVIDEO_EVAL, 100_000),
 }

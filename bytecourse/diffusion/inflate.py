@@ -314,11 +314,17 @@ class InflatedVideoDenoiser(nn.Module):
         extra: dict | None = None,
         first_frame: torch.Tensor | None = None,
         residuals: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+        stem_head: tuple | None = None,
     ) -> torch.Tensor:
         """``residuals``: per-frame ControlNet residuals ``(B·T, …)`` for the spatial model's skips and middle
-        block (see :meth:`ImageDenoiser.forward`), e.g. MagicAnimate's pose ControlNet."""
+        block (see :meth:`ImageDenoiser.forward`), e.g. MagicAnimate's pose ControlNet. ``stem_head``: another input
+        stem and output head around the same backbone, e.g. MagicVideo-V2's 64-px V2V stage (the clip may then have
+        any size and channel count the stem accepts)."""
         spatial_config, config = self.spatial.config, self.config
-        if (
+        if stem_head is not None:
+            if x.dim() != 5:
+                raise ValueError(f"x must be (B, T, C, H, W), got {tuple(x.shape)}")
+        elif (
             x.dim() != 5
             or x.shape[2] != spatial_config.channels
             or x.shape[-2:] != (spatial_config.image_size, spatial_config.image_size)
@@ -369,5 +375,6 @@ class InflatedVideoDenoiser(nn.Module):
             frames=frames,
             extra=extra,
             residuals=residuals,
+            stem_head=stem_head,
         )
-        return eps.view_as(x)
+        return eps.view(b, frames, *eps.shape[1:])

@@ -146,6 +146,7 @@ class ImageDenoiser(nn.Module):
         context: torch.Tensor | None = None,
         time_embedding: torch.Tensor | None = None,
         residuals: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+        stem_head: tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """ε̂(x, t, c): ``tokens`` is a caption ``(B, L)`` of token ids, or its embedding ``(B, L, text_dim)`` directly.
 
@@ -160,9 +161,18 @@ class ImageDenoiser(nn.Module):
         ControlNet use (chapter 05, MagicAnimate): ``residuals = (down, mid)`` are added to the skip connections
         (``down[i]`` to the i-th skip feature: the stem, then every down stage and downsampler, as
         :meth:`skip_channels` lists them) and to the middle block's output, as diffusers'
-        ``down_block_additional_residuals`` / ``mid_block_additional_residual``."""
+        ``down_block_additional_residuals`` / ``mid_block_additional_residual``.
+
+        Super-resolution use (chapter 06, MagicVideo-V2's V2V stage): ``stem_head = (stem, head)`` replaces the input
+        stem (pixel-unshuffle + ``conv_in``) and the output head (``out`` + pixel-shuffle), so that a larger image, or
+        one with extra conditioning channels, enters the same backbone: ``stem(x)`` must give the backbone's
+        ``(B, widths[0], image_size/unshuffle, image_size/unshuffle)`` features, and ``head`` maps the last up
+        features to the output."""
         config = self.config
-        if (
+        if stem_head is not None:
+            if x.dim() != 4:
+                raise ValueError(f"x must be (B, C, H, W), got {tuple(x.shape)}")
+        elif (
             x.dim() != 4
             or x.shape[1] != config.channels
             or x.shape[-1] != config.image_size
@@ -193,7 +203,7 @@ class ImageDenoiser(nn.Module):
             ctx = self.text(tokens)
         hook = after_stage or (lambda name, h: h)
         kw = {"frames": frames, "extra": extra}
-        h = hook("stem", self.conv_in(self.stem(x)))
+        h = hook("stem", stem_head[0](x) if stem_head is not None else self.conv_in(self.stem(x)))
         hs = [h]
         for i, stage in enumerate(self.down):
             h = self._run(stage, h, temb, ctx, **kw)
@@ -214,4 +224,4 @@ class ImageDenoiser(nn.Module):
                 h = hook(f"up{i}", self._run(stage, torch.cat([h, hs.pop()], dim=1), temb, ctx, **kw))
             else:
                 h = self._run(stage, h, temb, ctx)
-        return self.unstem(self.out(h))
+        return stem_head[1](h) if stem_head is not None else self.unstem(self.out(h))

@@ -24,10 +24,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from .. import seeds
-from ..evaluation import outcome_of, seed_range_side, summarise
+from ..evaluation import outcome_of, seed_range_side, ssim, summarise
 from ..worlds.puppet import MOTIONS, NUM_PARTS, PuppetBatch, PuppetConfig, make_puppets
 from .pipeline import animate, context_windows
 
@@ -81,31 +80,6 @@ def eval_batch(seed: int, frames: int = SEQUENCE_FRAMES) -> PuppetBatch:
 
 def noise_seed(seed: int) -> int:
     return seeds.MAGICANIMATE_EVAL + 1000 * seed + 500
-
-
-def _gaussian(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SSIM (Wang et al. 2004) per image of ``(N, C, H, W)`` in [0, 1]: a 7×7 Gaussian window (σ = 1.5), per
-    channel, C₁ = 0.01², C₂ = 0.03², valid positions only, averaged."""
-    c = a.shape[1]
-    w = _gaussian().to(a).expand(c, 1, -1, -1)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, w, groups=c)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)
 
 
 def seam_pairs(windows: list[list[int]], frames: int) -> list[int]:

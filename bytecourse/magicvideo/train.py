@@ -1,0 +1,310 @@
+"""``python -m bytecourse train magicvideo --stage i2v|v2v|vfi``: the cascade's three trained stages.
+
+Each stage is one resumable command of ≤45 min on the 2-core CPU (``--max-minutes``, ``--resume``) and ships only what
+it adds to the shared models (the primer's image model and the course's inflated video model, frozen):
+
+- ``i2v``: the reference encoder, the decoupled reference keys/values and ControlNet-lite
+  (:class:`~bytecourse.magicvideo.models.I2V`) on Motion clips whose reference is their own first frame, with
+  image–video joint training (a share ``p_image`` of the batches are single Shapes images as one-frame clips, each
+  its own reference — MagicVideo-V2 §2). Caption and reference are each dropped with probability 0.1 for CFG.
+  The loss is the ε-MSE weighted as the v-loss, half the levels drawn from t ≥ 700, as the video model's stage 2
+  (:mod:`~bytecourse.diffusion.videomotion`: a clip's layout and motion are decided at high noise).
+- ``v2v``: 32 → 64 px (:class:`~bytecourse.magicvideo.models.V2V`), from the finished I2V stage: the 64-px render of
+  a clip is the target, the same clip rendered at 32 px and upsampled bicubically the condition, with Gaussian
+  conditioning augmentation (cascaded diffusion, Ho et al. 2022 §3: the stage must repair what the stage below
+  gets wrong, not just copy it) and the clip's first 32-px frame as the reference.
+- ``vfi``: the frame interpolator on exact middle frames: 15-frame renders at 64 px, odd frames predicted from their
+  even neighbours, L1 loss.
+- ``v2v_noref`` (an ablation, recorded but not shipped when it does not fit the share): V2V without the reference
+  encoder and ControlNet, for the report's claim that reusing them lowers structural error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoints, seeds, text
+from ..configs import JSONConfig
+from ..diffusion.sampling import to_model_space
+from ..diffusion.schedule import make_train_scheduler
+from ..diffusion.training import loss_weights
+from ..diffusion.videomotion import CHECKPOINT as VIDEO_CHECKPOINT
+from ..diffusion.videomotion import load_inflated_video_model
+from ..trainer import seeded_init, train_and_ship
+from ..worlds import ShapesConfig, make_shapes
+from ..worlds.motion import MotionConfig, make_motion
+from .models import I2V, V2V, FrameInterpolator, MagicVideoConfig
+
+STAGES = ("i2v", "v2v", "vfi", "v2v_noref")
+CHECKPOINTS = {s: f"magicvideo_{s}" for s in STAGES}
+#: the motion kinds of the chapter: a reference image shows its object, so "enters from the left" (an empty first
+#: frame) is left out of training and evaluation alike
+KINDS = ("linear", "curved", "bouncing", "leaving")
+
+
+@dataclass(frozen=True)
+class StageSpec(JSONConfig):
+    steps: int
+    lr: float
+    batch: int
+    warmup: int = 100
+
+
+@dataclass(frozen=True)
+class MagicVideoTrainConfig(JSONConfig):
+    model: MagicVideoConfig = field(default_factory=MagicVideoConfig)
+    i2v: StageSpec = StageSpec(steps=3000, lr=5e-4, batch=8)
+    v2v: StageSpec = StageSpec(steps=3000, lr=5e-4, batch=4)
+    vfi: StageSpec = StageSpec(steps=2500, lr=1e-3, batch=8)
+    v2v_noref: StageSpec = StageSpec(steps=3000, lr=5e-4, batch=4)
+    p_image: float = 0.2  # image–video joint training: share of I2V batches that are single images
+    p_uncond: float = 0.1  # caption dropped (CFG)
+    p_noref: float = 0.1  # reference dropped (CFG)
+    high_noise: tuple[float, int] = (0.5, 700)
+    max_loss_weight: float = 20.0
+    low_noise: float = 0.2  # V2V conditioning augmentation: σ ~ U(0, low_noise) in model space
+    max_objects: int = 2
+    object_probs: tuple[float, ...] = (0.6, 0.4)
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    def spec(self, stage: str) -> StageSpec:
+        return getattr(self, stage)
+
+    def world(self, frames: int = 8, size: int = 32) -> MotionConfig:
+        return MotionConfig(
+            frames=frames,
+            size=size,
+            max_objects=self.max_objects,
+            object_probs=self.object_probs,
+            kinds=KINDS,
+            caption_length=24,
+        )
+
+
+def _data_seed(config: MagicVideoTrainConfig, stage: str, step: int) -> int:
+    return seeds.MAGICVIDEO_DATA + STAGES.index(stage) * 1_000_000 + config.seed * 100_000 + step
+
+
+def _levels(config: MagicVideoTrainConfig, b: int, g: torch.Generator, scheduler):
+    total = scheduler.config.num_train_timesteps
+    t = torch.randint(0, total, (b,), generator=g)
+    p, t_from = config.high_noise
+    high = torch.randint(t_from, total, (b,), generator=g)
+    return torch.where(torch.rand(b, generator=g) < p, high, t)
+
+
+def _weighted_mse(config, scheduler, eps: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    w = loss_weights(scheduler.alphas_cumprod.to(eps.device)[t].float(), "v", config.max_loss_weight)
+    return (w * (eps.float() - noise.float()).pow(2).flatten(1).mean(1)).mean()
+
+
+def _drop(tokens: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    drop = torch.rand(tokens.shape[0], generator=g) < p
+    return torch.where(drop[:, None], torch.full_like(tokens, text.PAD_ID), tokens)
+
+
+def i2v_loss(config: MagicVideoTrainConfig, stage: str = "i2v"):
+    scheduler = make_train_scheduler()
+    spec, world = config.spec(stage), config.world()
+    images = ShapesConfig(size=32, max_objects=config.max_objects, object_probs=config.object_probs, caption_length=24)
+
+    def loss_fn(model: I2V, step: int, device) -> torch.Tensor:
+        s = _data_seed(config, stage, step)
+        g = torch.Generator().manual_seed(s + seeds.NOISE_SUBSTREAM)
+        if float(torch.rand((), generator=g)) < config.p_image:  # joint training: images as one-frame clips
+            batch = make_shapes(spec.batch * world.frames, s, images)
+            x0, tokens = to_model_space(batch.images)[:, None], batch.tokens
+        else:
+            batch = make_motion(spec.batch, s, world)
+            x0, tokens = to_model_space(batch.videos), batch.tokens
+        ref = x0[:, 0]
+        b = x0.shape[0]
+        t = _levels(config, b, g, scheduler)
+        noise = torch.randn(x0.shape, generator=g)
+        tokens = _drop(tokens, config.p_uncond, g)
+        keep = torch.rand(b, generator=g) >= config.p_noref
+        x0, t, noise, tokens, ref = (v.to(device) for v in (x0, t, noise, tokens, ref))
+        xt = scheduler.add_noise(x0, noise, t)
+        eps = torch.empty_like(xt)
+        k, d = keep.nonzero()[:, 0].to(device), (~keep).nonzero()[:, 0].to(device)
+        if len(k):  # a dropped reference reads no reference at all (not a zero one): the groups run apart
+            eps[k] = model(xt[k], t[k], tokens[k], ref[k])
+        if len(d):
+            eps[d] = model(xt[d], t[d], tokens[d], None)
+        return _weighted_mse(config, scheduler, eps, noise, t)
+
+    return loss_fn
+
+
+def upsample(clip: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """Bicubic upsampling of ``(B, T, C, h, w)`` clips to ``size`` (the V2V condition and the baseline's 64 px)."""
+    b, t = clip.shape[:2]
+    up = F.interpolate(clip.flatten(0, 1).float(), size=(size, size), mode="bicubic", align_corners=False)
+    return up.view(b, t, clip.shape[2], size, size).to(clip.dtype)
+
+
+def v2v_loss(config: MagicVideoTrainConfig, stage: str = "v2v"):
+    scheduler = make_train_scheduler()
+    spec = config.spec(stage)
+
+    def loss_fn(model: V2V, step: int, device) -> torch.Tensor:
+        s = _data_seed(config, stage, step)
+        g = torch.Generator().manual_seed(s + seeds.NOISE_SUBSTREAM)
+        hi = make_motion(spec.batch, s, config.world(size=64))
+        lo = make_motion(spec.batch, s, config.world(size=32))  # the same clips (the world scales exactly)
+        x0 = to_model_space(hi.videos)
+        low = upsample(to_model_space(lo.videos))
+        sigma = torch.rand(spec.batch, 1, 1, 1, 1, generator=g) * config.low_noise
+        low = low + sigma * torch.randn(low.shape, generator=g)
+        ref = to_model_space(lo.videos[:, 0])
+        t = _levels(config, spec.batch, g, scheduler)
+        noise = torch.randn(x0.shape, generator=g)
+        tokens = _drop(hi.tokens, config.p_uncond, g)
+        keep = torch.rand(spec.batch, generator=g) >= config.p_noref
+        x0, t, noise, tokens, ref, low = (v.to(device) for v in (x0, t, noise, tokens, ref, low))
+        xt = scheduler.add_noise(x0, noise, t)
+        eps = torch.empty_like(xt)
+        k, d = keep.nonzero()[:, 0].to(device), (~keep).nonzero()[:, 0].to(device)
+        if len(k):
+            eps[k] = model(xt[k], t[k], tokens[k], low[k], ref[k])
+        if len(d):
+            eps[d] = model(xt[d], t[d], tokens[d], low[d], None)
+        return _weighted_mse(config, scheduler, eps, noise, t)
+
+    return loss_fn
+
+
+def vfi_loss(config: MagicVideoTrainConfig):
+    spec = config.vfi
+
+    def loss_fn(model: FrameInterpolator, step: int, device) -> torch.Tensor:
+        s = _data_seed(config, "vfi", step)
+        clips = make_motion(spec.batch, s, replace(config.world(frames=15, size=64), kinds=KINDS)).videos
+        a, mid, b = clips[:, 0:-2:2], clips[:, 1::2], clips[:, 2::2]
+        pred = model(a.flatten(0, 1).to(device), b.flatten(0, 1).to(device))
+        return F.l1_loss(pred, mid.flatten(0, 1).to(device))
+
+    return loss_fn
+
+
+def build(config: MagicVideoTrainConfig, stage: str, parents: dict | None = None):
+    """The model a stage trains; its parents are the shipped checkpoints, or ``parents["i2v"]`` (an I2V delta) in
+    memory — the notebooks' fallback of short live runs."""
+    parents = parents or {}
+    if stage == "vfi":
+        return FrameInterpolator(config.model.vfi_channels)
+    video, _, _ = load_inflated_video_model()
+    i2v = I2V(video, config.model)
+    if stage == "i2v":
+        for m in i2v.trainable():
+            m.requires_grad_(True)
+        return i2v
+    i2v.load_delta(parents.get("i2v") or checkpoints.load_checkpoint(CHECKPOINTS["i2v"])[0])
+    model = V2V(i2v, config.model, use_reference=stage == "v2v")
+    model.requires_grad_(False)
+    for m in model.trainable():
+        m.requires_grad_(True)
+    return model
+
+
+def train_stage(
+    config: MagicVideoTrainConfig,
+    stage: str,
+    *,
+    run_dir: Path | None = None,
+    ship: bool = True,
+    device: str = "auto",
+    resume: bool = False,
+    max_minutes: float | None = None,
+    progress: bool = True,
+    on_step=None,
+    parents: dict | None = None,
+):
+    """Train (or continue) one stage; ship it when it completes and ``ship``."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    spec = config.spec(stage)
+    model = seeded_init(config.seed + STAGES.index(stage), lambda: build(config, stage, parents))
+    if stage == "vfi":
+        loss_fn, state_dict = vfi_loss(config), None
+    elif stage == "i2v":
+        loss_fn, state_dict = i2v_loss(config), lambda m: m.delta_state_dict()
+    else:
+        loss_fn, state_dict = v2v_loss(config, stage), lambda m: m.delta_state_dict()
+    parent_names = (
+        [] if stage == "vfi" else ["primer_unet", VIDEO_CHECKPOINT] + (["magicvideo_i2v"] if stage != "i2v" else [])
+    )
+
+    def entry(_state) -> dict:
+        return {"parents": {n: checkpoints.manifest_entry(n)["sha256"] for n in parent_names}, "stage": stage}
+
+    return train_and_ship(
+        model,
+        loss_fn,
+        target="magicvideo",
+        checkpoint=CHECKPOINTS[stage],
+        config=config.to_dict() | {"stage": stage},
+        total_steps=spec.steps,
+        lr=spec.lr,
+        run_dir=run_dir or Path("runs/magicvideo") / f"seed{config.seed}" / stage,
+        seed=config.seed,
+        ship=ship,
+        state_dict=state_dict,
+        entry=entry,
+        command=f"python -m bytecourse train magicvideo --stage {stage}"
+        + (f" --seed {config.seed}" if config.seed else ""),
+        warmup=spec.warmup,
+        ema_decay=config.ema_decay,
+        resume=resume,
+        max_minutes=max_minutes,
+        device=device,
+        progress=progress,
+        on_step=on_step,
+    )
+
+
+def cli_train(options) -> dict:
+    """One stage (``--stage``), or i2v → v2v → vfi in order; ``--steps`` overrides the steps (smoke tests)."""
+    config = MagicVideoTrainConfig(seed=options.seed)
+    if options.steps:
+        config = replace(config, **{s: replace(config.spec(s), steps=options.steps) for s in STAGES})
+    stages = [options.stage] if options.stage else ["i2v", "v2v", "vfi"]
+    deadline = None if options.max_minutes is None else time.time() + 60 * options.max_minutes
+    out = {}
+    for stage in stages:
+        left = None if deadline is None else max(0.01, (deadline - time.time()) / 60)
+        run_dir = Path("runs/magicvideo") / f"seed{config.seed}" / stage
+        resume = bool(options.resume) and (run_dir / "state.json").exists()
+        _, summary = train_stage(config, stage, device=options.device, resume=resume, max_minutes=left)
+        out[stage] = summary
+        if not summary["finished"]:
+            break
+    return out
+
+
+def load_models(device: str | torch.device = "cpu", ablations: bool = True) -> dict:
+    """The cascade's models, frozen: ``primer`` (T2I), ``video`` (the single-stage baseline), ``i2v``, ``v2v``,
+    ``vfi``, and ``v2v_noref`` when it is shipped and ``ablations``."""
+    from ..diffusion.image_model import load_image_model
+
+    config = MagicVideoTrainConfig()
+    primer, _ = load_image_model()
+    video, _, _ = load_inflated_video_model()
+    i2v = I2V(load_inflated_video_model()[0], config.model)
+    i2v.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["i2v"])[0])
+    v2v = V2V(i2v, config.model)
+    v2v.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["v2v"])[0])
+    vfi = FrameInterpolator(config.model.vfi_channels)
+    vfi.load_state_dict(checkpoints.load_checkpoint(CHECKPOINTS["vfi"])[0])
+    models = {"primer": primer, "video": video, "i2v": i2v, "v2v": v2v, "vfi": vfi}
+    if ablations and checkpoints.checkpoint_available(CHECKPOINTS["v2v_noref"]):
+        noref = V2V(i2v, config.model, use_reference=False)
+        noref.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["v2v_noref"])[0])
+        models["v2v_noref"] = noref
+    return {k: m.to(device).eval().requires_grad_(False) for k, m in models.items()}

@@ -1,0 +1,284 @@
+"""Chapter 06 (MagicVideo-V2): the noise prior, the zero-initialised I2V additions, the decoupled reference attention,
+V2V's initialisation, frame interpolation, the oracle's votes and the verdicts."""
+
+import pytest
+import torch
+
+from bytecourse import registry
+from bytecourse.diffusion.inflate import InflatedVideoDenoiser, InflationConfig
+from bytecourse.diffusion.unet import ImageDenoiser, UNetConfig
+from bytecourse.magicvideo.evaluate import TIE_BAND, verdict_prior, verdict_study, verdicts, vote
+from bytecourse.magicvideo.models import (
+    I2V,
+    V2V,
+    FrameInterpolator,
+    MagicVideoConfig,
+    interpolate_clip,
+    linear_blend,
+    noise_prior,
+)
+from bytecourse.magicvideo.pipeline import CascadeSettings
+
+TINY_UNET = UNetConfig(widths=(16, 16, 16), heads=2, text_dim=16, text_layers=1)
+TINY_INFLATION = InflationConfig(motion_points=("down0", "mid"), heads=2, caption_layers=1)
+TINY = MagicVideoConfig(ref_channels=8, control_channels=8, v2v_rank=2, vfi_channels=8)
+
+
+def randomise(module: torch.nn.Module, seed: int = 1, scale: float = 0.05) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        p.data = torch.randn(p.shape, generator=g) * scale
+
+
+def tiny_video(seed: int = 0) -> InflatedVideoDenoiser:
+    torch.manual_seed(seed)
+    video = InflatedVideoDenoiser(ImageDenoiser(TINY_UNET), TINY_INFLATION)
+    randomise(video, seed)  # every layer non-zero (motion modules included), so outputs depend on everything
+    return video.eval()
+
+
+def inputs(b: int = 2, frames: int = 3, size: int = 32):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(b, frames, 3, size, size, generator=g)
+    tokens = torch.randint(1, 20, (b, 24), generator=g)
+    ref = torch.rand(b, 3, 32, 32, generator=g) * 2 - 1
+    return x, torch.tensor([100, 800][:b]), tokens, ref
+
+
+# ---- the latent noise prior ----
+
+
+def test_noise_prior_forms():
+    g = torch.Generator().manual_seed(0)
+    eps, z = torch.randn(64, 4, 3, 8, 8, generator=g), torch.randn(64, 3, 8, 8, generator=g)
+    assert torch.equal(noise_prior(eps, z, "shift", 0.0), eps)
+    assert torch.equal(noise_prior(eps, z, "vp", 0.0), eps)
+    shifted = noise_prior(eps, z, "shift", 0.5)
+    assert torch.allclose(shifted - eps, 0.5 * z[:, None].expand_as(eps), atol=1e-6)  # every frame moves by λ·z_ref
+    vp = noise_prior(eps, z, "vp", 0.6)
+    assert abs(float(vp.var()) - 1.0) < 0.05  # variance kept for a unit-variance z_ref
+    corr = torch.corrcoef(torch.stack([vp[:, 0].flatten(), z.flatten()]))[0, 1]
+    assert abs(float(corr) - 0.6**0.5) < 0.03
+
+
+@pytest.mark.parametrize(
+    "mode, strength, shapes",
+    [
+        ("shift", 1.5, None),
+        ("shift", -0.1, None),
+        ("vp", 1.0, None),
+        ("bogus", 0.1, None),
+        ("shift", 0.1, ((2, 3, 3, 8, 8), (2, 3, 4, 4))),
+        ("vp", 0.1, ((2, 3, 8, 8), (2, 3, 8, 8))),
+    ],
+)
+def test_noise_prior_rejects_bad_input(mode, strength, shapes):
+    e, z = shapes or ((2, 3, 3, 8, 8), (2, 3, 8, 8))
+    with pytest.raises(ValueError):
+        noise_prior(torch.zeros(e), torch.zeros(z), mode, strength)
+
+
+def test_cascade_settings_validate():
+    CascadeSettings().validate()
+    for bad in (CascadeSettings(strength=1.2), CascadeSettings(prior="vp", strength=1.0), CascadeSettings(steps=0)):
+        with pytest.raises(ValueError):
+            bad.validate()
+
+
+# ---- I2V: zero-initialised additions, decoupled reference attention, ControlNet on all frames ----
+
+
+def test_i2v_starts_as_the_video_model():
+    video = tiny_video()
+    x, t, tokens, ref = inputs()
+    with torch.no_grad():
+        expected = video(x, t, tokens)
+        i2v = I2V(video, TINY).eval()
+        assert torch.equal(i2v(x, t, tokens, ref), expected)
+        assert torch.equal(i2v(x, t, tokens, None), expected)
+
+
+def test_i2v_reference_is_read_per_clip_and_absent_without_one():
+    video = tiny_video()
+    i2v = I2V(video, TINY).eval()
+    for m in i2v.trainable():
+        randomise(m, 3, 0.2)
+    x, t, tokens, ref = inputs()
+    with torch.no_grad():
+        out = i2v(x, t, tokens, ref)
+        assert not torch.allclose(out, video(x, t, tokens))  # trained additions change ε̂ ...
+        assert torch.equal(i2v(x, t, tokens, None), video(x, t, tokens))  # ... and vanish without a reference
+        other = ref.clone()
+        other[1] = -ref[1]
+        swapped = i2v(x, t, tokens, other)
+    assert torch.equal(swapped[0], out[0])  # clip 0's frames read only clip 0's reference
+    assert not torch.allclose(swapped[1], out[1])
+
+
+def test_controlnet_lite_gives_every_frame_the_same_residuals():
+    i2v = I2V(tiny_video(), TINY).eval()
+    randomise(i2v.control, 4, 0.2)
+    _, t, _, ref = inputs()
+    temb = torch.randn(2, i2v.video.spatial.time_mlp[-1].out_features)
+    down, mid = i2v.control(ref, temb, 5)
+    assert len(down) == len(i2v.video.spatial.skip_channels())
+    for r in [*down, mid]:
+        r = r.view(2, 5, *r.shape[1:])
+        assert torch.equal(r[:, 0:1].expand_as(r), r)
+    fresh = I2V(tiny_video(), TINY)
+    with torch.no_grad():
+        down, mid = fresh.control(ref, temb, 5)
+    assert all(float(r.abs().max()) == 0 for r in [*down, mid])
+
+
+def test_i2v_rejects_mismatched_reference():
+    i2v = I2V(tiny_video(), TINY)
+    x, t, tokens, ref = inputs()
+    with pytest.raises(ValueError):
+        i2v(x, t, tokens, ref[:1])
+    with pytest.raises(ValueError):
+        i2v(x, t, tokens, torch.zeros(2, 3, 16, 16))
+
+
+def test_i2v_delta_holds_only_the_additions():
+    i2v = I2V(tiny_video(), TINY)
+    delta = i2v.delta_state_dict()
+    assert delta and not any(k.startswith("video.") for k in delta)
+    other = I2V(tiny_video(seed=5), TINY)
+    other.load_delta(delta)
+    with pytest.raises(ValueError):
+        other.load_delta({k: v for k, v in list(delta.items())[1:]})
+
+
+# ---- V2V ----
+
+
+def test_v2v_starts_as_the_video_model_on_the_subsampled_clip():
+    video = tiny_video()
+    i2v = I2V(video, TINY).eval()
+    v2v = V2V(i2v, TINY).eval()
+    x, t, tokens, ref = inputs(size=64)
+    low = torch.randn_like(x)  # the condition half starts at zero, so any condition gives the same ε̂
+    with torch.no_grad():
+        eps = v2v(x, t, tokens, low, ref)
+        expected = video(x[..., ::2, ::2].contiguous(), t, tokens)
+    assert torch.allclose(eps[..., ::2, ::2], expected, atol=1e-5)
+    assert float(eps[..., 1::2, :].abs().max()) == 0 and float(eps[..., :, 1::2].abs().max()) == 0
+
+
+def test_v2v_leaves_the_i2v_stage_untouched_and_rejects_bad_sizes():
+    video = tiny_video()
+    i2v = I2V(video, TINY).eval()
+    x, t, tokens, ref = inputs()
+    with torch.no_grad():
+        before = i2v(x, t, tokens, ref)
+        v2v = V2V(i2v, TINY)
+        for m in v2v.lora.values():
+            randomise(m, 9, 0.3)
+        assert torch.equal(i2v(x, t, tokens, ref), before)  # the delta's hooks sit on V2V's own copy
+    x64 = torch.zeros(2, 3, 3, 64, 64)
+    for bad_x, bad_low in ((x, x), (x64, torch.zeros(2, 3, 3, 32, 32))):
+        with pytest.raises(ValueError):
+            v2v(bad_x, t, tokens, bad_low, ref)
+
+
+# ---- VFI ----
+
+
+def test_frame_interpolator_starts_as_linear_blending():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 3, 64, 64, generator=g), torch.rand(3, 3, 64, 64, generator=g)
+    vfi = FrameInterpolator(8)
+    assert torch.allclose(vfi(a, b), linear_blend(a, b), atol=1e-6)
+    with pytest.raises(ValueError):
+        vfi(a, b[:, :, :32])
+    with pytest.raises(ValueError):
+        vfi(a[:, :, :60, :60], b[:, :, :60, :60])
+
+
+def test_interpolate_clip_keeps_keyframes_at_even_indices():
+    clip = torch.rand(2, 8, 3, 16, 16)
+    out = interpolate_clip(clip, linear_blend)
+    assert out.shape == (2, 15, 3, 16, 16)
+    assert torch.equal(out[:, ::2], clip)
+    assert torch.allclose(out[:, 1::2], (clip[:, 1:] + clip[:, :-1]) / 2)
+    with pytest.raises(ValueError):
+        interpolate_clip(clip[:, :1], linear_blend)
+
+
+# ---- the study's votes and the verdicts ----
+
+
+def test_votes_use_the_tie_bands():
+    assert vote(0.9, 0.8, "caption") == "good"
+    assert vote(0.8, 0.9, "caption") == "bad"
+    assert vote(0.8, 0.8 + TIE_BAND["caption"] / 2, "caption") == "same"
+    assert vote(0.001, 0.01, "temporal") == "good"  # lower temporal error is better
+    assert vote(1.0, 0.0, "direction") == "good" and vote(1.0, 1.0, "direction") == "same"
+    with pytest.raises(ValueError):
+        vote(1.0, 0.0, "beauty")
+
+
+def _votes(good: int, bad: int, same: int = 2, seeds: int = 3) -> list[dict]:
+    crit = ("caption", "direction", "realism", "temporal", "structure")
+    per = [{"good": good, "same": same, "bad": bad}] * seeds
+    return [
+        {"criterion": c, "good": good * seeds, "same": same * seeds, "bad": bad * seeds, "per_seed": per} for c in crit
+    ]
+
+
+def _s(vals: list[float]) -> dict:
+    return {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "std": 0.0, "per_seed": vals}
+
+
+def _tables(good: int, bad: int, psnr_gain: float) -> dict:
+    pair = lambda p, s: {"psnr": _s(p), "ssim": _s(s)}  # noqa: E731
+    base = [20.0, 21.0, 22.0]
+    return {
+        "votes": {"rows": _votes(good, bad)},
+        "noise_prior": {
+            "rows": [
+                {"setting": "shift 0", "metrics": {"frame0_psnr": _s([10, 11, 12]), "motion": _s([0.05, 0.06, 0.07])}},
+                {
+                    "setting": "shift 1",
+                    "metrics": {
+                        "frame0_psnr": _s([10 + psnr_gain, 11 + psnr_gain, 12 + psnr_gain]),
+                        "motion": _s([0.05, 0.06, 0.07]) if psnr_gain < 0 else _s([0.01, 0.02, 0.03]),
+                    },
+                },
+            ]
+        },
+        "v2v": {
+            "rows": [
+                {"setting": "V2V with the reference", "metrics": pair([v + psnr_gain for v in base], [0.9] * 3)},
+                {"setting": "V2V without the reference", "metrics": pair(base, [0.8] * 3)},
+                {"setting": "bicubic", "metrics": pair(base, [0.8] * 3)},
+            ]
+        },
+        "vfi": {
+            "rows": [
+                {"setting": "frame interpolator", "metrics": pair([v + psnr_gain for v in base], [0.9] * 3)},
+                {"setting": "linear blending", "metrics": pair(base, [0.8] * 3)},
+            ]
+        },
+    }
+
+
+def test_verdicts_can_say_not_reproduced():
+    good = _tables(good=5, bad=1, psnr_gain=5.0)
+    assert verdict_study(good)["outcome"] == "reproduced"
+    assert verdict_prior(good)["outcome"] == "reproduced"
+    assert all(v["outcome"] == "reproduced" for v in verdicts(good))
+    bad = _tables(good=1, bad=5, psnr_gain=-5.0)
+    assert verdict_study(bad)["outcome"] == "not reproduced"
+    assert verdict_prior(bad)["outcome"] == "not reproduced"
+    assert all(v["outcome"] == "not reproduced" for v in verdicts(bad))
+
+
+def test_stage_names_are_checked():
+    t = registry.target("magicvideo")
+    registry.check_train_options(t, {"stage": "i2v"})
+    with pytest.raises(ValueError):
+        registry.check_train_options(t, {"stage": "upscale"})
+    with pytest.raises(ValueError):
+        registry.check_train_options(registry.target("video"), {"stage": "i2v"})

@@ -15,6 +15,7 @@ MODULES = [
     "bytecourse.cosa.solutions",
     "bytecourse.pixellm.solutions",
     "bytecourse.magicanimate.solutions",
+    "bytecourse.magicvideo.solutions",
 ]
 CASES = [(m, name) for m in MODULES for name in sorted(importlib.import_module(m).EXERCISES)]
 

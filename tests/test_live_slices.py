@@ -101,6 +101,16 @@ def test_magicanimate_slice():
     check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="magicanimate")
 
 
+def test_magicvideo_slice():
+    from bytecourse.magicvideo import evaluate
+    from bytecourse.magicvideo.train import load_models
+
+    stored = _stored("magicvideo")
+    live = evaluate.live_slice(load_models(ablations=False), evaluate.stored_settings(stored))
+    assert [r["setting"] for r in live["slice"]["rows"]] == ["cascade", "baseline"]
+    check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="magicvideo")
+
+
 def test_video_slice():
     from bytecourse.diffusion import video_eval
     from bytecourse.diffusion.videomotion import load_inflated_video_model

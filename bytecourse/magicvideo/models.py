@@ -58,7 +58,7 @@ class MagicVideoConfig(JSONConfig):
     ref_channels: int = 64  # the reference encoder's width
     ref_grid: int = 4  # the reference becomes ref_grid² tokens
     control_channels: int = 48  # ControlNet-lite's width
-    v2v_rank: int = 8  # the V2V stage's low-rank delta on the backbone and motion modules
+    v2v_rank: int = 4  # the V2V stage's low-rank delta on the backbone and motion modules
     vfi_channels: int = 48  # the frame interpolator's width
 
 

@@ -308,3 +308,42 @@ def load_models(device: str | torch.device = "cpu", ablations: bool = True) -> d
         noref.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["v2v_noref"])[0])
         models["v2v_noref"] = noref
     return {k: m.to(device).eval().requires_grad_(False) for k, m in models.items()}
+
+
+def quick_train(stage: str = "i2v", steps: int = 15, device: str = "auto"):
+    """A short live run of ``stage``'s own training code (nothing written to ``data/``): the notebook's *Train* demo.
+    Its parents are the shipped checkpoints."""
+    from ..trainer import quick_run
+
+    config = MagicVideoTrainConfig()
+    config = replace(config, **{stage: replace(config.spec(stage), steps=steps, warmup=min(5, steps))})
+    return quick_run(lambda c, **o: train_stage(c, stage, progress=False, device=device, **o), config)
+
+
+def quick_models(steps: int = 20, device: str = "cpu") -> dict:
+    """Every stage's own training code for ``steps`` steps, parents in memory, nothing written to ``data/``: the
+    notebook's fallback when a checkpoint is not shipped (expect a cascade that barely differs from its parents)."""
+    from ..diffusion.image_model import load_image_model
+    from ..trainer import quick_run
+
+    config = MagicVideoTrainConfig()
+    config = replace(config, **{s: replace(config.spec(s), steps=steps, warmup=min(5, steps)) for s in STAGES})
+
+    def run(stage: str, parents: dict | None = None):
+        return quick_run(
+            lambda c, **o: train_stage(c, stage, progress=False, device=device, parents=parents, **o), config
+        )[0]
+
+    i2v = run("i2v")
+    v2v = run("v2v", {"i2v": i2v.delta_state_dict()})
+    models = {"primer": load_image_model()[0], "video": load_inflated_video_model()[0], "i2v": i2v, "v2v": v2v}
+    models["vfi"] = run("vfi")
+    return {k: m.to(device).eval().requires_grad_(False) for k, m in models.items()}
+
+
+def get_models(device: str = "cpu") -> tuple[dict, str]:
+    """The shipped models when every checkpoint of the cascade is present; otherwise short live runs of the same code
+    (and the string says so)."""
+    if all(checkpoints.checkpoint_available(CHECKPOINTS[s]) for s in ("i2v", "v2v", "vfi")):
+        return load_models(device), "shipped checkpoints"
+    return quick_models(device=device), "no shipped checkpoints: short live runs of the training code (20 steps each)"

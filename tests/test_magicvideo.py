@@ -282,3 +282,19 @@ def test_stage_names_are_checked():
         registry.check_train_options(t, {"stage": "upscale"})
     with pytest.raises(ValueError):
         registry.check_train_options(registry.target("video"), {"stage": "i2v"})
+
+
+def test_v2v_sampling_from_noise_and_as_refinement():
+    from bytecourse.magicvideo.pipeline import video_to_video
+
+    v2v = V2V(I2V(tiny_video(), TINY), TINY).eval()
+    keys = torch.rand(1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(1, 20, (1, 24))
+    full = video_to_video(v2v, tokens, keys, keys[:, 0], seed=0, steps=3)
+    refined = video_to_video(v2v, tokens, keys, None, seed=0, steps=3, start=500)
+    assert full.shape == refined.shape == (1, 2, 3, 64, 64)
+    assert 0 <= float(refined.min()) and float(refined.max()) <= 1
+    with pytest.raises(ValueError):
+        video_to_video(v2v, tokens, keys, None, seed=0, steps=3, start=2000)
+    with pytest.raises(ValueError):
+        video_to_video(v2v, tokens, torch.rand(1, 2, 3, 16, 16), None, seed=0, steps=3)

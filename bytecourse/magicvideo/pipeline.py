@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion.inflate import object_tokens
-from ..diffusion.sampling import ddim_sample, initial_noise, to_image_space, to_model_space
-from ..diffusion.schedule import make_train_scheduler
+from ..diffusion.sampling import ddim_sample, ddim_step, initial_noise, to_image_space, to_model_space
+from ..diffusion.schedule import NUM_TRAIN_TIMESTEPS, make_ddim_scheduler, make_train_scheduler
 from ..validation import check_float, check_int
 from .models import NOISE_PRIORS, interpolate_clip, linear_blend, noise_prior
 from .train import upsample
@@ -39,6 +39,7 @@ class CascadeSettings:
     prior: str = "shift"
     strength: float = 0.25  # λ (shift) or γ (vp)
     v2v_steps: int = 20
+    v2v_start: int | None = None  # None: V2V from pure noise; a timestep: refine the noised upsampled keyframes
 
     def validate(self) -> None:
         check_int("steps", self.steps, 1, 1000)
@@ -108,22 +109,41 @@ def image_to_video(
 
 @torch.no_grad()
 def video_to_video(
-    v2v, tokens: torch.Tensor, keyframes: torch.Tensor, reference: torch.Tensor | None, seed: int, steps: int = 20
+    v2v,
+    tokens: torch.Tensor,
+    keyframes: torch.Tensor,
+    reference: torch.Tensor | None,
+    seed: int,
+    steps: int = 20,
+    start: int | None = None,
 ) -> torch.Tensor:
     """V2V: the 64-px clip ``(B, T, 3, 64, 64)`` in [0, 1] from 32-px ``keyframes (B, T, 3, 32, 32)``, the caption
-    and the reference (``None``: without it)."""
+    and the reference (``None``: without it). DDIM from pure noise, or (``start`` = a timestep) a refinement: the
+    upsampled keyframes noised to the first DDIM level ≤ ``start`` and denoised from there (SDEdit's start)."""
     if keyframes.dim() != 5 or keyframes.shape[2:] != (3, 32, 32):
         raise ValueError(f"keyframes must be (B, T, 3, 32, 32), got {tuple(keyframes.shape)}")
     device = _device(v2v)
     low = upsample(to_model_space(keyframes.to(device)))
     ref = None if reference is None else to_model_space(reference.to(device))
-
-    def eps(x, t, cond):
-        return v2v(x, t, cond, low, ref)
-
-    eps.parameters = v2v.parameters
+    cond = tokens.to(device)
     noise = initial_noise(tuple(low.shape), seed, device)
-    x = ddim_sample(eps, noise, tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=1.0)
+    if start is None:
+
+        def eps(x, t, c):
+            return v2v(x, t, c, low, ref)
+
+        eps.parameters = v2v.parameters
+        x = ddim_sample(eps, noise, cond, make_train_scheduler(), steps=steps, guidance_scale=1.0)
+        return to_image_space(x).float().cpu()
+    start = check_int("start", start, 0, NUM_TRAIN_TIMESTEPS - 1)
+    sched = make_ddim_scheduler(make_train_scheduler(), steps)
+    levels = [t for t in sched.timesteps.tolist() if t <= start]
+    if not levels:
+        raise ValueError(f"no DDIM level of {steps} steps lies at or below start={start}")
+    x = sched.add_noise(low, noise, torch.tensor([levels[0]]))
+    for t in levels:
+        e = v2v(x, torch.full((x.shape[0],), t, device=device), cond, low, ref)
+        x = ddim_step(sched, e, t, x, use_clipped_model_output=True).prev_sample
     return to_image_space(x).float().cpu()
 
 
@@ -151,7 +171,9 @@ def cascade(models: dict, tokens: torch.Tensor, seed: int, settings: CascadeSett
         settings.strength,
         settings.steps,
     )
-    clip64 = video_to_video(models["v2v"], tokens, keyframes, reference, seed + 2, settings.v2v_steps)
+    clip64 = video_to_video(
+        models["v2v"], tokens, keyframes, reference, seed + 2, settings.v2v_steps, settings.v2v_start
+    )
     return {
         "reference": reference,
         "keyframes": keyframes,

@@ -153,17 +153,19 @@ def test_i2v_delta_holds_only_the_additions():
 # ---- V2V ----
 
 
-def test_v2v_starts_as_the_video_model_on_the_subsampled_clip():
+def test_v2v_starts_as_bicubic_with_the_primer_stem():
     video = tiny_video()
-    i2v = I2V(video, TINY).eval()
-    v2v = V2V(i2v, TINY).eval()
+    v2v = V2V(I2V(video, TINY), TINY).eval()
     x, t, tokens, ref = inputs(size=64)
-    low = torch.randn_like(x)  # the condition half starts at zero, so any condition gives the same ε̂
+    low = torch.randn_like(x)
     with torch.no_grad():
-        eps = v2v(x, t, tokens, low, ref)
-        expected = video(x[..., ::2, ::2].contiguous(), t, tokens)
-    assert torch.allclose(eps[..., ::2, ::2], expected, atol=1e-5)
-    assert float(eps[..., 1::2, :].abs().max()) == 0 and float(eps[..., :, 1::2].abs().max()) == 0
+        eps, x0 = v2v(x, t, tokens, low, ref, return_x0=True)
+        assert torch.equal(x0, low)  # r = 0: the clean estimate is the upsampled clip at every level
+        acp = v2v.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+        assert torch.allclose(eps, (x - acp.sqrt() * low) / (1 - acp).sqrt(), atol=1e-5)
+        feats = v2v._stem(torch.cat([x, low], 2).flatten(0, 1))  # the low half starts at zero
+        primer = video.spatial.conv_in(torch.nn.functional.pixel_unshuffle(x.flatten(0, 1)[..., ::2, ::2], 2))
+    assert torch.allclose(feats, primer, atol=1e-5)
 
 
 def test_v2v_leaves_the_i2v_stage_untouched_and_rejects_bad_sizes():

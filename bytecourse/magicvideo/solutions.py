@@ -110,7 +110,7 @@ def solution_linear_vfi(clip):
 def check_subpixel_stem(fn: Callable, tol: float = 1e-5):
     """``fn(conv_in (a Conv2d on 12 = 3·2·2 channels)) → weight (out, 48, 3, 3)``: the weight of a conv on the
     pixel-unshuffle-by-4 of a 64-px image that computes ``conv_in`` on the pixel-unshuffle-by-2 of x[..., ::2, ::2].
-    Checked on random images (V2V builds its stem this way, so training starts from the video model)."""
+    Checked on random images (V2V builds its stem this way, so its backbone starts from the features it knows)."""
     g = torch.Generator().manual_seed(2)
     with torch.random.fork_rng():
         torch.manual_seed(2)

@@ -12,7 +12,9 @@ it adds to the shared models (the primer's image model and the course's inflated
 - ``v2v``: 32 → 64 px (:class:`~bytecourse.magicvideo.models.V2V`), from the finished I2V stage: the 64-px render of
   a clip is the target, the same clip rendered at 32 px and upsampled bicubically the condition, with Gaussian
   conditioning augmentation (cascaded diffusion, Ho et al. 2022 §3: the stage must repair what the stage below
-  gets wrong, not just copy it) and the clip's first 32-px frame as the reference.
+  gets wrong, not just copy it) and the clip's first 32-px frame as the reference. V2V predicts x̂₀ as a correction
+  to the upsampled clip, so its loss is the x̂₀-MSE weighted 1 + min(SNR, 5): the v-loss (which is 1 + SNR in x̂₀
+  terms) truncated where SNR is large, since there an ε-error is an x̂₀-error multiplied by up to 10⁴.
 - ``vfi``: the frame interpolator on exact middle frames: 15-frame renders at 64 px, odd frames predicted from their
   even neighbours, L1 loss.
 - ``v2v_noref`` (an ablation, recorded but not shipped when it does not fit the share): V2V without the reference
@@ -68,6 +70,7 @@ class MagicVideoTrainConfig(JSONConfig):
     high_noise: tuple[float, int] = (0.5, 700)
     max_loss_weight: float = 20.0
     low_noise: float = 0.2  # V2V conditioning augmentation: σ ~ U(0, low_noise) in model space
+    v2v_snr_cap: float = 5.0  # V2V's x̂₀ loss weight 1 + min(SNR, cap): the v-loss, truncated at the low-noise end
     max_objects: int = 2
     object_probs: tuple[float, ...] = (0.6, 0.4)
     ema_decay: float = 0.999
@@ -169,13 +172,15 @@ def v2v_loss(config: MagicVideoTrainConfig, stage: str = "v2v"):
         keep = torch.rand(spec.batch, generator=g) >= config.p_noref
         x0, t, noise, tokens, ref, low = (v.to(device) for v in (x0, t, noise, tokens, ref, low))
         xt = scheduler.add_noise(x0, noise, t)
-        eps = torch.empty_like(xt)
+        x0_hat = torch.empty_like(xt)
         k, d = keep.nonzero()[:, 0].to(device), (~keep).nonzero()[:, 0].to(device)
         if len(k):
-            eps[k] = model(xt[k], t[k], tokens[k], low[k], ref[k])
+            x0_hat[k] = model(xt[k], t[k], tokens[k], low[k], ref[k], return_x0=True)[1]
         if len(d):
-            eps[d] = model(xt[d], t[d], tokens[d], low[d], None)
-        return _weighted_mse(config, scheduler, eps, noise, t)
+            x0_hat[d] = model(xt[d], t[d], tokens[d], low[d], None, return_x0=True)[1]
+        acp = scheduler.alphas_cumprod.to(device)[t].float()
+        w = 1 + (acp / (1 - acp)).clamp(max=config.v2v_snr_cap)  # the v-loss in x̂₀ terms, 1 + SNR, SNR truncated
+        return (w * (x0_hat.float() - x0.float()).pow(2).flatten(1).mean(1)).mean()
 
     return loss_fn
 

@@ -208,7 +208,7 @@ _ALL = (
         "bytecourse.magicvideo.train:cli_train",
         "bytecourse.magicvideo.evaluate:cli_eval",
         COMMON_OPTIONS | {"stage"},
-        stage_names=("i2v", "v2v", "vfi", "v2v_noref"),
+        stage_names=("i2v", "v2v", "vfi", "v2v_noref", "i2v_pool", "i2v_scarce", "i2v_scarce_joint"),
     ),
     Target(
         "video",

@@ -300,3 +300,31 @@ def test_v2v_sampling_from_noise_and_as_refinement():
         video_to_video(v2v, tokens, keys, None, seed=0, steps=3, start=2000)
     with pytest.raises(ValueError):
         video_to_video(v2v, tokens, torch.rand(1, 2, 3, 16, 16), None, seed=0, steps=3)
+
+
+def test_joint_regimes_share_one_fixed_pool():
+    from bytecourse.magicvideo.train import POOL_BATCHES, MagicVideoTrainConfig, _pool_seed
+
+    c = MagicVideoTrainConfig()
+    scarce = {_pool_seed(c, "i2v_scarce", k) for k in range(1000)}
+    joint = {_pool_seed(c, "i2v_scarce_joint", k) for k in range(1000)}
+    pool = {_pool_seed(c, "i2v_pool", k) for k in range(1000)}
+    assert len(scarce) == POOL_BATCHES["i2v_scarce"] and scarce == joint and scarce < pool
+    assert len(pool) == POOL_BATCHES["i2v_pool"]
+
+
+def test_joint_verdict_can_say_not_reproduced():
+    from bytecourse.magicvideo.evaluate import JOINT_NAMES, verdict_joint
+
+    def table(joint_gain: float) -> dict:
+        rows = {
+            "i2v_pool": [18.0, 18.5, 19.0],
+            "i2v_scarce": [16.0, 16.5, 17.0],
+            "i2v_scarce_joint": [16.0 + joint_gain, 16.5 + joint_gain, 17.0 + joint_gain],
+        }
+        return {"joint": {"rows": [{"setting": JOINT_NAMES[k], "metrics": {"psnr": _s(v)}} for k, v in rows.items()]}}
+
+    assert verdict_joint(table(2.0))["outcome"] == "reproduced"
+    assert verdict_joint(table(0.2))["outcome"] == "inconclusive"
+    assert verdict_joint(table(-2.0))["outcome"] == "not reproduced"
+    assert all(v["claim"] != verdict_joint(table(2.0))["claim"] for v in verdicts(_tables(5, 1, 5.0)))

@@ -44,6 +44,10 @@ from .models import I2V, V2V, FrameInterpolator, MagicVideoConfig
 
 STAGES = ("i2v", "v2v", "vfi", "v2v_noref")
 CHECKPOINTS = {s: f"magicvideo_{s}" for s in STAGES}
+#: the joint-training claim's regimes (trained, evaluated and recorded in the manifest; not shipped): I2V on a fixed
+#: pool of N clips; on N/10 of them; on N/10 of them plus single images — equal steps
+JOINT_STAGES = ("i2v_pool", "i2v_scarce", "i2v_scarce_joint")
+POOL_BATCHES = {"i2v_pool": 100, "i2v_scarce": 10, "i2v_scarce_joint": 10}  # batches of 8 clips: N = 800, N/10 = 80
 #: the motion kinds of the chapter: a reference image shows its object, so "enters from the left" (an empty first
 #: frame) is left out of training and evaluation alike
 KINDS = ("linear", "curved", "bouncing", "leaving")
@@ -64,6 +68,10 @@ class MagicVideoTrainConfig(JSONConfig):
     v2v: StageSpec = StageSpec(steps=3000, lr=5e-4, batch=4)
     vfi: StageSpec = StageSpec(steps=2500, lr=1e-3, batch=8)
     v2v_noref: StageSpec = StageSpec(steps=3000, lr=5e-4, batch=4)
+    i2v_pool: StageSpec = StageSpec(steps=1000, lr=5e-4, batch=8)
+    i2v_scarce: StageSpec = StageSpec(steps=1000, lr=5e-4, batch=8)
+    i2v_scarce_joint: StageSpec = StageSpec(steps=1000, lr=5e-4, batch=8)
+    p_image_joint: float = 0.5  # the scarce regime's share of image batches
     p_image: float = 0.2  # image–video joint training: share of I2V batches that are single images
     p_uncond: float = 0.1  # caption dropped (CFG)
     p_noref: float = 0.1  # reference dropped (CFG)
@@ -91,7 +99,20 @@ class MagicVideoTrainConfig(JSONConfig):
 
 
 def _data_seed(config: MagicVideoTrainConfig, stage: str, step: int) -> int:
+    if stage in JOINT_STAGES:  # noise, levels and images: the regime's own stream
+        return (
+            seeds.MAGICVIDEO_DATA
+            + (len(STAGES) + JOINT_STAGES.index(stage)) * 1_000_000
+            + config.seed * 100_000
+            + step
+        )
     return seeds.MAGICVIDEO_DATA + STAGES.index(stage) * 1_000_000 + config.seed * 100_000 + step
+
+
+def _pool_seed(config: MagicVideoTrainConfig, stage: str, step: int) -> int:
+    """The clip batch of a joint-claim regime at ``step``: batch ``step mod POOL_BATCHES[stage]`` of one fixed pool
+    (every regime's first ten batches are the same clips, so the scarce set is part of the large one)."""
+    return seeds.MAGICVIDEO_DATA + 4_900_000 + config.seed * 1_000 + step % POOL_BATCHES[stage]
 
 
 def _levels(config: MagicVideoTrainConfig, b: int, g: torch.Generator, scheduler):
@@ -117,14 +138,17 @@ def i2v_loss(config: MagicVideoTrainConfig, stage: str = "i2v"):
     spec, world = config.spec(stage), config.world()
     images = ShapesConfig(size=32, max_objects=config.max_objects, object_probs=config.object_probs, caption_length=24)
 
+    p_image = {"i2v": config.p_image, "i2v_scarce_joint": config.p_image_joint}.get(stage, 0.0)
+
     def loss_fn(model: I2V, step: int, device) -> torch.Tensor:
         s = _data_seed(config, stage, step)
         g = torch.Generator().manual_seed(s + seeds.NOISE_SUBSTREAM)
-        if float(torch.rand((), generator=g)) < config.p_image:  # joint training: images as one-frame clips
+        if float(torch.rand((), generator=g)) < p_image:  # joint training: images as one-frame clips
             batch = make_shapes(spec.batch * world.frames, s, images)
             x0, tokens = to_model_space(batch.images)[:, None], batch.tokens
         else:
-            batch = make_motion(spec.batch, s, world)
+            clip_seed = _pool_seed(config, stage, step) if stage in JOINT_STAGES else s
+            batch = make_motion(spec.batch, clip_seed, world)
             x0, tokens = to_model_space(batch.videos), batch.tokens
         ref = x0[:, 0]
         b = x0.shape[0]
@@ -206,7 +230,7 @@ def build(config: MagicVideoTrainConfig, stage: str, parents: dict | None = None
         return FrameInterpolator(config.model.vfi_channels)
     video, _, _ = load_inflated_video_model()
     i2v = I2V(video, config.model)
-    if stage == "i2v":
+    if stage == "i2v" or stage in JOINT_STAGES:
         for m in i2v.trainable():
             m.requires_grad_(True)
         return i2v
@@ -232,18 +256,20 @@ def train_stage(
     parents: dict | None = None,
 ):
     """Train (or continue) one stage; ship it when it completes and ``ship``."""
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage not in STAGES + JOINT_STAGES:
+        raise ValueError(f"stage must be one of {STAGES + JOINT_STAGES}, got {stage!r}")
     spec = config.spec(stage)
-    model = seeded_init(config.seed + STAGES.index(stage), lambda: build(config, stage, parents))
+    model = seeded_init(config.seed + (STAGES + JOINT_STAGES).index(stage), lambda: build(config, stage, parents))
     if stage == "vfi":
         loss_fn, state_dict = vfi_loss(config), None
-    elif stage == "i2v":
-        loss_fn, state_dict = i2v_loss(config), lambda m: m.delta_state_dict()
+    elif stage == "i2v" or stage in JOINT_STAGES:
+        loss_fn, state_dict = i2v_loss(config, stage), lambda m: m.delta_state_dict()
     else:
         loss_fn, state_dict = v2v_loss(config, stage), lambda m: m.delta_state_dict()
     parent_names = (
-        [] if stage == "vfi" else ["primer_unet", VIDEO_CHECKPOINT] + (["magicvideo_i2v"] if stage != "i2v" else [])
+        []
+        if stage == "vfi"
+        else ["primer_unet", VIDEO_CHECKPOINT] + (["magicvideo_i2v"] if stage in ("v2v", "v2v_noref") else [])
     )
 
     def entry(_state) -> dict:
@@ -253,7 +279,7 @@ def train_stage(
         model,
         loss_fn,
         target="magicvideo",
-        checkpoint=CHECKPOINTS[stage],
+        checkpoint=CHECKPOINTS.get(stage),
         config=config.to_dict() | {"stage": stage},
         total_steps=spec.steps,
         lr=spec.lr,
@@ -278,7 +304,11 @@ def cli_train(options) -> dict:
     """One stage (``--stage``), or i2v → v2v → vfi in order; ``--steps`` overrides the steps (smoke tests)."""
     config = MagicVideoTrainConfig(seed=options.seed)
     if options.steps:
-        config = replace(config, **{s: replace(config.spec(s), steps=options.steps) for s in STAGES})
+        config = replace(config, **{s: replace(config.spec(s), steps=options.steps) for s in STAGES + JOINT_STAGES})
+    if options.stage in JOINT_STAGES:
+        return train_joint_regime(
+            config, options.stage, device=options.device, resume=options.resume, max_minutes=options.max_minutes
+        )
     stages = [options.stage] if options.stage else ["i2v", "v2v", "vfi"]
     deadline = None if options.max_minutes is None else time.time() + 60 * options.max_minutes
     out = {}
@@ -313,6 +343,34 @@ def load_models(device: str | torch.device = "cpu", ablations: bool = True) -> d
         noref.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["v2v_noref"])[0])
         models["v2v_noref"] = noref
     return {k: m.to(device).eval().requires_grad_(False) for k, m in models.items()}
+
+
+def train_joint_regime(config: MagicVideoTrainConfig, stage: str, *, seeds_: tuple[int, ...] = (0, 1, 2), **options):
+    """One regime of the joint-training claim: train it (not shipped: three more I2V deltas would not fit the chapter's
+    share), evaluate it on the held-out clips (:func:`~bytecourse.magicvideo.evaluate.joint_seed`) and record the
+    run, its command, wall time and per-seed metrics in the manifest (``runs.magicvideo``), where ``eval magicvideo``
+    reads them."""
+    from .evaluate import joint_seed
+
+    model, summary = train_stage(config, stage, ship=False, **options)
+    if not summary["finished"]:
+        return summary
+    t0 = time.time()
+    per_seed = [joint_seed(model.eval(), s) for s in seeds_]
+    record = {
+        "command": f"python -m bytecourse train magicvideo --stage {stage}"
+        + (f" --seed {config.seed}" if config.seed else ""),
+        "config": config.to_dict() | {"stage": stage},
+        "seed": config.seed,
+        "device": checkpoints.device_description(torch.device(summary["device"])),
+        "wall_time_s": summary["wall_time_s"],
+        "eval_time_s": round(time.time() - t0, 1),
+        "eval_seeds": list(seeds_),
+        "per_seed": per_seed,
+        "parents": {n: checkpoints.manifest_entry(n)["sha256"] for n in ("primer_unet", VIDEO_CHECKPOINT)},
+    }
+    checkpoints.record_run("magicvideo", f"joint/{stage}", record)
+    return summary | {"per_seed": per_seed}
 
 
 def quick_train(stage: str = "i2v", steps: int = 15, device: str = "auto"):

@@ -209,6 +209,7 @@ _ALL = (
         "bytecourse.magicvideo.evaluate:cli_eval",
         COMMON_OPTIONS | {"stage"},
         stage_names=("i2v", "v2v", "vfi", "v2v_noref", "i2v_pool", "i2v_scarce", "i2v_scarce_joint"),
+        eval_parts=("joint",),
     ),
     Target(
         "video",

@@ -20,6 +20,7 @@ CASES = {  # notebook: (target, stored table its slice reads)
     "03_metaprompts.ipynb": ("metaprompts", "slice"),
     "04_boximator.ipynb": ("boximator", "table1"),
     "05_magicanimate.ipynb": ("magicanimate", "slice"),
+    "06_magicvideo.ipynb": ("magicvideo", "slice"),
     "07_dreamtalk.ipynb": ("dreamtalk", "models"),
     "08_cosa.ipynb": ("cosa", "slice"),
     "09_vistallama.ipynb": ("vistallama", "hallucination"),

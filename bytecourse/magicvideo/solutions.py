@@ -119,8 +119,9 @@ def check_subpixel_stem(fn: Callable, tol: float = 1e-5):
     weight = attempt("sub-pixel stem", fn, conv_in)
     if weight is None:
         return False, float("nan")
-    got = F.conv2d(F.pixel_unshuffle(x, 4), weight, conv_in.bias, padding=1)
-    want = conv_in(F.pixel_unshuffle(x[..., ::2, ::2], 2))
+    with torch.no_grad():
+        got = F.conv2d(F.pixel_unshuffle(x, 4), weight, conv_in.bias, padding=1)
+        want = conv_in(F.pixel_unshuffle(x[..., ::2, ::2], 2))
     return report("sub-pixel stem", float((got - want).abs().max()), tol)
 
 

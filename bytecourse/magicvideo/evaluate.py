@@ -42,6 +42,7 @@ from dataclasses import asdict, replace
 import torch
 
 from .. import checkpoints, seeds
+from ..diffusion.video_eval import fully_inside
 from ..evaluation import outcome_of, psnr, seed_range_side, ssim, summarise
 from ..oracle import caption_accuracy, detect_objects, realism
 from ..oracle.motion import background_flicker, motion_correct, track_objects
@@ -83,13 +84,6 @@ def eval_clips(seed: int, n: int = CAPTIONS, frames: int = 8, size: int = 32) ->
     frame count: the world scales exactly, and 15 frames put the 8 keyframes at the even indices)."""
     world = MagicVideoTrainConfig().world(frames=frames, size=size)
     return make_motion(n, seeds.MAGICVIDEO_EVAL + 1_000 * seed, replace(world, max_objects=1, object_probs=None))
-
-
-def _inside(batch: MotionBatch) -> torch.Tensor:
-    b = batch.boxes_full
-    return ((b[..., 0] >= 0) & (b[..., 1] >= 0) & (b[..., 2] <= 1) & (b[..., 3] <= 1) | ~batch.present[:, None]).all(
-        -1
-    )
 
 
 def clip_criteria(video: torch.Tensor, caption: str, inside: torch.Tensor) -> dict[str, float]:
@@ -164,7 +158,7 @@ def study_seed(models: dict, seed: int, settings: CascadeSettings = CascadeSetti
     """One evaluation seed of the study: per-clip criteria of the cascade, the baseline and the real clips."""
     batch = eval_clips(seed, n)
     real = eval_clips(seed, n, frames=15, size=64)
-    inside = _inside(real)
+    inside = fully_inside(real)
     noise_seed = seeds.MAGICVIDEO_EVAL + 1_000 * seed + 500
     out = cascade(models, batch.tokens, noise_seed, settings)
     base = single_stage(models["video"], batch.tokens, noise_seed + 1, baseline_guidance(), settings.steps)

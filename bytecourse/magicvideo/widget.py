@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import seeds
+from ..diffusion.video_eval import fully_inside
 from ..evaluation import psnr
 from ..oracle import caption_accuracy, detect_objects
 from ..validation import check_choice, check_int
-from .evaluate import _inside, clip_criteria, eval_clips, motion_amplitude
+from .evaluate import clip_criteria, eval_clips, motion_amplitude
 from .models import NOISE_PRIORS
 from .pipeline import CascadeSettings, cascade
 
@@ -40,7 +41,7 @@ def cascade_view(models: dict, caption: int = 0, strength: float = 0.25, prior: 
     ref, keys = out["reference"][0], out["keyframes"][0]
     ref_ok = caption_accuracy([text], detect_objects(ref[None]))["exact"]
     key_scores = clip_criteria(keys, text, torch.ones(keys.shape[0], dtype=torch.bool))
-    final = clip_criteria(out["clip15"][0], text, _inside(real)[caption])
+    final = clip_criteria(out["clip15"][0], text, fully_inside(real)[caption])
     sharp = clip_criteria(out["clip64"][0], text, torch.ones(keys.shape[0], dtype=torch.bool))
     return {
         "settings": {"caption": text, "strength": strength, "prior": prior, "seed": seed},

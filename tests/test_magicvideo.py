@@ -78,9 +78,64 @@ def test_noise_prior_rejects_bad_input(mode, strength, shapes):
         noise_prior(torch.zeros(e), torch.zeros(z), mode, strength)
 
 
+def test_ddim_start_level_and_partial_sampling():
+    from bytecourse.diffusion.sampling import ddim_sample, ddim_start_level
+    from bytecourse.diffusion.schedule import make_ddim_scheduler, make_train_scheduler
+
+    sched = make_train_scheduler()
+    grid = make_ddim_scheduler(sched, 10).timesteps.tolist()
+    assert ddim_start_level(sched, 10, 0.0)[0] == grid[0]
+    levels = [ddim_start_level(sched, 10, g) for g in (0.1, 0.5, 0.9)]
+    assert all(a >= g for (_, a), g in zip(levels, (0.1, 0.5, 0.9)))
+    assert [t for t, _ in levels] == sorted((t for t, _ in levels), reverse=True)  # more signal → a later start
+    t5, _ = levels[1]
+    assert float(sched.alphas_cumprod[grid[grid.index(t5) - 1]]) < 0.5  # the noisiest level that still has ᾱ ≥ γ
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError):
+            ddim_start_level(sched, 10, bad)
+
+    calls = []
+
+    def model(x, t, cond):
+        calls.append(int(t[0]))
+        return 0.1 * x
+
+    x = torch.randn(1, 3, 4, 4)
+    full = ddim_sample(model, x, torch.ones(1, 12, dtype=torch.long), sched, steps=10)
+    assert torch.equal(ddim_sample(model, x, torch.ones(1, 12, dtype=torch.long), sched, steps=10, start=999), full)
+    calls.clear()
+    ddim_sample(model, x, torch.ones(1, 12, dtype=torch.long), sched, steps=10, start=t5)
+    assert calls == [t for t in grid if t <= t5]
+    with pytest.raises(ValueError):
+        ddim_sample(model, x, torch.ones(1, 12, dtype=torch.long), sched, steps=10, start=1000)
+
+
+def test_matched_prior_is_plain_noise_at_zero_and_starts_later_with_more_signal():
+    from bytecourse.magicvideo.pipeline import image_to_video
+
+    video = tiny_video()
+    i2v = I2V(video, TINY).eval()
+    _, _, tokens, _ = inputs(b=1)
+    ref = torch.rand(1, 3, 32, 32)
+    run = lambda prior, s, steps=4: image_to_video(i2v, tokens, ref, 0, 1.0, prior, s, steps=steps, frames=2)  # noqa: E731
+    plain = run("shift", 0.0)
+    assert torch.allclose(run("matched", 0.0), plain, atol=1e-4)
+    close = run("matched", 0.9)
+    # started where ᾱ ≥ 0.9, the frames stay near the reference whatever the (random) model does
+    assert float((close - ref[:, None]).abs().mean()) < float((plain - ref[:, None]).abs().mean())
+    with pytest.raises(ValueError):
+        run("matched", 1.0)
+
+
 def test_cascade_settings_validate():
     CascadeSettings().validate()
-    for bad in (CascadeSettings(strength=1.2), CascadeSettings(prior="vp", strength=1.0), CascadeSettings(steps=0)):
+    CascadeSettings(prior="matched", strength=0.5).validate()
+    for bad in (
+        CascadeSettings(strength=1.2),
+        CascadeSettings(prior="vp", strength=1.0),
+        CascadeSettings(prior="matched", strength=1.0),
+        CascadeSettings(steps=0),
+    ):
         with pytest.raises(ValueError):
             bad.validate()
 
@@ -168,6 +223,24 @@ def test_v2v_starts_as_bicubic_with_the_primer_stem():
     assert torch.allclose(feats, primer, atol=1e-5)
 
 
+def test_v2v_refiner_is_local_reads_the_noise_levels_and_ships_in_the_delta():
+    v2v = V2V(I2V(tiny_video(), TINY), TINY).eval()
+    randomise(v2v.fine, 5, 0.2)
+    x, t, tokens, ref = inputs(frames=2, size=64)
+    low = torch.randn_like(x)
+    with torch.no_grad():
+        x0 = v2v(x, t, tokens, low, ref, return_x0=True)[1]
+        assert not torch.equal(x0, v2v(x, t, tokens, low, ref, return_x0=True, aug=0.1)[1])  # σ_aug is an input
+        assert not torch.equal(x0, v2v(x, t.flip(0), tokens, low, ref, return_x0=True)[1])  # so is √ᾱ_t
+        n = torch.zeros(1, 3, 64, 64)
+        f0 = v2v.fine(n, n, n, torch.ones(1), torch.zeros(1))
+        n[..., 40, 40] = 1.0
+        f1 = v2v.fine(n, n, n, torch.ones(1), torch.zeros(1))
+    changed = (f1 - f0).abs().sum(1)[0].nonzero()
+    assert changed[:, 0].min() >= 37 and changed[:, 0].max() <= 43  # three 3×3 convolutions: a 7×7 reach
+    assert any(k.startswith("fine.") for k in v2v.delta_state_dict())
+
+
 def test_v2v_leaves_the_i2v_stage_untouched_and_rejects_bad_sizes():
     video = tiny_video()
     i2v = I2V(video, TINY).eval()
@@ -240,14 +313,21 @@ def _tables(good: int, bad: int, psnr_gain: float) -> dict:
         "votes": {"rows": _votes(good, bad)},
         "noise_prior": {
             "rows": [
-                {"setting": "shift 0", "metrics": {"frame0_psnr": _s([10, 11, 12]), "motion": _s([0.05, 0.06, 0.07])}},
-                {
-                    "setting": "shift 1",
-                    "metrics": {
-                        "frame0_psnr": _s([10 + psnr_gain, 11 + psnr_gain, 12 + psnr_gain]),
-                        "motion": _s([0.05, 0.06, 0.07]) if psnr_gain < 0 else _s([0.01, 0.02, 0.03]),
+                row
+                for mode, end in (("shift", "1"), ("matched", "0.9"))
+                for row in (
+                    {
+                        "setting": f"{mode} 0",
+                        "metrics": {"frame0_psnr": _s([10, 11, 12]), "motion": _s([0.05, 0.06, 0.07])},
                     },
-                },
+                    {
+                        "setting": f"{mode} {end}",
+                        "metrics": {
+                            "frame0_psnr": _s([10 + psnr_gain, 11 + psnr_gain, 12 + psnr_gain]),
+                            "motion": _s([0.05, 0.06, 0.07]) if psnr_gain < 0 else _s([0.01, 0.02, 0.03]),
+                        },
+                    },
+                )
             ]
         },
         "v2v": {
@@ -270,10 +350,15 @@ def test_verdicts_can_say_not_reproduced():
     good = _tables(good=5, bad=1, psnr_gain=5.0)
     assert verdict_study(good)["outcome"] == "reproduced"
     assert verdict_prior(good)["outcome"] == "reproduced"
+    assert verdict_prior(good, "matched")["outcome"] == "reproduced"
     assert all(v["outcome"] == "reproduced" for v in verdicts(good))
+    assert sum("matched" in v["claim"] for v in verdicts(good)) == 1
     bad = _tables(good=1, bad=5, psnr_gain=-5.0)
     assert verdict_study(bad)["outcome"] == "not reproduced"
     assert verdict_prior(bad)["outcome"] == "not reproduced"
+    assert verdict_prior(bad, "matched")["outcome"] == "not reproduced"
+    with pytest.raises(ValueError):
+        verdict_prior(good, "vp")
     assert all(v["outcome"] == "not reproduced" for v in verdicts(bad))
 
 

@@ -171,8 +171,13 @@ def ddim_sample(
     progress: bool = False,
     clip_x0: bool = True,
     use_clipped_model_output: bool = True,
+    start: int | None = None,
 ) -> torch.Tensor:
     """Run DDIM from ``noise`` (x_T) with ``steps`` network evaluations (×2 with CFG) and return x₀.
+
+    ``start`` (a timestep): run only the grid's levels t ≤ ``start``, so ``noise`` is x at the first of them,
+    :func:`ddim_start_level` — SDEdit's partial trajectory (Meng et al. 2022, §3), e.g. chapter 06's matched noise
+    prior. ``None`` runs the whole grid from T.
 
     The update is diffusers' ``DDIMScheduler.step``; ε-prediction models, any shape of x (images or videos).
     ``seed`` drives the fresh noise of η > 0; ``clip_x0`` see :func:`make_ddim_scheduler`.
@@ -194,6 +199,11 @@ def ddim_sample(
     acp = sched.alphas_cumprod
     x = noise
     timesteps = sched.timesteps.tolist()
+    if start is not None:
+        start = check_int("start", start, 0, train_scheduler.config.num_train_timesteps - 1)
+        timesteps = [t for t in timesteps if t <= start]
+        if not timesteps:
+            raise ValueError(f"no DDIM level of {steps} steps lies at or below start={start}")
     stride = sched.config.num_train_timesteps // sched.num_inference_steps
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="DDIM")):
         # the level DDIMScheduler.step actually jumps to (with "trailing" spacing it can differ by one from the
@@ -213,6 +223,24 @@ def ddim_sample(
         if hook is not None and (new := hook.on_step_end(state)) is not None:
             x = new
     return x
+
+
+def ddim_start_level(train_scheduler: DDPMScheduler, steps: int, signal: float) -> tuple[int, float]:
+    """The noisiest level of the ``steps``-step DDIM grid whose ᾱ_t is at least ``signal`` ∈ [0, 1):
+    ``(t, ᾱ_t)``. ``signal = 0`` gives the grid's first level (T). With x = √ᾱ_t·x₀' + √(1 − ᾱ_t)·ε and
+    ``ddim_sample(..., start=t)`` a sampler starts where a guide x₀' is exactly as noisy as the model was trained
+    to expect (SDEdit)."""
+    signal = check_float("signal", signal, 0.0, 1.0)
+    if signal >= 1.0:
+        raise ValueError(f"signal must be below 1 (ᾱ = 1 leaves nothing to sample), got {signal}")
+    steps = check_int("steps", steps, 1, train_scheduler.config.num_train_timesteps)
+    sched = make_ddim_scheduler(train_scheduler, steps)
+    acp = sched.alphas_cumprod
+    for t in sched.timesteps.tolist():
+        if float(acp[t]) >= signal:
+            return int(t), float(acp[t])
+    t = int(sched.timesteps[-1])
+    return t, float(acp[t])
 
 
 @torch.no_grad()

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion.inflate import object_tokens
-from ..diffusion.sampling import ddim_sample, ddim_step, initial_noise, to_image_space, to_model_space
+from ..diffusion.sampling import (
+    ddim_sample,
+    ddim_start_level,
+    ddim_step,
+    initial_noise,
+    to_image_space,
+    to_model_space,
+)
 from ..diffusion.schedule import NUM_TRAIN_TIMESTEPS, make_ddim_scheduler, make_train_scheduler
 from ..validation import check_float, check_int
 from .models import NOISE_PRIORS, interpolate_clip, linear_blend, noise_prior
@@ -95,15 +102,20 @@ def image_to_video(
     frames: int = 8,
 ) -> torch.Tensor:
     """I2V: keyframes ``(B, T, 3, 32, 32)`` in [0, 1] from ``reference (B, 3, 32, 32)`` in [0, 1] and the captions,
-    DDIM from the noise prior ``prior`` at ``strength``."""
+    DDIM from the noise prior ``prior`` at ``strength`` (``"matched"``: from the first level whose ᾱ_t ≥ γ, the
+    prior's formula at γ = that ᾱ_t; :func:`~bytecourse.magicvideo.models.noise_prior`)."""
     if reference.dim() != 4 or reference.shape[1:] != (3, 32, 32) or reference.shape[0] != tokens.shape[0]:
         raise ValueError(f"reference must be ({tokens.shape[0]}, 3, 32, 32), got {tuple(reference.shape)}")
     device = _device(i2v)
     ref = to_model_space(reference.to(device))
     eps = initial_noise((tokens.shape[0], frames, 3, 32, 32), seed, device)
+    scheduler, start = make_train_scheduler(), None
+    if prior == "matched":
+        noise_prior(eps[:1, :1], ref[:1], prior, strength)  # the range checks
+        start, strength = ddim_start_level(scheduler, steps, strength)
     x_t = noise_prior(eps, ref, prior, strength)
     model = _I2VEps(i2v, ref)
-    x = ddim_sample(model, x_t, tokens.to(device), make_train_scheduler(), steps=steps, guidance_scale=guidance)
+    x = ddim_sample(model, x_t, tokens.to(device), scheduler, steps=steps, guidance_scale=guidance, start=start)
     return to_image_space(x).float().cpu()
 
 

@@ -93,8 +93,10 @@ def render_view(view: dict, curve: list[dict] | None = None) -> None:
     )
     fig, ax = plt.subplots(figsize=(5.2, 3.0))
     if curve:
-        for mode, marker in (("shift", "o-"), ("vp", "s--")):
+        for mode, marker in (("shift", "o-"), ("vp", "s--"), ("matched", "^-.")):
             rows = [r for r in curve if r["prior"] == mode]
+            if not rows:
+                continue
             xs = [r["metrics"]["motion"]["mean"] for r in rows]
             ys = [r["metrics"]["frame0_psnr"]["mean"] for r in rows]
             ax.plot(xs, ys, marker, ms=4, label=f"stored sweep ({mode})", alpha=0.7)

@@ -198,12 +198,7 @@ def ddim_sample(
     g = torch.Generator().manual_seed(int(seed))
     acp = sched.alphas_cumprod
     x = noise
-    timesteps = sched.timesteps.tolist()
-    if start is not None:
-        start = check_int("start", start, 0, train_scheduler.config.num_train_timesteps - 1)
-        timesteps = [t for t in timesteps if t <= start]
-        if not timesteps:
-            raise ValueError(f"no DDIM level of {steps} steps lies at or below start={start}")
+    timesteps = ddim_levels(train_scheduler, steps, start)
     stride = sched.config.num_train_timesteps // sched.num_inference_steps
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="DDIM")):
         # the level DDIMScheduler.step actually jumps to (with "trailing" spacing it can differ by one from the
@@ -223,6 +218,20 @@ def ddim_sample(
         if hook is not None and (new := hook.on_step_end(state)) is not None:
             x = new
     return x
+
+
+def ddim_levels(train_scheduler: DDPMScheduler, steps: int, start: int | None = None) -> list[int]:
+    """The timesteps :func:`ddim_sample` visits with ``steps`` steps, noisiest first: the whole grid, or (``start``
+    a timestep) only its levels t ≤ ``start`` — ValueError when none is."""
+    steps = check_int("steps", steps, 1, train_scheduler.config.num_train_timesteps)
+    timesteps = make_ddim_scheduler(train_scheduler, steps).timesteps.tolist()
+    if start is None:
+        return timesteps
+    start = check_int("start", start, 0, train_scheduler.config.num_train_timesteps - 1)
+    timesteps = [t for t in timesteps if t <= start]
+    if not timesteps:
+        raise ValueError(f"no DDIM level of {steps} steps lies at or below start={start}")
+    return timesteps
 
 
 def ddim_start_level(train_scheduler: DDPMScheduler, steps: int, signal: float) -> tuple[int, float]:

@@ -23,14 +23,14 @@ import torch
 
 from ..diffusion.inflate import object_tokens
 from ..diffusion.sampling import (
+    ddim_levels,
     ddim_sample,
     ddim_start_level,
-    ddim_step,
     initial_noise,
     to_image_space,
     to_model_space,
 )
-from ..diffusion.schedule import NUM_TRAIN_TIMESTEPS, make_ddim_scheduler, make_train_scheduler
+from ..diffusion.schedule import make_train_scheduler
 from ..validation import check_float, check_int
 from .models import NOISE_PRIORS, interpolate_clip, linear_blend, noise_prior
 from .train import upsample
@@ -89,6 +89,17 @@ class _I2VEps:
         return torch.cat([cond, self.i2v(x[b:], t[b:], tokens[b:], None)])
 
 
+class _V2VEps:
+    """``model(x, t, cond)`` for the sampler: the upsampled keyframes and the reference ride along (no CFG)."""
+
+    def __init__(self, v2v, low: torch.Tensor, ref: torch.Tensor | None):
+        self.v2v, self.low, self.ref = v2v, low, ref
+        self.parameters = v2v.parameters
+
+    def __call__(self, x, t, tokens):
+        return self.v2v(x, t, tokens, self.low, self.ref)
+
+
 @torch.no_grad()
 def image_to_video(
     i2v,
@@ -139,23 +150,11 @@ def video_to_video(
     ref = None if reference is None else to_model_space(reference.to(device))
     cond = tokens.to(device)
     noise = initial_noise(tuple(low.shape), seed, device)
-    if start is None:
-
-        def eps(x, t, c):
-            return v2v(x, t, c, low, ref)
-
-        eps.parameters = v2v.parameters
-        x = ddim_sample(eps, noise, cond, make_train_scheduler(), steps=steps, guidance_scale=1.0)
-        return to_image_space(x).float().cpu()
-    start = check_int("start", start, 0, NUM_TRAIN_TIMESTEPS - 1)
-    sched = make_ddim_scheduler(make_train_scheduler(), steps)
-    levels = [t for t in sched.timesteps.tolist() if t <= start]
-    if not levels:
-        raise ValueError(f"no DDIM level of {steps} steps lies at or below start={start}")
-    x = sched.add_noise(low, noise, torch.tensor([levels[0]]))
-    for t in levels:
-        e = v2v(x, torch.full((x.shape[0],), t, device=device), cond, low, ref)
-        x = ddim_step(sched, e, t, x, use_clipped_model_output=True).prev_sample
+    scheduler, x = make_train_scheduler(), noise
+    if start is not None:
+        first = ddim_levels(scheduler, steps, start)[0]
+        x = scheduler.add_noise(low, noise, torch.tensor([first]))
+    x = ddim_sample(_V2VEps(v2v, low, ref), x, cond, scheduler, steps=steps, guidance_scale=1.0, start=start)
     return to_image_space(x).float().cpu()
 
 

@@ -43,8 +43,8 @@ class CascadeSettings:
     steps: int = 20
     t2i_guidance: float = 3.0
     i2v_guidance: float = 2.0
-    prior: str = "shift"
-    strength: float = 0.25  # λ (shift) or γ (vp)
+    prior: str = "matched"  # what ``eval magicvideo``'s choose_prior picked on validation captions
+    strength: float = 0.5  # λ (shift) or γ (vp, matched)
     v2v_steps: int = 20
     v2v_start: int | None = None  # None: V2V from pure noise; a timestep: refine the noised upsampled keyframes
 

@@ -15,23 +15,47 @@ it adds to the shared models (the primer's image model and the course's inflated
   gets wrong, not just copy it) and the clip's first 32-px frame as the reference. V2V predicts x̂₀ as a correction
   to the upsampled clip, so its loss is the x̂₀-MSE weighted 1 + min(SNR, 5): the v-loss (which is 1 + SNR in x̂₀
   terms) truncated where SNR is large, since there an ε-error is an x̂₀-error multiplied by up to 10⁴.
-  Measured (4 held-out clips of evaluation seed 0, PSNR against the exact 64-px render; bicubic 33.2 dB):
+  Measured (4 held-out clips of evaluation seed 0, PSNR per frame against the exact 64-px render; bicubic 33.2 dB):
 
   - the first V2V (3,000 steps, 36 min, no full-resolution path): its one-step x̂₀ was *below* bicubic at every
     level — 31.3 dB at t = 999, 32.3 dB at t = 10 from the true x_t — and sampling from noise gave 28.5 dB;
   - the shipped V2V (2,000 steps, 25 min, with :class:`~bytecourse.magicvideo.models.FineRefiner` and the
     augmentation level as an input): sampling from noise 30.6 dB (+2.1), one-step x̂₀ 30.0 dB at t = 999 and 31.5 dB
-    at t = 10, where x_t itself is at 37.5 dB. Still below bicubic. Looking inside: the backbone's correction r
-    drifted to a 17-dB estimate (mean |r| 0.27) and the refiner learnt to cancel it (mean |f| 0.27) — the two
-    corrections co-adapt instead of the refiner copying x_t at low noise.
+    at t = 10, where x_t itself is at 37.5 dB. Looking inside: the backbone's correction r drifted to a 17-dB
+    estimate (mean |r| 0.27) and the refiner learnt to cancel it (mean |f| 0.27);
+  - tried and not shipped: EDM's preconditioning around the upsampled clip (Karras et al. 2022, Eq. 7:
+    x̂₀ = low + c_skip·(x_t/√ᾱ_t − low) + c_out·(r + f), σ_d² = 0.085² + σ_aug², loss weight 1/c_out², uniform
+    levels; 2,000 steps, 32 min). Its one-step x̂₀ beat x_t where x_t is nearly clean (38.4 dB at t = 10, x_t 37.4)
+    and was 31.3 dB at t = 999, but its samples kept the noise the skip path passes through: at DDIM 20 the last
+    level is t = 49, where c_skip ≈ 0.42 lets 0.42·σ·ε through unless the network cancels it, and it had not learnt
+    to. On evaluation seeds 0–2 (8 clips each) its SSIM was 0.661 against the shipped design's 0.950 and bicubic's
+    0.970, PSNR 28.0 dB per clip (bicubic 29.5), and its sharpness ratio 0.95 was partly that noise. A V2V trained
+    the same way without the reference modules scored the same (PSNR 27.96 against 27.97 dB, SSIM 0.666 against
+    0.661), so with that design the reference claim was not reproduced either.
 
-  Next suspects, not yet run: x̂₀ written so that it *is* x_t at low noise (EDM's c_skip, or v-prediction:
-  x̂₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v̂), and V2V's levels drawn uniformly instead of half from t ≥ 700 (a super-resolver's
-  work is at low and middle noise; only 5 % of its training levels lie below t = 100).
+  Why V2V's PSNR stays below bicubic whatever the design (measured this session): the world's renderer is aliased
+  (7 distinct pixel values at 32 and at 64 px), so the 32-px render fixes a 64-px edge only to within a pixel, and a
+  plain 4-layer CNN *regressor* trained with MSE on the same pairs (1,200 steps) also stayed below bicubic (31.9
+  against 33.2 dB; 29.1 against 29.4 on training-like clips). The squared-error optimum is a blurred edge, close to
+  what bicubic draws; a good sampler draws one sharp edge and puts some a pixel off (the perception–distortion
+  trade-off, Blau & Michaeli 2018) — which is why ``eval magicvideo`` scores V2V for sharpness as well. The shipped
+  V2V does neither well: on evaluation seeds 0–2 it is *blurrier* than bicubic (sharpness ratio 0.28 against 0.49)
+  and 0.45 dB below it (PSNR per clip 29.03 against 29.48): it learnt an average, not a sample. Next suspects: a
+  V2V that samples sharp edges without passing noise through (EDM's skip with more steps near t = 0, or a final
+  denoising step at the lowest level), and an anti-aliased 64-px render so PSNR can reward the right edge.
 - ``vfi``: the frame interpolator on exact middle frames: 15-frame renders at 64 px, odd frames predicted from their
   even neighbours, L1 loss.
-- ``v2v_noref`` (an ablation, recorded but not shipped when it does not fit the share): V2V without the reference
-  encoder and ControlNet, for the report's claim that reusing them lowers structural error.
+- ``v2v_noref`` (an ablation, not shipped): V2V without the reference encoder and ControlNet, for the report's claim
+  that reusing them lowers structural error. The one run so far was of the EDM design above; until one of the
+  shipped design is trained, ``eval magicvideo`` compares V2V with its reference against the same V2V without one.
+- ``vfi_adv`` (the report's interpolator is GAN-based; the issue asks whether an adversarial term measurably
+  sharpens): the shipped ``vfi`` fine-tuned with L1 + w·hinge-GAN against a conditional PatchGAN critic
+  (:class:`~bytecourse.magicvideo.models.AdversarialVFI`), shipped as its own checkpoint and scored beside the L1
+  interpolator (``eval magicvideo``'s VFI table, with the sharpness ratio). Measured (w = 0.01, 1,500 steps,
+  7.8 min; evaluation seeds 0–2): it sharpens — sharpness ratio 0.91 against 0.87 — and pays for it in distortion,
+  PSNR 30.7 against 32.3 dB per clip, SSIM 0.977 against 0.985. The cascade keeps the L1 interpolator; the critic's
+  hinge loss stayed near 2 (it never separated real from interpolated frames by much), so a stronger critic or a
+  larger w is the next knob.
 """
 
 from __future__ import annotations
@@ -53,13 +77,17 @@ from ..diffusion.videomotion import load_inflated_video_model
 from ..trainer import seeded_init, train_and_ship
 from ..worlds import ShapesConfig, make_shapes
 from ..worlds.motion import MotionConfig, make_motion
-from .models import I2V, V2V, FrameInterpolator, MagicVideoConfig
+from .models import I2V, V2V, AdversarialVFI, FrameInterpolator, MagicVideoConfig
 
 STAGES = ("i2v", "v2v", "vfi", "v2v_noref")
-CHECKPOINTS = {s: f"magicvideo_{s}" for s in STAGES}
+CHECKPOINTS = {s: f"magicvideo_{s}" for s in STAGES + ("vfi_adv",)}
 #: the joint-training claim's regimes (trained, evaluated and recorded in the manifest; not shipped): I2V on a fixed
 #: pool of N clips; on N/10 of them; on N/10 of them plus single images — equal steps
 JOINT_STAGES = ("i2v_pool", "i2v_scarce", "i2v_scarce_joint")
+#: the VFI's adversarial fine-tuning (the report's interpolator is GAN-based): shipped as its own checkpoint and
+#: evaluated beside the L1 interpolator (kept out of STAGES so that the other stages' seeds do not move)
+ADV_STAGE = "vfi_adv"
+ALL_STAGES = STAGES + JOINT_STAGES + (ADV_STAGE,)
 POOL_BATCHES = {"i2v_pool": 100, "i2v_scarce": 10, "i2v_scarce_joint": 10}  # batches of 8 clips: N = 800, N/10 = 80
 #: the motion kinds of the chapter: a reference image shows its object, so "enters from the left" (an empty first
 #: frame) is left out of training and evaluation alike
@@ -81,6 +109,8 @@ class MagicVideoTrainConfig(JSONConfig):
     v2v: StageSpec = StageSpec(steps=2000, lr=5e-4, batch=4)
     vfi: StageSpec = StageSpec(steps=2500, lr=1e-3, batch=8)
     v2v_noref: StageSpec = StageSpec(steps=2000, lr=5e-4, batch=4)
+    vfi_adv: StageSpec = StageSpec(steps=1500, lr=2e-4, batch=8)
+    vfi_adv_weight: float = 0.01  # w of the interpolator's adversarial term (pix2pix: L1 × 100 beside GAN × 1)
     i2v_pool: StageSpec = StageSpec(steps=1000, lr=5e-4, batch=8)
     i2v_scarce: StageSpec = StageSpec(steps=1000, lr=5e-4, batch=8)
     i2v_scarce_joint: StageSpec = StageSpec(steps=1000, lr=5e-4, batch=8)
@@ -112,6 +142,8 @@ class MagicVideoTrainConfig(JSONConfig):
 
 
 def _data_seed(config: MagicVideoTrainConfig, stage: str, step: int) -> int:
+    if stage == ADV_STAGE:
+        return seeds.MAGICVIDEO_DATA + 9_000_000 + config.seed * 100_000 + step
     if stage in JOINT_STAGES:  # noise, levels and images: the regime's own stream
         return (
             seeds.MAGICVIDEO_DATA
@@ -223,15 +255,28 @@ def v2v_loss(config: MagicVideoTrainConfig, stage: str = "v2v"):
     return loss_fn
 
 
-def vfi_loss(config: MagicVideoTrainConfig):
-    spec = config.vfi
+def _vfi_triplets(config: MagicVideoTrainConfig, stage: str, step: int, device) -> tuple[torch.Tensor, ...]:
+    """Neighbours a, b and the exact middle frame of a batch of 15-frame 64-px renders, each ``(N, 3, 64, 64)``."""
+    world = replace(config.world(frames=15, size=64), kinds=KINDS)
+    clips = make_motion(config.spec(stage).batch, _data_seed(config, stage, step), world).videos
+    a, mid, b = clips[:, 0:-2:2], clips[:, 1::2], clips[:, 2::2]
+    return tuple(v.flatten(0, 1).to(device) for v in (a, b, mid))
 
+
+def vfi_loss(config: MagicVideoTrainConfig):
     def loss_fn(model: FrameInterpolator, step: int, device) -> torch.Tensor:
-        s = _data_seed(config, "vfi", step)
-        clips = make_motion(spec.batch, s, replace(config.world(frames=15, size=64), kinds=KINDS)).videos
-        a, mid, b = clips[:, 0:-2:2], clips[:, 1::2], clips[:, 2::2]
-        pred = model(a.flatten(0, 1).to(device), b.flatten(0, 1).to(device))
-        return F.l1_loss(pred, mid.flatten(0, 1).to(device))
+        a, b, mid = _vfi_triplets(config, "vfi", step, device)
+        return F.l1_loss(model(a, b), mid)
+
+    return loss_fn
+
+
+def vfi_adv_loss(config: MagicVideoTrainConfig):
+    """L_G + L_D of :class:`~bytecourse.magicvideo.models.AdversarialVFI` (each network moves by its own loss)."""
+
+    def loss_fn(model: AdversarialVFI, step: int, device) -> torch.Tensor:
+        g, d = model.losses(*_vfi_triplets(config, ADV_STAGE, step, device))
+        return g + d
 
     return loss_fn
 
@@ -242,6 +287,10 @@ def build(config: MagicVideoTrainConfig, stage: str, parents: dict | None = None
     parents = parents or {}
     if stage == "vfi":
         return FrameInterpolator(config.model.vfi_channels)
+    if stage == ADV_STAGE:  # fine-tunes the shipped L1 interpolator
+        vfi = FrameInterpolator(config.model.vfi_channels)
+        vfi.load_state_dict(parents.get("vfi") or checkpoints.load_checkpoint(CHECKPOINTS["vfi"])[0])
+        return AdversarialVFI(vfi, config.vfi_adv_weight)
     video, _, _ = load_inflated_video_model()
     i2v = I2V(video, config.model)
     if stage == "i2v" or stage in JOINT_STAGES:
@@ -270,12 +319,14 @@ def train_stage(
     parents: dict | None = None,
 ):
     """Train (or continue) one stage; ship it when it completes and ``ship``."""
-    if stage not in STAGES + JOINT_STAGES:
-        raise ValueError(f"stage must be one of {STAGES + JOINT_STAGES}, got {stage!r}")
+    if stage not in ALL_STAGES:
+        raise ValueError(f"stage must be one of {ALL_STAGES}, got {stage!r}")
     spec = config.spec(stage)
-    model = seeded_init(config.seed + (STAGES + JOINT_STAGES).index(stage), lambda: build(config, stage, parents))
+    model = seeded_init(config.seed + ALL_STAGES.index(stage), lambda: build(config, stage, parents))
     if stage == "vfi":
         loss_fn, state_dict = vfi_loss(config), None
+    elif stage == ADV_STAGE:
+        loss_fn, state_dict = vfi_adv_loss(config), lambda m: m.interpolator.state_dict()
     elif stage == "i2v" or stage in JOINT_STAGES:
         loss_fn, state_dict = i2v_loss(config, stage), lambda m: m.delta_state_dict()
     else:
@@ -283,6 +334,8 @@ def train_stage(
     parent_names = (
         []
         if stage == "vfi"
+        else ["magicvideo_vfi"]
+        if stage == ADV_STAGE
         else ["primer_unet", VIDEO_CHECKPOINT] + (["magicvideo_i2v"] if stage in ("v2v", "v2v_noref") else [])
     )
 
@@ -318,7 +371,7 @@ def cli_train(options) -> dict:
     """One stage (``--stage``), or i2v → v2v → vfi in order; ``--steps`` overrides the steps (smoke tests)."""
     config = MagicVideoTrainConfig(seed=options.seed)
     if options.steps:
-        config = replace(config, **{s: replace(config.spec(s), steps=options.steps) for s in STAGES + JOINT_STAGES})
+        config = replace(config, **{s: replace(config.spec(s), steps=options.steps) for s in ALL_STAGES})
     if options.stage in JOINT_STAGES:
         return train_joint_regime(
             config, options.stage, device=options.device, resume=options.resume, max_minutes=options.max_minutes
@@ -339,7 +392,7 @@ def cli_train(options) -> dict:
 
 def load_models(device: str | torch.device = "cpu", ablations: bool = True) -> dict:
     """The cascade's models, frozen: ``primer`` (T2I), ``video`` (the single-stage baseline), ``i2v``, ``v2v``,
-    ``vfi``, and ``v2v_noref`` when it is shipped and ``ablations``."""
+    ``vfi``, and with ``ablations`` those of ``v2v_noref`` and ``vfi_adv`` that are shipped."""
     from ..diffusion.image_model import load_image_model
 
     config = MagicVideoTrainConfig()
@@ -356,6 +409,9 @@ def load_models(device: str | torch.device = "cpu", ablations: bool = True) -> d
         noref = V2V(i2v, config.model, use_reference=False)
         noref.load_delta(checkpoints.load_checkpoint(CHECKPOINTS["v2v_noref"])[0])
         models["v2v_noref"] = noref
+    if ablations and checkpoints.checkpoint_available(CHECKPOINTS[ADV_STAGE]):
+        models[ADV_STAGE] = FrameInterpolator(config.model.vfi_channels)
+        models[ADV_STAGE].load_state_dict(checkpoints.load_checkpoint(CHECKPOINTS[ADV_STAGE])[0])
     return {k: m.to(device).eval().requires_grad_(False) for k, m in models.items()}
 
 

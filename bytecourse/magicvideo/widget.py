@@ -4,6 +4,8 @@ trade-off of the stored noise-prior sweep."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
@@ -26,13 +28,21 @@ def widget_captions() -> list[str]:
 
 
 @torch.no_grad()
-def cascade_view(models: dict, caption: int = 0, strength: float = 0.25, prior: str = "shift", seed: int = 0) -> dict:
+def cascade_view(
+    models: dict,
+    caption: int = 0,
+    strength: float = 0.5,
+    prior: str = "matched",
+    seed: int = 0,
+    base: CascadeSettings = CascadeSettings(),
+) -> dict:
     """Pure function behind the widget: the cascade for held-out caption number ``caption`` with the noise prior
-    ``prior`` at ``strength``, and the oracle's reading of each stage."""
+    ``prior`` at ``strength``, the other knobs from ``base`` (the notebook passes the evaluated settings), and the
+    oracle's reading of each stage."""
     caption = check_int("caption", caption, 0, CAPTIONS - 1)
     prior = check_choice("prior", prior, NOISE_PRIORS)
     seed = check_int("seed", seed, 0, 1000)
-    settings = CascadeSettings(prior=prior, strength=strength)
+    settings = replace(base, prior=prior, strength=strength)
     settings.validate()  # λ in [0, 1], γ in [0, 1)
     batch = eval_clips(WIDGET_SEED, CAPTIONS)
     real = eval_clips(WIDGET_SEED, CAPTIONS, frames=15, size=64)
@@ -113,8 +123,10 @@ def render_view(view: dict, curve: list[dict] | None = None) -> None:
     plt.close(fig)
 
 
-def cascade_explorer(models: dict, curve: list[dict] | None = None):
-    """The main widget of chapter 06; ``curve``: the stored ``noise_prior`` table's rows (None: no curve)."""
+def cascade_explorer(models: dict, curve: list[dict] | None = None, settings: CascadeSettings = CascadeSettings()):
+    """The main widget of chapter 06; ``curve``: the stored ``noise_prior`` table's rows (None: no curve);
+    ``settings``: where the controls start and the knobs they leave alone (the evaluated ones:
+    :func:`~bytecourse.magicvideo.evaluate.stored_settings`)."""
     import ipywidgets as W
 
     from ..widgets import FunctionView
@@ -123,14 +135,14 @@ def cascade_explorer(models: dict, curve: list[dict] | None = None):
     controls = {
         "caption": W.Dropdown(options=[(c, i) for i, c in enumerate(caps)], value=0, description="caption"),
         "strength": W.FloatSlider(
-            value=0.25, min=0.0, max=0.9, step=0.05, description="λ / γ", continuous_update=False
+            value=settings.strength, min=0.0, max=0.9, step=0.05, description="λ / γ", continuous_update=False
         ),
-        "prior": W.ToggleButtons(options=list(NOISE_PRIORS), value="shift", description="prior"),
+        "prior": W.ToggleButtons(options=list(NOISE_PRIORS), value=settings.prior, description="prior"),
         "seed": W.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
     }
     return FunctionView(
         controls,
-        lambda **v: cascade_view(models, **v),
+        lambda **v: cascade_view(models, **v, base=settings),
         lambda view: render_view(view, curve),
         title="Text → image → video → 64 px → 15 frames: move the noise prior and watch layout trade against motion",
     )

@@ -338,21 +338,21 @@ def test_magicvideo_noise_prior_moves_the_point(lab_page):
     handle = slider.locator(".noUi-handle")
     handle.wait_for(timeout=60_000)
     output = page.locator(".widget-output").first
-    expect(output).to_contain_text("noise prior shift λ = 0.25", timeout=180_000)
+    expect(output).to_contain_text("noise prior matched γ = 0.50", timeout=180_000)  # the evaluated settings
     expect(output).to_contain_text("T2I:", timeout=60_000)
     expect(plot).to_be_visible(timeout=60_000)
     first_src = plot_src()
     assert first_src.startswith("data:image/png")
 
     handle.focus()
-    for _ in range(5):  # λ 0.25 → 0.50 in steps of 0.05
+    for _ in range(5):  # γ 0.50 → 0.75 in steps of 0.05
         handle.press("ArrowRight")
-    expect(output).to_contain_text("noise prior shift λ = 0.50", timeout=120_000)
+    expect(output).to_contain_text("noise prior matched γ = 0.75", timeout=120_000)
     second_src = plot_src()
-    assert second_src != first_src, "the trade-off point did not move with λ"
+    assert second_src != first_src, "the trade-off point did not move with γ"
 
-    page.get_by_role("button", name="vp", exact=True).click()  # the prior's form
-    expect(output).to_contain_text("noise prior vp γ = 0.50", timeout=120_000)
+    page.get_by_role("button", name="shift", exact=True).click()  # the prior's form
+    expect(output).to_contain_text("noise prior shift λ = 0.75", timeout=120_000)
     assert plot_src() != second_src
     page.screenshot(path=str(SCREENSHOTS / "06_magicvideo_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "06_magicvideo_widget_output.png"))

@@ -545,10 +545,10 @@ class AdversarialVFI(nn.Module):
 def sharpness_ratio(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Sharpness of ``pred`` against ``truth`` (both ``(N, …, H, W)``: images, or clips pooled over their frames): the
     gradient energy (mean squared finite-difference gradient) of each, their ratio per item. 1 is as sharp as the
-    truth. The *squared* gradient is
-    the point: an edge of height h blurred over k pixels keeps its total variation (k·h/k) but its energy drops to
-    h²/k, and a ghosted pair of half-height edges (linear blending of a moving object) has h²/2 — an L1-trained
-    interpolator that hedges between two positions scores below 1."""
+    truth. The *squared* gradient is the point: an edge of height h blurred over k pixels keeps its total variation
+    (k·h/k) but its energy drops to h²/k, and a ghosted pair of half-height edges (linear blending of a moving
+    object) has h²/2 — an L1-trained interpolator that hedges between two positions scores below 1. Noise raises it:
+    read it beside PSNR."""
 
     def energy(x: torch.Tensor) -> torch.Tensor:
         dy, dx = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]

@@ -27,9 +27,9 @@ bands are fixed here, before any evaluation ran:
 amplitude (mean |x_{t+1} − x_t|): I2V from the world's own first frame at λ ∈ ``PRIOR_SWEEP`` (shift) and
 γ ∈ ``GAMMA_SWEEP`` (variance-preserving from T, and matched: from the level whose ᾱ_t is γ); one verdict for the
 report's literal form (shift) and one for the matched form. (2) Reference conditioning in V2V lowers structural
-error: the world's 32-px clip through V2V trained with the reference modules and (``v2v_noref``) without them, PSNR
-(per clip) and SSIM against the world's exact 64-px render, bicubic and nearest-neighbour upsampling beside; V2V's
-floor (it beats bicubic) and its sharpness (gradient energy against the exact render's) each get a verdict. The
+error: the world's 32-px clip through V2V trained with the reference modules and without them (``v2v_noref``, when
+it is shipped; until then the same V2V without its reference), PSNR (per clip) and SSIM against the world's exact
+64-px render, bicubic and nearest-neighbour upsampling beside; V2V's floor (it beats bicubic) and its sharpness (gradient energy against the exact render's) each get a verdict. The
 world's renderer is aliased (every pixel is an object's colour or the background's), so the 64-px edge position is
 not fixed by the 32-px render to better than a pixel: a sampler that draws a sharp edge puts some of them a pixel
 off, and PSNR — which rewards the blurred average — can fall while the clip gets sharper (the perception–distortion
@@ -299,7 +299,8 @@ def v2v_seed(models: dict, seed: int, settings: CascadeSettings = CascadeSetting
     per clip (:func:`~bytecourse.magicvideo.models.sharpness_ratio`). Pooled, because a per-frame mean of PSNR is
     ruled by frames a system gets exactly right: an empty background frame (an object that has left) upsamples
     bicubically without error, scores the MSE floor's 100 dB, and lifted bicubic's per-frame mean over its pooled
-    PSNR by 1.2 and 2.2 dB on evaluation seeds 0 and 1 (8 clips each; V2V's, never exact, by 0.1 and 0.2 dB)."""
+    PSNR by 1.2 and 2.2 dB on evaluation seeds 0 and 1 (8 clips each; that of the EDM-style V2V recorded in
+    :mod:`~bytecourse.magicvideo.train`, never exact, by 0.1 and 0.2 dB)."""
     from .train import upsample
 
     lo, hi = eval_clips(seed, n), eval_clips(seed, n, size=64)

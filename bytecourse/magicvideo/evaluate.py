@@ -29,7 +29,8 @@ amplitude (mean |x_{t+1} − x_t|): I2V from the world's own first frame at λ �
 report's literal form (shift) and one for the matched form. (2) Reference conditioning in V2V lowers structural
 error: the world's 32-px clip through V2V trained with the reference modules and without them (``v2v_noref``, when
 it is shipped; until then the same V2V without its reference), PSNR (per clip) and SSIM against the world's exact
-64-px render, bicubic and nearest-neighbour upsampling beside; V2V's floor (it beats bicubic) and its sharpness (gradient energy against the exact render's) each get a verdict. The
+64-px render, bicubic and nearest-neighbour upsampling beside; V2V's floor (it beats bicubic) and its sharpness
+(gradient energy against the exact render's) each get a verdict. The
 world's renderer is aliased (every pixel is an object's colour or the background's), so the 64-px edge position is
 not fixed by the 32-px render to better than a pixel: a sampler that draws a sharp edge puts some of them a pixel
 off, and PSNR — which rewards the blurred average — can fall while the clip gets sharper (the perception–distortion

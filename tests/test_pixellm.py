@@ -227,7 +227,8 @@ def _runs(values: dict[str, dict[str, float]]) -> dict:
     runs = {}
     for arm, v in values.items():
         for seed in range(3):
-            metrics = {m: v.get(m, 0.5) + 0.001 * seed for m in (*TABLE_METRICS, *BUCKET_METRICS)}
+            extra = [k for k in v if k.startswith("template_")]
+            metrics = {m: v.get(m, 0.5) + 0.001 * seed for m in (*TABLE_METRICS, *BUCKET_METRICS, *extra)}
             runs[f"{arm}/seed{seed}"] = {
                 "seed": seed,
                 "metrics": metrics,
@@ -295,3 +296,52 @@ def test_hard_negative_captions_change_one_kind_then_one_colour():
         for k, vocabulary in enumerate((data.SHAPES, data.COLOURS)):
             diff = [(a, n) for a, n in zip(caption.split(), negatives[2 * b + k].split()) if a != n]
             assert len(diff) == 1 and all(w in vocabulary for w in diff[0])
+
+
+@pytest.mark.parametrize("arch", ["conv", "vit"])
+def test_both_encoder_towers_give_two_levels_on_the_grid_at_one_and_two_times_the_resolution(arch: str):
+    config = EncoderConfig(arch=arch, width=16, layers=2, heads=2, deep_layer=-1, shallow_layer=1)
+    images = torch.rand(2, 3, 64, 64)
+    for size, grid in ((None, 16), (128, 32)):
+        out = ImageEncoder(config, size)(images)
+        assert out["deep"].shape == out["shallow"].shape == (2, 16, grid, grid)
+        assert out["cls"].shape == (2, 16)
+    with pytest.raises(ValueError, match="arch"):
+        EncoderConfig(arch="resnet").validate()
+    with pytest.raises(ValueError, match="power of 2"):
+        EncoderConfig(patch=6, image_size=48, arch="conv").validate()
+
+
+def test_region_term_pools_each_object_and_names_its_phrase():
+    from bytecourse.pixellm.models import CLIPPretrainer
+
+    batch = make_shapes(3, 5, data.WORLD)
+    phrases, labels = data.region_phrases(), data.region_labels(batch)
+    for b, k in zip(*torch.nonzero(batch.present, as_tuple=True)):  # each object's phrase is its colour and kind
+        scene = data.scenes_of(batch)[int(b)]
+        assert phrases[int(labels[b, k])] == " ".join(data.describe(scene, int(k)).split()[:2])
+    torch.manual_seed(0)
+    model = CLIPPretrainer(TINY_ENCODER).eval()
+    deep = model.image(batch.images)["deep"]
+    got = model.region_loss(deep, batch.instance_masks, labels, phrases)
+    # by hand: mean of the deep map over each visible object's (area-resized) mask, projected, against every phrase
+    m = torch.nn.functional.interpolate(batch.instance_masks.float(), size=deep.shape[-2:], mode="area")
+    losses = []
+    for b, k in zip(*torch.nonzero(m.flatten(2).sum(-1) > 0, as_tuple=True)):
+        f = (deep[b] * m[b, k]).sum((1, 2)) / m[b, k].sum()
+        r = torch.nn.functional.normalize(model.region_proj(f), dim=-1)
+        logits = model.log_scale.exp() * r @ model.text_features(phrases).T
+        losses.append(torch.nn.functional.cross_entropy(logits[None], labels[b, k][None]))
+    assert torch.allclose(got, torch.stack(losses).mean(), atol=1e-5)
+
+
+def test_the_template_table_and_its_paragraph_follow_the_recorded_runs():
+    values = {f"template_{t}_text": 0.9 for t in data.TEMPLATES} | {"template_kind_text": 0.3}
+    runs = _runs({"n3_l2": values})
+    tables = ev.arm_tables(runs)
+    (row,) = tables["by_template"]["rows"]
+    assert row["metrics"]["template_kind_text"]["mean"] == pytest.approx(0.301, abs=1e-9)
+    assert any('"segment every {shape}" in 0.30' in p for p in ev.analysis(tables))
+    for r in runs.values():  # runs recorded before the template metrics existed: no table, no paragraph
+        r["metrics"] = {k: v for k, v in r["metrics"].items() if not k.startswith("template_")}
+    assert ev.arm_tables(runs)["by_template"]["rows"] == []

@@ -374,6 +374,16 @@ def contrastive_captions(batch: ShapesBatch) -> list[str]:
     return out
 
 
+def region_phrases() -> list[str]:
+    """Stage 1's region phrases: every ``<colour> <kind>``, class ``colour · len(SHAPES) + kind``."""
+    return [f"{c} {k}" for c in COLOURS for k in SHAPES]
+
+
+def region_labels(batch: ShapesBatch) -> torch.Tensor:
+    """``(B, K)`` each object's index into :func:`region_phrases` (absent slots have empty masks and are skipped)."""
+    return batch.colours * len(SHAPES) + batch.shapes
+
+
 def hard_negative_captions(batch: ShapesBatch, g: torch.Generator) -> list[str]:
     """Per image, its caption with one object's *kind* changed, then one with one object's *colour* changed
     (NegCLIP's swapped-attribute negatives): ``2·B`` captions, image b's at ``2b`` and ``2b + 1``."""

@@ -29,7 +29,17 @@ import torch.nn.functional as F
 
 from .. import seeds
 from ..evaluation import outcome_of, seed_range_side, summarise
-from .data import SPLITS, MuseBatch, detokenize, held_out, parse_answer, prompt_ids, tokenize
+from .data import (
+    SPLITS,
+    TEMPLATES,
+    MuseBatch,
+    detokenize,
+    held_out,
+    parse_answer,
+    parse_question,
+    prompt_ids,
+    tokenize,
+)
 from .models import PixelLM, check_image_batch
 
 EVAL_QUESTIONS = 96  # per split and evaluation seed
@@ -185,6 +195,7 @@ def evaluate_batch(model: PixelLM, batch: MuseBatch, chunk: int = 48) -> dict:
                     "scores": score_question(logits, truth),
                     "overlap": overlap_counts(logits),
                     "text": text_correct(text, batch.descriptions[i], model.config.group),
+                    "template": parse_question(batch.questions[i])[0],
                     "targets": len(truth),
                     "predicted": len(logits),
                     "teacher": teacher,
@@ -226,6 +237,10 @@ def evaluate_model(model: PixelLM, eval_seed: int = 0, n: int = EVAL_QUESTIONS) 
         if rows:
             metrics |= {f"bucket{b}_{k}": v for k, v in summarise_rows(rows).items() if k != "questions"}
         metrics[f"bucket{b}_questions"] = float(by[b])
+    for name in TEMPLATES:  # which questions the answers get right (every split's questions together)
+        rows = [r for r in every if r["template"] == name]
+        metrics[f"template_{name}_text"] = statistics.fmean(float(r["text"]) for r in rows) if rows else float("nan")
+        metrics[f"template_{name}_questions"] = float(len(rows))
     return metrics
 
 
@@ -267,6 +282,7 @@ TABLE_METRICS = (
     "many_text",
 )
 BUCKET_METRICS = tuple(f"bucket{b}_giou" for b in BUCKETS)
+TEMPLATE_METRICS = tuple(f"template_{t}_text" for t in TEMPLATES)
 MIN_SEEDS = 3
 FLOOR_GIOU, FLOOR_TEXT = 0.6, 0.8
 LISA_MARGIN = 0.03
@@ -292,11 +308,12 @@ PAPER = {
 
 
 def arm_tables(runs: dict[str, dict]) -> dict:
-    """The arms over their recorded training seeds: ``arms`` (the main metrics, FLOPs, cost) and ``by_targets``
-    (gIoU bucketed by the number of targets, every split's questions together)."""
+    """The arms over their recorded training seeds: ``arms`` (the main metrics, FLOPs, cost), ``by_targets``
+    (gIoU bucketed by the number of targets, every split's questions together) and ``by_template`` (the share of
+    answers naming exactly the true targets, per question template of the grammar)."""
     from .train import ARM_TITLES, ARMS
 
-    arms, buckets = [], []
+    arms, buckets, templates = [], [], []
     for arm in ARMS:
         recs = sorted((r for k, r in runs.items() if k.split("/")[0] == arm), key=lambda r: r["seed"])
         if not recs:
@@ -313,8 +330,15 @@ def arm_tables(runs: dict[str, dict]) -> dict:
             }
         )
         buckets.append(base | {"metrics": summarise([{m: r["metrics"][m] for m in BUCKET_METRICS} for r in recs])})
+        if all(m in r["metrics"] for r in recs for m in TEMPLATE_METRICS):
+            per = [{m: r["metrics"][m] for m in TEMPLATE_METRICS} for r in recs]
+            templates.append(base | {"metrics": summarise(per)})
     kind = {"setting_name": "arm", "seed_kind": "training"}
-    return {"arms": {"rows": arms} | kind, "by_targets": {"rows": buckets} | kind}
+    return {
+        "arms": {"rows": arms} | kind,
+        "by_targets": {"rows": buckets} | kind,
+        "by_template": {"rows": templates} | kind,
+    }
 
 
 def _row(tables: dict, name: str, arm: str) -> dict | None:
@@ -532,6 +556,15 @@ def analysis(tables: dict) -> list[str]:
             f"{tf:.3f}; with the answers it writes itself, {gen:.3f}, and {text:.3f} of those answers name exactly "
             "the true targets. A target the answer misses or invents costs a whole mask, so the gap between the two "
             "gIoUs is what the language model's reasoning costs."
+        )
+    by = next((r for r in tables.get("by_template", {}).get("rows", []) if r["arm"] == "n3_l2"), None)
+    if by is not None:
+        ranked = sorted(TEMPLATES, key=lambda t: by["metrics"][f"template_{t}_text"]["mean"])
+        worst, best = ranked[:2], ranked[-1]
+        out.append(
+            "**Which questions the answers get wrong.** The main arm names exactly the true targets for "
+            + " and ".join(f'"{TEMPLATES[t]}" in {by["metrics"][f"template_{t}_text"]["mean"]:.2f}' for t in worst)
+            + f' of its answers, against {by["metrics"][f"template_{best}_text"]["mean"]:.2f} for "{TEMPLATES[best]}".'
         )
     grid = [(a, m(a, "many_giou"), m(a, "few_giou")) for a in ("n1_l1", "n2_l1", "n3_l1", "n1_l2", "n2_l2", "n3_l2")]
     grid = [g for g in grid if g[1] is not None]

@@ -181,10 +181,10 @@ class ImageEncoder(nn.Module):
     beside its ViTs); ``arch="vit"`` a transformers ``ViTModel`` (4×4 patches → a 16×16 grid), as CLIP ViT-L/14.
     Why not the ViT: measured on this world (linear probe of an object's kind from its mean-pooled penultimate
     features, chance 0.33; :func:`~bytecourse.pixellm.evaluate.probe_encoder`), the ViT pretrained contrastively for
-    1,200 steps names the kind with 0.46 — with or without NegCLIP hard negatives — and still 0.50 after 500 steps of
+    1,200 steps names the kind with 0.44 (0.46 with NegCLIP hard negatives), and with 0.50 after 500 steps of
     the region–phrase term below; a conv tower with that term reaches 0.998 in 300 steps (a plain CNN with a kind
     head: 0.99 in 150). A from-scratch ViT on a few thousand toy images does not learn shape in a CPU budget (ViTs
-    need far more data than CNNs to learn local structure, Dosovitskiy et al. 2021 §4.2); CLIP's ViT had 400 M pairs.
+    lack a CNN's locality prior and need far more data, Dosovitskiy et al. 2021); CLIP's ViT had 400 M pairs.
 
     ``input_size`` (default: the size it was built for) runs it on images bilinearly resized to that size (the ViT
     with its position table interpolated, as PixelLM resizes CLIP's to 448 px): the LISA-style baseline's second

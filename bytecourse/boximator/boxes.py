@@ -18,8 +18,10 @@ Geometry, all from the paper:
 - **Self-tracking** (§3.2): in training stages 1–2 the *target* video carries a 1-pixel outline of each
   constrained object's box in its ID colour (:func:`draw_outlines`).
 
-Our choice [not in the paper]: slot ``j`` holds the ``j``-th object of the caption, and its ID colour is
-``ID_COLOURS[j]``; that is how a box is bound to a caption's object in this toy.
+Our choice [not in the paper]: slot ``j`` holds the ``j``-th object of the caption. In training each object's ID
+colour is drawn at random per clip (:func:`~.pipeline.conditions_from_batch`), as the paper gives every object its
+own ID, so an outline's colour can only be read from the box token; requests built here give slot ``j`` the ID
+colour ``j``.
 """
 
 from __future__ import annotations

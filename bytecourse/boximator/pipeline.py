@@ -7,10 +7,22 @@ draws it:
 - 50% are conditioned on their first frame (F0): frame 0 of the noisy input is overwritten by the *clean*
   frame, and frame 0 is left out of the loss (there is nothing to denoise);
 - every present object's box on every frame (:func:`~.boxes.to_frame`: a line on the border while it is
-  outside), hard, or with probability ``p_soft`` per box widened by Beta(1, 8) margins and flagged soft;
-- with **self-tracking** the target video has each object's box outlined in its ID colour
+  outside), hard, or with probability ``p_soft`` per box widened by Beta(1, 8) margins and flagged soft, with a
+  random ID colour per object and clip;
+- with **self-tracking** the target video has each constrained object's box outlined in its ID colour
   (:func:`~.boxes.draw_outlines`): the model learns to draw a box that follows its object, and to put that
-  box where the constraint says — the association the paper found essential.
+  box where the constraint says — the association the paper found essential. Clips without boxes keep clean
+  targets, and a given first frame is the clean frame.
+
+Issue 14 traced the first version's ignored boxes to five suspects, all fixed here: fixed ID colours (the slot
+index, predictable from the caption), outlines in clips without boxes, outlines on the given F0 frame, seven
+identical unmasked null tokens (:class:`~.control.BoximatorControl`'s ``masked_slots``), and uniform levels with
+L_simple (``StageConfig.high_noise``/``weighting``). With all five fixed, on the inflated base, stage 1 still had
+not bound its boxes after 1,000 steps (seed-0 probe, 8 clips, DDIM 20, CFG 2: AP50 0.007 with the clips' boxes,
+0.010 with other clips' boxes; attention of tokens inside vs outside a box on its slot at t = 900: 0.049 vs
+0.059). The box-overlap attention bias (:class:`~.control.BoxSelfAttention`'s ``box_bias``) bound them within
+600 steps (same probe: AP50 0.124 vs 0.000; attention 0.55 vs 0.13). The five fixes were measured together, not
+one by one.
 
 Sampling (§3.4): DDIM with classifier-free guidance whose negative condition keeps the caption and replaces
 every box token by the null token, ε̂ = ε(c, ∅_box) + w_box (ε(c, boxes) − ε(c, ∅_box)); with ``guidance_scale ≠ 1``
@@ -34,7 +46,7 @@ from ..diffusion.training import drop_condition
 from ..text import PAD_ID
 from ..worlds.motion import MotionBatch
 from .boxes import SLOTS, BoxConditions, draw_outlines, empty_conditions, soften, to_frame
-from .control import BoximatorControl
+from .control import BoximatorControl, BoxTokens
 
 
 class BoximatorModel(nn.Module):
@@ -50,32 +62,55 @@ class BoximatorModel(nn.Module):
         return self.base.config
 
     def forward(
-        self, x: torch.Tensor, t, tokens: torch.Tensor, box_tokens: torch.Tensor | None = None
+        self, x: torch.Tensor, t, tokens: torch.Tensor, box_tokens: BoxTokens | torch.Tensor | None = None
     ) -> torch.Tensor:
         b, frames = x.shape[:2]
         if box_tokens is None:
             box_tokens = self.control.null_tokens(b * frames)
         return self.base(x, t, tokens, extra={"box_tokens": box_tokens})
 
-    def box_tokens(self, cond: BoxConditions | None, batch: int, frames: int) -> torch.Tensor:
+    def box_tokens(self, cond: BoxConditions | None, batch: int, frames: int) -> BoxTokens:
         return self.control.tokens(cond, batch, frames)
+
+
+def clip_shape(model: nn.Module) -> tuple[int, int, int, int]:
+    """``(T, C, H, W)`` of the clips a base video denoiser (or a :class:`BoximatorModel` on it) draws."""
+    base = model.base if isinstance(model, BoximatorModel) else model
+    if hasattr(base, "spatial"):  # the inflated image model
+        c = base.spatial.config
+        return base.config.frames, c.channels, c.image_size, c.image_size
+    c = base.config
+    return c.frames, c.channels, c.image_size, c.image_size
 
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One training stage (Boximator Table "three stages": hard boxes → 80% soft → no self-tracking)."""
+    """One training stage (Boximator Table "three stages": hard boxes → 80% soft → no self-tracking).
+
+    ``high_noise = (p, t_from)``: a share p of each batch's levels is drawn from [t_from, T) instead of
+    uniformly, and ``weighting``/``max_weight`` weigh the ε-MSE per level
+    (:func:`~bytecourse.diffusion.training.loss_weights`; ``"v"`` weighs a clean-clip error equally at every
+    level up to the cap). Both aim the control's training signal at the high-noise steps where a clip's layout
+    is decided (issue 14, suspect 5); ``(0, 0)`` and ``"eps"`` are the paper's uniform L_simple."""
 
     name: str
     steps: int
     lr: float
     p_soft: float
     self_tracking: bool
+    high_noise: tuple[float, int] = (0.0, 0)
+    weighting: str = "eps"
+    max_weight: float = 20.0
 
 
 def conditions_from_batch(
-    batch: MotionBatch, p_soft: float, p_no_boxes: float, generator: torch.Generator
+    batch: MotionBatch, p_soft: float, p_no_boxes: float, generator: torch.Generator, random_ids: bool = True
 ) -> BoxConditions:
-    """Ground-truth constraints for a Motion batch: object ``j`` in slot ``j`` on every frame."""
+    """Ground-truth constraints for a Motion batch: object ``j`` in slot ``j`` on every frame.
+
+    ``random_ids``: each object's ID colour is drawn at random per clip (distinct within a clip), as the paper
+    assigns IDs; with ``False`` it is the slot index, i.e. the caption order, and a self-tracking outline's colour
+    is then predictable from the caption without reading the box token that carries it (issue 14, suspect 1)."""
     b, t, k, _ = batch.boxes_full.shape
     if k > SLOTS:
         raise ValueError(f"the world has {k} objects per clip but there are only {SLOTS} slots")
@@ -85,10 +120,26 @@ def conditions_from_batch(
     cond = empty_conditions(b, t)
     cond.boxes[:, :, :k] = boxes
     cond.hard[:, :, :k] = (~soft).float()
-    cond.ids[:, :k] = torch.where(batch.present, torch.arange(k).expand(b, k), -1)
+    if random_ids:
+        ids = torch.stack([torch.randperm(SLOTS, generator=generator)[:k] for _ in range(b)])
+    else:
+        ids = torch.arange(k).expand(b, k)
     no_boxes = torch.rand(b, generator=generator) < p_no_boxes
-    cond.active[:, :, :k] = batch.present[:, None, :] & ~no_boxes[:, None, None]
+    boxed = batch.present & ~no_boxes[:, None]
+    cond.ids[:, :k] = torch.where(boxed, ids, -1)
+    cond.active[:, :, :k] = boxed[:, None, :].expand(b, t, k)
     return cond
+
+
+def sample_levels(b: int, scheduler, high_noise: tuple[float, int], generator: torch.Generator) -> torch.Tensor:
+    """Training levels ``(b,)``: uniform on [0, T), except a share ``high_noise[0]`` drawn from [t_from, T)."""
+    steps = scheduler.config.num_train_timesteps
+    t = torch.randint(0, steps, (b,), generator=generator)
+    p, t_from = high_noise
+    if p > 0:
+        high = torch.randint(t_from, steps, (b,), generator=generator)
+        t = torch.where(torch.rand(b, generator=generator) < p, high, t)
+    return t
 
 
 def control_loss(
@@ -101,27 +152,37 @@ def control_loss(
     p_no_boxes: float = 0.25,
     p_first_frame: float = 0.5,
     p_uncond: float = 0.1,
+    random_ids: bool = True,
 ) -> torch.Tensor:
-    """The ε-MSE of one training batch under a stage's rules (see the module docstring)."""
+    """The (weighted) ε-MSE of one training batch under a stage's rules (see the module docstring).
+
+    Self-tracking draws an outline only around the objects whose box the model is given (a clip without boxes
+    keeps its clean target: :func:`~.boxes.draw_outlines` draws nothing for ID −1), and an F0 clip's given first
+    frame is the clean frame, as at inference (only the frames the model generates carry outlines)."""
+    from ..diffusion.training import loss_weights
+
     device = next(model.parameters()).device
-    cond = conditions_from_batch(batch, stage.p_soft, p_no_boxes, generator)
-    target = batch.videos
+    cond = conditions_from_batch(batch, stage.p_soft, p_no_boxes, generator, random_ids)
+    clean = to_model_space(batch.videos).to(device)
+    x0 = clean
     if stage.self_tracking:
-        ids = torch.where(batch.present, torch.arange(batch.present.shape[1]), -1)
-        target = draw_outlines(target, batch.boxes, batch.visible, ids, keep=batch.instance_masks.any(2))
-    x0 = to_model_space(target).to(device)
+        ids = cond.ids[:, : batch.present.shape[1]]
+        x0 = to_model_space(
+            draw_outlines(batch.videos, batch.boxes, batch.visible, ids, keep=batch.instance_masks.any(2))
+        ).to(device)
     b, frames = x0.shape[:2]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    t = sample_levels(b, scheduler, stage.high_noise, generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
     xt = scheduler.add_noise(x0, noise, t)
     f0 = (torch.rand(b, generator=generator) < p_first_frame).to(device)
-    xt[:, 0] = torch.where(f0[:, None, None, None], x0[:, 0], xt[:, 0])
+    xt[:, 0] = torch.where(f0[:, None, None, None], clean[:, 0], xt[:, 0])
     tokens = drop_condition(batch.tokens, p_uncond, generator).to(device)
     eps = model(xt, t, tokens, model.box_tokens(cond.to(device), b, frames))
     weight = torch.ones(b, frames, device=device)
     weight[:, 0] = (~f0).float()
+    level = loss_weights(scheduler.alphas_cumprod.to(device)[t], stage.weighting, stage.max_weight)
     per_frame = F.mse_loss(eps.float(), noise.float(), reduction="none").mean(dim=(2, 3, 4))
-    return (per_frame * weight).sum() / weight.sum()
+    return (per_frame * weight * level[:, None]).sum() / weight.sum()
 
 
 class FirstFrame(SamplerHook):
@@ -144,8 +205,8 @@ class FirstFrame(SamplerHook):
 
 def guided_eps_model(
     model: nn.Module,
-    box_tokens: torch.Tensor | None,
-    null_tokens: torch.Tensor | None,
+    box_tokens: BoxTokens | None,
+    null_tokens: BoxTokens | None,
     box_guidance_scale: float,
     guidance_scale: float,
 ):
@@ -167,7 +228,7 @@ def guided_eps_model(
         # last branch (caption CFG only): ε(∅, ∅_box)
         if guidance_scale != 1.0:
             xs, ts, caps, toks = xs + [x], ts + [t], caps + [uncond], toks + [null_tokens]
-        kwargs = {} if null_tokens is None else {"box_tokens": torch.cat(toks)}
+        kwargs = {} if null_tokens is None else {"box_tokens": BoxTokens.cat(toks)}
         out = model(torch.cat(xs), torch.cat(ts), torch.cat(caps), **kwargs).chunk(len(xs))
         e_main = out[0]
         i = 1
@@ -203,15 +264,15 @@ def generate_video(
     denoiser (then ``cond`` must be None); ``first_frame (B, 3, H, W)`` in [0, 1] turns on F0."""
     from ..device import autocast
 
-    config = model.config
+    frames, channels, height, width = clip_shape(model)
     device = next(model.parameters()).device
     b = tokens.shape[0]
-    shape = (b, config.frames, config.channels, config.image_size, config.image_size)
+    shape = (b, frames, channels, height, width)
     boxed_model = isinstance(model, BoximatorModel)
     if cond is not None and not boxed_model:
         raise ValueError("box conditions need a BoximatorModel (the base model has no control module)")
-    box_tokens = model.box_tokens(cond.to(device), b, config.frames) if (boxed_model and cond is not None) else None
-    null_tokens = model.control.null_tokens(b * config.frames) if boxed_model else None
+    box_tokens = model.box_tokens(cond.to(device), b, frames) if (boxed_model and cond is not None) else None
+    null_tokens = model.control.null_tokens(b * frames) if boxed_model else None
     hook = None
     if first_frame is not None:
         if first_frame.shape != (b, *shape[2:]):
@@ -220,18 +281,8 @@ def generate_video(
     noise = initial_noise(shape, seed, device)
     eps = guided_eps_model(model, box_tokens, null_tokens, box_guidance_scale, guidance_scale)
     with autocast(device):
-        # raw ε̂ as Boximator's stored tables were computed; the primer's cure (issue 15) comes with issue 14's
-        # re-evaluation on the new base
-        x = ddim_sample(
-            eps,
-            noise,
-            tokens.to(device),
-            make_train_scheduler(),
-            steps=steps,
-            hook=hook,
-            seed=seed,
-            progress=progress,
-            use_clipped_model_output=False,
+        x = ddim_sample(  # with the primer's cure: ε̂ recomputed from the clipped x̂₀ (issue 15)
+            eps, noise, tokens.to(device), make_train_scheduler(), steps=steps, hook=hook, seed=seed, progress=progress
         )
     if hook is not None:
         x = hook._put(x)

@@ -293,6 +293,11 @@ class InflatedVideoDenoiser(nn.Module):
             slots.setdefault(p, m.post_spatial)
         return slots
 
+    def post_spatial_widths(self) -> dict[str, int]:
+        """The token width of each :meth:`post_spatial_slots` slot."""
+        widths = {name: ch for name, ch, _ in self.spatial.stage_points()}
+        return {p: widths[p] for p in self.post_spatial_slots()}
+
     def delta_state_dict(self) -> dict[str, torch.Tensor]:
         """Only what differs from the image model (the shipped video checkpoint)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("spatial.")}

@@ -9,7 +9,8 @@ learner would see, without a browser.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as W
@@ -32,6 +33,7 @@ class FunctionView:
         self.status = W.HTML()
         self.result: Any = None
         self.calls = 0
+        self._paused = False
         children: list[W.Widget] = []
         if title:
             children.append(W.HTML(f"<b>{title}</b>"))
@@ -50,7 +52,19 @@ class FunctionView:
         return {k: c.value for k, c in self.controls.items()}
 
     def _on_change(self, _change) -> None:
-        self.refresh()
+        if not self._paused:
+            self.refresh()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Set several controls at once (e.g. from a drawing) and recompute once, at the end."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+        if self.button is None:
+            self.refresh()
 
     def refresh(self) -> Any:
         """Recompute from the controls' current values and redraw.

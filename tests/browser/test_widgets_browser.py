@@ -129,25 +129,33 @@ def test_vistallama_attention_toggle(lab_page):
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "09_vistallama_widget_output.png"))
 
 
-def test_boximator_editor_preview_and_generate(lab_page):
+def test_boximator_editor_drag_the_end_box_and_generate(lab_page):
     from playwright.sync_api import expect
 
     page = lab_page("04_boximator_widget.ipynb")
     generated = page.locator(".widget-output").nth(1)
     expect(generated).to_contain_text("mean IoU of the red circle", timeout=240_000)
+    request = page.locator(".widget-html", has_text="request:").first
+    expect(request).to_contain_text("to (0.68, 0.35, 0.98, 0.65)")  # the default: left third → right third
     preview_src = _image_src(page)
-    assert preview_src.startswith("data:image/png")
 
-    # the preview follows the end box (keyboard on the "end x" slider)
-    end_x = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="end x")).locator(".noUi-handle")
-    end_x.focus()
-    for _ in range(3):
-        end_x.press("ArrowLeft")
+    # drag the end box with the mouse, on the enlarged first frame, from the right third to the top middle
+    page.get_by_role("button", name="end box").click()
+    canvas = page.locator(".jp-OutputArea-output canvas").first
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    at = lambda u, v: (box["x"] + u * box["width"], box["y"] + v * box["height"])  # noqa: E731
+    page.mouse.move(*at(5 / 6, 0.5))
+    page.mouse.down()
+    page.mouse.move(*at(0.6, 0.35), steps=5)
+    page.mouse.move(*at(0.5, 0.25), steps=5)
+    page.mouse.up()
+    expect(request).to_contain_text("to (0.35, 0.10, 0.65, 0.40)", timeout=60_000)
     page.wait_for_function(
         "s => document.querySelector('.widget-output img').src !== s", arg=preview_src, timeout=60_000
-    )
+    )  # the per-frame preview follows the drawing
 
-    # box guidance waits for the button
+    # box guidance (keyboard on its slider) waits for the button; Generate samples the dragged request
     cfg = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="box CFG")).locator(".noUi-handle")
     cfg.focus()
     for _ in range(4):  # 1.0 → 3.0 in steps of 0.5
@@ -155,7 +163,9 @@ def test_boximator_editor_preview_and_generate(lab_page):
     page.wait_for_timeout(2_000)  # let the last key's value reach the kernel before the click
     expect(generated).not_to_contain_text("box guidance 3", timeout=5_000)
     page.get_by_role("button", name="Generate").click()
-    expect(generated).to_contain_text("box guidance 3", timeout=240_000)
+    expect(generated).to_contain_text("to (0.35, 0.10, 0.65, 0.40)", timeout=240_000)
+    expect(generated).to_contain_text("box guidance 3")
+    expect(generated).to_contain_text("mean IoU of the red circle")
     page.screenshot(path=str(SCREENSHOTS / "04_boximator_final.png"), full_page=True)
     page.locator(".jp-Cell-outputArea").last.screenshot(path=str(SCREENSHOTS / "04_boximator_widget_output.png"))
 

@@ -415,7 +415,7 @@ def test_variant_stages_run_in_order_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(chapter, "CONTROL", dict(token_dim=16, hidden=16, heads=2))
     monkeypatch.setattr(chapter, "BATCH", 2)
     stages = chapter.variant_stages("no_self_tracking", total_steps=9)
-    assert [s.steps for s in stages] == [4, 3, 1] and not any(s.self_tracking for s in stages)
+    assert [s.steps for s in stages] == [4, 3, 2] and not any(s.self_tracking for s in stages)
     with pytest.raises(ValueError, match="variant"):
         chapter.variant_stages("bogus")
     # stop after the first stage, then resume: the second stage starts from the first one's weights
@@ -426,7 +426,7 @@ def test_variant_stages_run_in_order_and_resume(tmp_path, monkeypatch):
     model, done = chapter.train_variant(
         "full", total_steps=9, run_root=tmp_path, ship=False, progress=False, device="cpu", resume=True
     )
-    assert done["complete"] and [s["steps"] for s in done["stages"]] == [4, 3, 1]
+    assert done["complete"] and [s["steps"] for s in done["stages"]] == [4, 3, 2]
     assert all(p.requires_grad is False for p in model.base.parameters())
 
 
@@ -621,3 +621,24 @@ def test_binding_boxes_put_a_blob_where_they_say():
     bound, shuffled = blob_iou(cond), blob_iou(cond.select(torch.roll(torch.arange(32), 16)))
     assert bound >= 0.5, bound
     assert bound - shuffled >= 0.3, (bound, shuffled)
+
+
+def test_box_overlap_bias_points_tokens_inside_a_box_at_its_slot():
+    from bytecourse.boximator.control import cell_overlap
+
+    overlap = cell_overlap(16, torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.125, 0.125, 0.375, 0.375]]))  # a 4×4 grid
+    assert overlap.shape == (16, 2)
+    assert overlap[:, 0].view(4, 4)[:2, :2].eq(1).all() and overlap[:, 0].sum() == 4  # whole cells
+    torch.testing.assert_close(overlap[:, 1].view(4, 4)[:2, :2], torch.full((2, 2), 0.25))  # quarter cells
+    torch.manual_seed(0)
+    layer = BoxSelfAttention(16, 8, heads=2, box_bias=4.0)
+    assert "box_bias" not in dict(layer.named_parameters())  # a fixed prior; q·k learns on top of it
+    visual, tokens = torch.randn(1, 16, 16), torch.randn(1, 1, 8)
+    box = torch.tensor([[[0.0, 0.0, 0.5, 0.5]]])
+    on_slot = layer.attention_probs(visual, tokens, torch.ones(1, 1, dtype=torch.bool), torch.randn(8), box)
+    on_slot = on_slot.mean(1)[0, :, -1].view(4, 4)
+    assert on_slot[:2, :2].min() > 5 * on_slot.flatten()[overlap[:, 0] == 0].max()
+    plain = BoxSelfAttention(16, 8, heads=2)
+    plain.load_state_dict(layer.state_dict(), strict=False)
+    flat = plain.attention_probs(visual, tokens, torch.ones(1, 1, dtype=torch.bool), torch.randn(8), box)
+    assert flat.mean(1)[0, :, -1].max() < on_slot.max()

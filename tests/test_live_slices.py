@@ -55,10 +55,10 @@ def test_adjointdpm_slice(image_model):
 
 def test_boximator_slice():
     from bytecourse.boximator import evaluate
-    from bytecourse.diffusion.videobase import load_video_model
+    from bytecourse.boximator.train import load_base
 
     stored = _stored("boximator")
-    live = evaluate.live_slice({"base": load_video_model()[0]}, rows=("Base video model",))
+    live = evaluate.live_slice({"base": load_base()[0]}, rows=("Base video model",))
     check_slice(live, stored, evaluate.SLICE_TOLERANCE, target="boximator")
 
 

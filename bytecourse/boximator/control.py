@@ -30,11 +30,19 @@ We measured the tanh gate first. After the full 1,300-step schedule the four gat
 tanh(α) ≈ ±0.05, and boxes changed nothing the oracle could see. While tanh(α) ≈ 0, every other weight of the
 layer gets a near-zero gradient, and the scalar α only learns once the layer already says something useful. A
 zero output projection has no such deadlock: its own gradient is non-zero from the first step. The shipped
-variants use ``zero_out``; the tanh gate stays available and tested.
+variants use ``zero_out``; the tanh gate stays available and tested. (Those measurements were on the first,
+from-scratch base; the shipped variants now sit on the inflated one.)
 
-The module attaches to our :class:`~bytecourse.diffusion.video.VideoDenoiser` through each block's
-``post_spatial`` slot, and to a diffusers ``UNet3DConditionModel``/``UNetMotionModel`` through the attention
-processors of their spatial self-attention layers (:meth:`BoximatorControl.attach_diffusers`).
+Two more choices of ours, each measured (see :class:`BoxSelfAttention` and :class:`BoximatorControl`): the visual
+tokens attend only to the active slots and one sink token (``masked_slots``), and their logits for a slot get a
+bias proportional to how much of their cell lies inside its box (``box_bias``).
+
+The module attaches to our video denoisers through their ``post_spatial`` slots: the course's inflated video
+model (:meth:`~bytecourse.diffusion.inflate.InflatedVideoDenoiser.post_spatial_slots`: inside every spatial
+transformer at 8×8 and 4×4, and at the input of the 16×16 motion modules, where the primer has no spatial
+attention) and the old :class:`~bytecourse.diffusion.video.VideoDenoiser`; and to a diffusers
+``UNet3DConditionModel``/``UNetMotionModel`` through the attention processors of their spatial self-attention
+layers (:meth:`BoximatorControl.attach_diffusers`).
 """
 
 from __future__ import annotations

@@ -418,9 +418,16 @@ class BoxTrajectoryEditor:
             "mode": W.ToggleButtons(options=["key frames", "motion path"], value="key frames", description="mode"),
             "soft": W.Checkbox(value=True, description="relax into soft boxes"),
         }
+        from .evaluate import table_box_guidance_scale
+
         self.gen_controls = {
-            "box_guidance_scale": W.FloatSlider(
-                value=1.0, min=0.0, max=9.0, step=0.5, description="box CFG", continuous_update=False
+            "box_guidance_scale": W.FloatSlider(  # the stored tables' scale (chosen on validation clips)
+                value=table_box_guidance_scale(),
+                min=0.0,
+                max=9.0,
+                step=0.5,
+                description="box CFG",
+                continuous_update=False,
             ),
             "seed": W.IntSlider(value=seed, min=0, max=20, description="seed", continuous_update=False),
         }

@@ -215,7 +215,11 @@ def guided_eps_model(
     None too, i.e. a model without a control module).
 
     With w_box = ``box_guidance_scale`` and w = ``guidance_scale`` (Boximator §3.4, CFG of Ho & Salimans):
-    ε̂ = ε(c, ∅_box) + w_box (ε(c, B) − ε(c, ∅_box)) + (w − 1)(ε(c, ∅_box) − ε(∅, ∅_box))."""
+    ε̂ = ε(c, ∅_box) + w_box (ε(c, B) − ε(c, ∅_box)) + (w − 1)(ε(c, ∅_box) − ε(∅, ∅_box)).
+
+    At w_box = 1 the branch ε(c, ∅_box) is skipped and the caption term reads ε(c, B) in its place:
+    ε̂ = ε(c, B) + (w − 1)(ε(c, B) − ε(∅, ∅_box)), plain CFG on the boxed model. So at w = 2, w_box 1 and 2 give
+    the same ε̂ (2ε(c, B) − ε(∅, ∅_box)); the stored ``box_cfg`` table shows it."""
     boxed = box_tokens is not None
 
     def eps(x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

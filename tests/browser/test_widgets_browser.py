@@ -143,6 +143,8 @@ def test_boximator_editor_drag_the_end_box_and_generate(lab_page):
     page.get_by_role("button", name="end box").click()
     canvas = page.locator(".jp-OutputArea-output canvas").first
     canvas.wait_for(timeout=60_000)
+    canvas.scroll_into_view_if_needed()  # the mouse only reaches what is on the screen
+    page.wait_for_timeout(500)
     box = canvas.bounding_box()
     at = lambda u, v: (box["x"] + u * box["width"], box["y"] + v * box["height"])  # noqa: E731
     page.mouse.move(*at(5 / 6, 0.5))

@@ -209,10 +209,16 @@ def test_interpolation_relaxation_and_motion_path():
     traj, drawn = interpolate_keyframes({0: a, 4: b}, 5)
     torch.testing.assert_close(traj[2], (a + b) / 2)
     assert drawn.tolist() == [True, False, False, False, True]
-    cond = request([traj], [drawn], soft=True)
-    assert cond.hard[0, :, 0].tolist() == [1, 0, 0, 0, 1]
+    cond = request([traj], [drawn], between="soft")
+    assert cond.hard[0, :, 0].tolist() == [1, 0, 0, 0, 1] and cond.active[0, :, 0].all()
     torch.testing.assert_close(cond.boxes[0, 2, 0], relax(traj[2]))
-    assert torch.equal(request([traj], [drawn], soft=False).boxes[0, :, 0], traj)
+    torch.testing.assert_close(request([traj], [drawn], margin=0.05).boxes[0, 2, 0], relax(traj[2], 0.05))
+    hard = request([traj], [drawn], between="hard")
+    assert torch.equal(hard.boxes[0, :, 0], traj) and hard.hard[0, :, 0].eq(1).all() and hard.active[0, :, 0].all()
+    none = request([traj], [drawn], between="none")  # the paper's ablation: only the drawn frames carry a box
+    assert none.active[0, :, 0].tolist() == drawn.tolist()
+    with pytest.raises(ValueError, match="between must be one of"):
+        request([traj], [drawn], between="relaxed")
     path, drawn = motion_path(a, torch.tensor([[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]), 5)
     centres = (path[:, :2] + path[:, 2:]) / 2
     steps = (centres[1:] - centres[:-1]).abs().sum(-1)
@@ -312,6 +318,11 @@ def test_box_cfg_formula():
     got = guided_eps_model(model, boxes, null, box_guidance_scale=3.0, guidance_scale=2.0)(x, t, tok)
     torch.testing.assert_close(got, e_null + 3.0 * (e_box - e_null) + (e_null - e_unc), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(guided_eps_model(model, boxes, null, 1.0, 1.0)(x, t, tok), e_box, atol=1e-6, rtol=0)
+    # one formula at every scale: w_box = 1 with caption guidance is the limit of its neighbours, not plain CFG
+    at_one = guided_eps_model(model, boxes, null, 1.0, 2.0)(x, t, tok)
+    torch.testing.assert_close(at_one, e_box + (e_null - e_unc), atol=1e-5, rtol=1e-4)
+    near = guided_eps_model(model, boxes, null, 1.0 + 1e-3, 2.0)(x, t, tok)
+    assert float((near - at_one).abs().max()) < 1e-3 * float((e_box - e_null).abs().max()) + 1e-5
 
 
 # --- the widget's pure functions and Python-side callbacks -------------------------------------------------
@@ -333,6 +344,12 @@ def test_plan_request_modes():
     centres = (keys["hard"][:, :2] + keys["hard"][:, 2:]) / 2
     torch.testing.assert_close(centres[[2, 5]], torch.tensor([[0.5, 0.8], [0.8, 0.8]]))
     torch.testing.assert_close(keys["hard"][-1], torch.tensor([0.6, 0.0, 1.0, 0.4]))  # end size 0.4
+    none = plan_request("a red circle moves right", 0, (0.2, 0.2), (0.8, 0.2), 0.2, between="none")
+    assert none["cond"].active[0, :, 0].tolist() == none["drawn"].tolist() == [1, 0, 0, 0, 0, 0, 0, 1]
+    wide, narrow = (plan_request("a red circle moves right", 0, (0.2, 0.5), (0.8, 0.5), margin=m) for m in (0.1, 0.02))
+    assert float((wide["boxes"][3] - narrow["boxes"][3]).abs().max()) == pytest.approx(0.08, abs=1e-5)
+    with pytest.raises(ValueError, match="between"):
+        plan_request("a red circle moves right", 0, (0.2, 0.2), (0.8, 0.2), between="soft boxes")
     with pytest.raises(ValueError, match="object"):
         plan_request("a red circle moves right", 3, (0.2, 0.2), (0.8, 0.2))
     with pytest.raises(ValueError, match="waypoint"):
@@ -499,6 +516,20 @@ def test_control_loss_outlines_only_boxed_clips_and_f0_is_clean(monkeypatch):
     # clips drawn without boxes get no outline (ID −1); boxed objects get their clip's random ID colour
     cond = conditions_from_batch(batch, 0.0, 0.25, torch.Generator().manual_seed(0))
     assert torch.equal(drawn["ids"], cond.ids[:, :2])
+    # the probes' re-enactment of the first version's bugs: outlines on every object and on the given frame
+    control_loss(
+        model,
+        batch,
+        stage,
+        make_train_scheduler(),
+        torch.Generator().manual_seed(0),
+        p_first_frame=1.0,
+        outline_unboxed=True,
+        outline_first_frame=True,
+    )
+    assert torch.equal(drawn["ids"] >= 0, batch.present) and (cond.ids[:, :2] < 0).any()
+    outlined = real_draw(batch.videos, batch.boxes, batch.visible, drawn["ids"], keep=batch.instance_masks.any(2))
+    torch.testing.assert_close(seen["xt"][:, 0], outlined[:, 0] * 2 - 1)
 
 
 def test_high_noise_levels_and_level_weights():
@@ -518,11 +549,23 @@ def test_inference_soft_boxes_switch_reaches_the_tokens():
     from bytecourse.boximator import evaluate as chapter
 
     batch = make_motion(4, 5, MotionConfig(max_objects=2))
-    soft, _ = chapter.requested_boxes(batch, soft=True)
-    hard, _ = chapter.requested_boxes(batch, soft=False)
+    soft, _ = chapter.requested_boxes(batch, "soft")
+    hard, _ = chapter.requested_boxes(batch, "hard")
+    none, _ = chapter.requested_boxes(batch, "none")
     assert not torch.equal(soft.boxes, hard.boxes) and not torch.equal(soft.hard, hard.hard)
+    assert none.active[:, 1:-1].sum() == 0 and torch.equal(none.active[:, [0, -1]], soft.active[:, [0, -1]])
     control = BoximatorControl([16], token_dim=16, hidden=32)
-    assert not torch.allclose(control.tokens(soft, 4, 8).tokens, control.tokens(hard, 4, 8).tokens)
+    toks = {k: control.tokens(c, 4, 8) for k, c in (("soft", soft), ("hard", hard), ("none", none))}
+    assert not torch.allclose(toks["soft"].tokens, toks["hard"].tokens)
+    assert not toks["none"].active.view(4, 8, -1)[:, 1:-1].any()
+    # the ablation rows ask for what their names say, and rows that share a generation share a cache key
+    rows = {r["name"]: r for r in chapter.ablation_settings(4.0, 0.05)}
+    assert rows["Without inference soft boxes, Box"]["between"] == "none"
+    assert rows["Full model, Box"]["between"] == "soft" and rows["Full model, Box"]["margin"] == 0.05
+    t1 = {r["name"]: r for r in chapter.table1_settings(4.0, 0.05)}
+    key = lambda s: chapter._key(s, 0, 16)  # noqa: E731
+    assert key(t1["+ Boximator, Box"]) == key(rows["Full model, Box"])
+    assert key(t1["+ Boximator, Box"]) != key(rows["Without inference soft boxes, Box"])
 
 
 def _table(rows: dict) -> dict:
@@ -642,3 +685,18 @@ def test_box_overlap_bias_points_tokens_inside_a_box_at_its_slot():
     plain.load_state_dict(layer.state_dict(), strict=False)
     flat = plain.attention_probs(visual, tokens, torch.ones(1, 1, dtype=torch.bool), torch.randn(8), box)
     assert flat.mean(1)[0, :, -1].max() < on_slot.max()
+
+
+def test_fix_probes_leave_out_one_fix_at_a_time():
+    from bytecourse.boximator import probe
+
+    assert [w for _, w in probe.PROBES][0] == () and all(len(w) == 1 for _, w in probe.PROBES[1:-1])
+    assert set(probe.PROBES[-1][1]) == set(probe.FIXES)  # the first version: none of the six
+    with pytest.raises(ValueError, match="unknown fixes"):
+        probe.probe_model(("colour",))
+    shipped, bare = probe.probe_model(()), probe.probe_model(("masked_slots", "box_bias"))
+    assert shipped.control.masked_slots and all(layer.box_bias is not None for layer in shipped.control.layers)
+    assert not bare.control.masked_slots and all(layer.box_bias is None for layer in bare.control.layers)
+    # the same initialisation for every probe: the recipes differ only in what they leave out
+    a, b = probe.probe_model(("random_ids",)), probe.probe_model(("high_noise",))
+    assert all(torch.equal(p, q) for p, q in zip(a.control.parameters(), b.control.parameters()))

@@ -234,12 +234,25 @@ def motion_path(box: torch.Tensor, path: torch.Tensor, frames: int) -> tuple[tor
     return to_frame(out), drawn
 
 
+#: How :func:`request` constrains the frames between the drawn ones: ``"soft"`` the paper's inference (§3.4:
+#: interpolated, relaxed and flagged soft), ``"none"`` no box at all on those frames (the slot is inactive there:
+#: the paper's "without inference soft boxes" ablation, which drops the inserted boxes), ``"hard"`` the
+#: interpolated boxes kept hard [ours, a contrast: on linear Motion-world paths it is close to the answer].
+BETWEEN = ("soft", "none", "hard")
+
+
 def request(
-    trajectories: list[torch.Tensor], drawn: list[torch.Tensor], *, soft: bool = True, margin: float = SOFT_MARGIN_MEAN
+    trajectories: list[torch.Tensor],
+    drawn: list[torch.Tensor],
+    *,
+    between: str = "soft",
+    margin: float = SOFT_MARGIN_MEAN,
 ) -> BoxConditions:
     """One clip's constraints from per-object boxes ``(T, 4)`` and their drawn masks ``(T,)`` (object ``j`` in
-    slot ``j``, ID colour ``j``): drawn boxes stay hard; with ``soft`` the others are relaxed and flagged soft
-    (the paper's inference), otherwise they are used as hard boxes (the "no soft boxes" ablation)."""
+    slot ``j``, ID colour ``j``): drawn boxes stay hard; the others follow ``between`` (:data:`BETWEEN`; with
+    ``"soft"`` they are relaxed by ``margin`` × frame size on each side)."""
+    if between not in BETWEEN:
+        raise ValueError(f"between must be one of {BETWEEN}, got {between!r}")
     if not trajectories:
         raise ValueError("an empty trajectory: constrain at least one object")
     if len(trajectories) > SLOTS:
@@ -255,11 +268,12 @@ def request(
     for j, (traj, d) in enumerate(zip(trajectories, drawn)):
         if traj.shape != (frames, 4) or d.shape != (frames,):
             raise ValueError(f"object {j}: boxes must be ({frames}, 4) and drawn ({frames},)")
-        relaxed = relax(traj, margin) if soft else traj
+        d = d.bool()
+        relaxed = relax(traj, margin) if between == "soft" else traj
         cond.boxes[0, :, j] = torch.where(d[:, None], traj, relaxed)
-        cond.hard[0, :, j] = torch.where(d, 1.0, 0.0 if soft else 1.0)
+        cond.hard[0, :, j] = torch.where(d, 1.0, 0.0 if between == "soft" else 1.0)
         cond.ids[0, j] = j
-        cond.active[0, :, j] = True
+        cond.active[0, :, j] = d if between == "none" else True
     return cond.validate(frames)
 
 

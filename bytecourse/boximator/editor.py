@@ -13,6 +13,7 @@ from .. import text
 from ..oracle import box_iou, detect_objects
 from ..validation import check_int
 from .boxes import (
+    BETWEEN,
     ID_COLOURS,
     ID_NAMES,
     SOFT_MARGIN_MEAN,
@@ -87,7 +88,7 @@ def plan_request(
     size: float = 0.3,
     waypoints=(),
     mode: str = "key frames",
-    soft: bool = True,
+    between: str = "soft",
     margin: float = SOFT_MARGIN_MEAN,
     frames: int = 8,
     end_size: float | None = None,
@@ -96,12 +97,15 @@ def plan_request(
     and one of side ``end_size`` (default ``size``) at ``end`` on the last; ``waypoints`` (points, or the editor's
     ``"x,y; x,y"`` text) are visited in order. ``"key frames"``: the waypoints are boxes on evenly spaced middle
     frames and every other frame is interpolated; ``"motion path"``: the start box slides along start → waypoints
-    → end at constant speed. Then relaxed into soft boxes except where drawn. Other objects stay unconstrained."""
+    → end at constant speed. The frames not drawn then get ``between`` (:data:`~.boxes.BETWEEN`): relaxed by
+    ``margin`` into soft boxes (the paper), no box, or the hard path. Other objects stay unconstrained."""
     objects = caption_objects(caption)
     frames = check_int("frames", frames, 2)
     obj = check_int("object", obj, 0, len(objects) - 1)
     if mode not in ("key frames", "motion path"):
         raise ValueError(f"mode must be 'key frames' or 'motion path', got {mode!r}")
+    if between not in BETWEEN:
+        raise ValueError(f"between must be one of {BETWEEN}, got {between!r}")
     end_size = size if end_size is None else end_size
     for name, v in (("size", size), ("end size", end_size)):
         if not 0.05 <= v <= 1.0:
@@ -118,12 +122,13 @@ def plan_request(
         hard, drawn = interpolate_keyframes(keys, frames)
     else:
         hard, drawn = motion_path(first, torch.tensor([start, *points, end]), frames)
+    soft = between == "soft"
     boxes = torch.where(drawn[:, None], hard, relax(hard, margin)) if soft else hard
     cond = empty_conditions(1, frames)
     cond.ids[0, : len(objects)] = torch.arange(len(objects))
     cond.boxes[0, :, obj] = boxes
     cond.hard[0, :, obj] = drawn.float() if soft else 1.0
-    cond.active[0, :, obj] = True
+    cond.active[0, :, obj] = drawn if between == "none" else True
     return {
         "caption": caption,
         "object": obj,
@@ -133,7 +138,8 @@ def plan_request(
         "drawn": drawn,
         "waypoints": points,
         "cond": cond.validate(frames),
-        "soft": soft,
+        "between": between,
+        "margin": margin,
         "mode": mode,
     }
 
@@ -144,7 +150,7 @@ def describe_request(plan: dict) -> str:
     way = format_waypoints(plan["waypoints"]) or "none"
     return (
         f"request: the {plan['object_name']} from {fmt(plan['hard'][0])} to {fmt(plan['hard'][-1])} "
-        f"(x0, y0, x1, y1) · waypoints {way} · {plan['mode']}, {'soft' if plan['soft'] else 'hard'} boxes"
+        f"(x0, y0, x1, y1) · waypoints {way} · {plan['mode']}, between drawn frames: {_between_words(plan)}"
     )
 
 
@@ -184,6 +190,18 @@ def generate_request(
     }
 
 
+def _between_words(plan: dict) -> str:
+    return {"soft": f"soft boxes (margin {plan['margin']:.3f})", "none": "no boxes", "hard": "hard boxes"}[
+        plan["between"]
+    ]
+
+
+def _frame_word(plan: dict, f: int) -> str:
+    if plan["drawn"][f]:
+        return "drawn (hard)"
+    return {"soft": "soft", "none": "no box", "hard": "hard"}[plan["between"]]
+
+
 def render_plan(plan: dict) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -194,16 +212,15 @@ def render_plan(plan: dict) -> None:
     frames = plan["hard"].shape[0]
     blank = torch.full((frames, 3, 32, 32), PLAIN_BACKGROUND)
     idc = ID_COLOURS[plan["object"]].tolist()
-    titles = [
-        f"f{f}: {'drawn (hard)' if plan['drawn'][f] else ('soft' if plan['soft'] else 'hard')}" for f in range(frames)
-    ]
+    titles = [f"f{f}: {_frame_word(plan, f)}" for f in range(frames)]
+    active = plan["cond"].active[0, :, plan["object"]]
     fig = image_grid(
         blank,
         titles,
         ncols=frames,
         scale=1.2,
-        boxes=[[plan["hard"][f], plan["boxes"][f]] for f in range(frames)],
-        box_colours=[["white", idc]] * frames,
+        boxes=[[plan["hard"][f], plan["boxes"][f]] if active[f] else [plan["hard"][f]] for f in range(frames)],
+        box_colours=[["white", idc] if active[f] else ["white"] for f in range(frames)],
         suptitle=f"request for the {plan['object_name']} (ID colour {ID_NAMES[plan['object']]}): "
         f"white = path, coloured = the box the model reads",
     )
@@ -221,7 +238,7 @@ def render_generation(result: dict) -> None:
     titles = [f"frame {f}: IoU {float(v):.2f}" for f, v in enumerate(result["iou"])]
     print(describe_request(plan))
     print(
-        f"“{plan['caption']}” · {plan['mode']}, {'soft' if plan['soft'] else 'hard'} boxes, box guidance "
+        f"“{plan['caption']}” · {plan['mode']}, {_between_words(plan)} between drawn frames, box guidance "
         f"{result['box_guidance_scale']:g}, "
         f"seed {result['seed']} → mean IoU of the {plan['object_name']} {result['mean_iou']:.2f} "
         f"(first frame {float(result['iou'][0]):.2f}, last {float(result['iou'][-1]):.2f})"
@@ -399,6 +416,8 @@ class BoxTrajectoryEditor:
         size = lambda v, desc: W.FloatSlider(  # noqa: E731
             value=v, min=0.05, max=0.6, step=0.01, description=desc, continuous_update=False
         )
+        from .evaluate import table_soft_margin
+
         self.model = model
         self.frames = clip_frames(model)
         self.controls = {
@@ -416,7 +435,20 @@ class BoxTrajectoryEditor:
             "end_size": size(d["size"], "end size"),
             "waypoints": W.Text(value="", description="waypoints", placeholder="x,y; x,y (or click on the frame)"),
             "mode": W.ToggleButtons(options=["key frames", "motion path"], value="key frames", description="mode"),
-            "soft": W.Checkbox(value=True, description="relax into soft boxes"),
+            "between": W.ToggleButtons(
+                options=[("soft boxes", "soft"), ("no boxes", "none"), ("hard boxes", "hard")],
+                value="soft",
+                description="in between",
+            ),
+            "margin": W.FloatSlider(  # the stored tables' relaxation (chosen on validation clips)
+                value=round(table_soft_margin(), 3),
+                min=0.0,
+                max=0.25,
+                step=0.005,
+                readout_format=".3f",
+                description="soft margin",
+                continuous_update=False,
+            ),
         }
         from .evaluate import table_box_guidance_scale
 
@@ -451,7 +483,9 @@ class BoxTrajectoryEditor:
             self.controls["obj"].options = [(n, i) for i, n in enumerate(objects)]
             self.controls["obj"].value = 0
 
-    def _plan(self, caption, obj, start_x, start_y, size, end_x, end_y, end_size, waypoints, mode, soft) -> dict:
+    def _plan(
+        self, caption, obj, start_x, start_y, size, end_x, end_y, end_size, waypoints, mode, between, margin
+    ) -> dict:
         return plan_request(
             caption,
             obj,
@@ -460,7 +494,8 @@ class BoxTrajectoryEditor:
             size,
             waypoints,
             mode,
-            soft,
+            between,
+            margin,
             frames=self.frames,
             end_size=end_size,
         )

@@ -153,12 +153,18 @@ def control_loss(
     p_first_frame: float = 0.5,
     p_uncond: float = 0.1,
     random_ids: bool = True,
+    outline_unboxed: bool = False,
+    outline_first_frame: bool = False,
 ) -> torch.Tensor:
     """The (weighted) ε-MSE of one training batch under a stage's rules (see the module docstring).
 
     Self-tracking draws an outline only around the objects whose box the model is given (a clip without boxes
     keeps its clean target: :func:`~.boxes.draw_outlines` draws nothing for ID −1), and an F0 clip's given first
-    frame is the clean frame, as at inference (only the frames the model generates carry outlines)."""
+    frame is the clean frame, as at inference (only the frames the model generates carry outlines).
+
+    ``outline_unboxed`` and ``outline_first_frame`` re-enact the first version's two bugs (issue 14, suspects 2
+    and 3: outlines also around objects without a box, in their slot's colour, and on the given first frame), for
+    :mod:`.probe`, which measures what fixing each was worth."""
     from ..diffusion.training import loss_weights
 
     device = next(model.parameters()).device
@@ -167,6 +173,8 @@ def control_loss(
     x0 = clean
     if stage.self_tracking:
         ids = cond.ids[:, : batch.present.shape[1]]
+        if outline_unboxed:  # suspect 2: every present object outlined, a box or not
+            ids = torch.where(batch.present, torch.where(ids >= 0, ids, torch.arange(ids.shape[1])), -1)
         x0 = to_model_space(
             draw_outlines(batch.videos, batch.boxes, batch.visible, ids, keep=batch.instance_masks.any(2))
         ).to(device)
@@ -175,7 +183,8 @@ def control_loss(
     noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
     xt = scheduler.add_noise(x0, noise, t)
     f0 = (torch.rand(b, generator=generator) < p_first_frame).to(device)
-    xt[:, 0] = torch.where(f0[:, None, None, None], clean[:, 0], xt[:, 0])
+    given = x0[:, 0] if outline_first_frame else clean[:, 0]  # suspect 3: the given frame carried outlines
+    xt[:, 0] = torch.where(f0[:, None, None, None], given, xt[:, 0])
     tokens = drop_condition(batch.tokens, p_uncond, generator).to(device)
     eps = model(xt, t, tokens, model.box_tokens(cond.to(device), b, frames))
     weight = torch.ones(b, frames, device=device)
@@ -217,32 +226,30 @@ def guided_eps_model(
     With w_box = ``box_guidance_scale`` and w = ``guidance_scale`` (Boximator §3.4, CFG of Ho & Salimans):
     ε̂ = ε(c, ∅_box) + w_box (ε(c, B) − ε(c, ∅_box)) + (w − 1)(ε(c, ∅_box) − ε(∅, ∅_box)).
 
-    At w_box = 1 the branch ε(c, ∅_box) is skipped and the caption term reads ε(c, B) in its place:
-    ε̂ = ε(c, B) + (w − 1)(ε(c, B) − ε(∅, ∅_box)), plain CFG on the boxed model. So at w = 2, w_box 1 and 2 give
-    the same ε̂ (2ε(c, B) − ε(∅, ∅_box)); the stored ``box_cfg`` table shows it."""
+    Every scale uses this one formula (continuous in w_box): the branch ε(c, ∅_box) is skipped only when neither
+    term needs it (w_box = 1 and w = 1). An earlier version also skipped it at w_box = 1 with caption guidance on,
+    reading ε(c, B) in the caption term, so w_box 1 and 2 gave the same ε̂ at w = 2."""
     boxed = box_tokens is not None
+    need_nobox = boxed and (box_guidance_scale != 1.0 or guidance_scale != 1.0)
 
     def eps(x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         uncond = torch.full_like(tokens, PAD_ID)
         # branch 0: ε(c, B) — or ε(c, ∅_box) when there are no boxes
         xs, ts, caps, toks = [x], [t], [tokens], [box_tokens if boxed else null_tokens]
-        # branch 1 (box CFG only): ε(c, ∅_box)
-        if boxed and box_guidance_scale != 1.0:
+        # branch 1 (with boxes, when a guidance term needs it): ε(c, ∅_box)
+        if need_nobox:
             xs, ts, caps, toks = xs + [x], ts + [t], caps + [tokens], toks + [null_tokens]
         # last branch (caption CFG only): ε(∅, ∅_box)
         if guidance_scale != 1.0:
             xs, ts, caps, toks = xs + [x], ts + [t], caps + [uncond], toks + [null_tokens]
         kwargs = {} if null_tokens is None else {"box_tokens": BoxTokens.cat(toks)}
         out = model(torch.cat(xs), torch.cat(ts), torch.cat(caps), **kwargs).chunk(len(xs))
-        e_main = out[0]
-        i = 1
-        if boxed and box_guidance_scale != 1.0:
+        e_main, e_nobox, i = out[0], out[0], 1
+        if need_nobox:
             e_nobox = out[1]
             # ε(c, ∅_box) + w_box (ε(c, B) − ε(c, ∅_box))
             e_main = e_nobox + box_guidance_scale * (out[0] - e_nobox)
             i = 2
-        else:
-            e_nobox = out[0]
         if guidance_scale != 1.0:
             # + (w − 1)(ε(c, ∅_box) − ε(∅, ∅_box))
             e_main = e_main + (guidance_scale - 1.0) * (e_nobox - out[i])

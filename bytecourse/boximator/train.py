@@ -107,16 +107,16 @@ def build_model(variant: str, device: str | torch.device = "cpu", seed: int = 0)
     return model
 
 
-def stage_loss(stage: StageConfig, seed: int, stage_index: int, world):
+def stage_loss(stage: StageConfig, seed: int, stage_index: int, world, **loss_options):
     """``loss_fn(model, step, device)`` for :func:`train_loop`: a fresh Motion batch (the base model's world)
-    per step, seeded by (seed, stage, step)."""
+    per step, seeded by (seed, stage, step); ``loss_options`` go to :func:`~.pipeline.control_loss`."""
     scheduler = make_train_scheduler()
 
     def loss_fn(model, step: int, device) -> torch.Tensor:
         data_seed = seeds.BOXIMATOR_DATA + seed * seeds.TRAIN_SEED_STRIDE + stage_index * 100_000 + step
         batch = make_motion(BATCH, data_seed, world)
         generator = torch.Generator().manual_seed(data_seed + 11)
-        return control_loss(model, batch, stage, scheduler, generator)
+        return control_loss(model, batch, stage, scheduler, generator, **loss_options)
 
     return loss_fn
 

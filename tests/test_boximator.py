@@ -322,7 +322,7 @@ def test_box_cfg_formula():
     at_one = guided_eps_model(model, boxes, null, 1.0, 2.0)(x, t, tok)
     torch.testing.assert_close(at_one, e_box + (e_null - e_unc), atol=1e-5, rtol=1e-4)
     near = guided_eps_model(model, boxes, null, 1.0 + 1e-3, 2.0)(x, t, tok)
-    assert float((near - at_one).abs().max()) < 1e-3 * float((e_box - e_null).abs().max()) + 1e-5
+    assert float((near - at_one).detach().abs().max()) < 1e-3 * float((e_box - e_null).detach().abs().max()) + 1e-5
 
 
 # --- the widget's pure functions and Python-side callbacks -------------------------------------------------

@@ -21,8 +21,8 @@ L_simple (``StageConfig.high_noise``/``weighting``). With all five fixed, on the
 not bound its boxes after 1,000 steps (seed-0 probe, 8 clips, DDIM 20, CFG 2: AP50 0.007 with the clips' boxes,
 0.010 with other clips' boxes; attention of tokens inside vs outside a box on its slot at t = 900: 0.049 vs
 0.059). The box-overlap attention bias (:class:`~.control.BoxSelfAttention`'s ``box_bias``) bound them within
-600 steps (same probe: AP50 0.124 vs 0.000; attention 0.55 vs 0.13). The five fixes were measured together, not
-one by one.
+600 steps (same probe: AP50 0.124 vs 0.000; attention 0.55 vs 0.13). The five fixes were measured together here;
+:mod:`.probe` leaves each out in turn (``python -m bytecourse eval boximator --part fixes``).
 
 Sampling (§3.4): DDIM with classifier-free guidance whose negative condition keeps the caption and replaces
 every box token by the null token, ε̂ = ε(c, ∅_box) + w_box (ε(c, boxes) − ε(c, ∅_box)); with ``guidance_scale ≠ 1``

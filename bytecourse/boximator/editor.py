@@ -444,7 +444,7 @@ class BoxTrajectoryEditor:
                 value=round(table_soft_margin(), 3),
                 min=0.0,
                 max=0.25,
-                step=0.005,
+                step=0.001,
                 readout_format=".3f",
                 description="soft margin",
                 continuous_update=False,

@@ -206,6 +206,7 @@ _ALL = (
             "magicvideo_v2v",
             "magicvideo_vfi",
             "magicvideo_vfi_adv",
+            "magicvideo_v2v_noref",
         ),
         "bytecourse.magicvideo.train:cli_train",
         "bytecourse.magicvideo.evaluate:cli_eval",

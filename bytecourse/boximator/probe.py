@@ -14,11 +14,17 @@ ours. Here each is measured by leaving it out of the shipped recipe, everything 
 ``box_bias``              ours: the box-overlap attention bias β·|cell ∩ box|/|cell| (off: β = 0)
 ========================  ===========================================================================
 
-plus the first version's recipe (all six off). Each probe trains stage 1 (hard boxes, self-tracking) for
-:data:`PROBE_STEPS` steps from the same initialisation and data, then scores the raw weights on evaluation seed 0
-(:data:`PROBE_CLIPS` clips, DDIM 20, w_text 2, w_box 1): AP50 and all-frame mIoU with the clips' own boxes and
-with the boxes shuffled between clips (a module that reads its boxes loses accuracy when they are wrong), and at
-t = 900 the mean attention an active slot gets from tokens inside vs outside its box (:func:`.evaluate.box_effect`).
+plus the first version's recipe (all six off), and the paper's own ablation in the same short budget:
+stage 1 **without self-tracking** (plain targets), once with the bias and once without it. The paper's model
+"failed to follow most box constraints after 110K steps" without self-tracking; our fully trained
+``no_self_tracking`` variant binds about as well as ``full``. The hypothesis those two probes test: the bias
+hands every layer the token–box binding that self-tracking teaches, so self-tracking should matter early in
+training, or when the bias is off. Each probe trains stage 1 (hard boxes) for :data:`PROBE_STEPS` steps from the
+same initialisation and data, then scores the raw weights on evaluation seed 0 (:data:`PROBE_CLIPS` clips,
+DDIM 20, w_text 2, w_box :data:`PROBE_BOX_GUIDANCE`): AP50 and all-frame mIoU with the clips' own boxes and with
+the boxes shuffled between clips (a module that reads its boxes loses accuracy when they are wrong), and at
+t = 900 the relative change of ε with the boxes and the mean attention an active slot gets from tokens inside vs
+outside its box (:func:`.evaluate.box_effect`).
 
 ``python -m bytecourse eval boximator --part fixes`` runs them (about 5 min each on 2 CPU cores); a probe's result
 is kept under ``runs/boximator/probe/`` so a stopped command resumes where it stopped.
@@ -35,7 +41,7 @@ import torch
 
 from ..trainer import seeded_init, train_loop
 from .control import BoximatorControl
-from .pipeline import BoximatorModel, generate_video
+from .pipeline import BoximatorModel, StageConfig, generate_video
 from .train import CONTROL, STAGES, _load_model_weights, load_base, stage_loss
 
 FIXES = {
@@ -46,21 +52,27 @@ FIXES = {
     "high_noise": "high-noise levels + v weighting (fix 5)",
     "box_bias": "the box-overlap bias (ours)",
 }
+#: what a probe may leave out: the six changes above and the paper's self-tracking
+COMPONENTS = {**FIXES, "self_tracking": "self-tracking (the paper's ablation)"}
 PROBES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shipped recipe", ()),
     *((f"without {label}", (fix,)) for fix, label in FIXES.items()),
     ("first version (none of the six)", tuple(FIXES)),
+    ("without self-tracking (the paper's ablation)", ("self_tracking",)),
+    ("without self-tracking and without the bias", ("self_tracking", "box_bias")),
 )
 PROBE_STEPS = 300
+#: w_box of the probes' samples: the scale ``eval boximator`` chose for the shipped model on validation clips
+PROBE_BOX_GUIDANCE = 4.0
 PROBE_CLIPS = 8
 PROBE_LEVEL = 900
 
 
 def probe_model(without: tuple[str, ...], device="cpu", seed: int = 0) -> BoximatorModel:
     """The frozen base with a fresh control module built as the shipped recipe, less the fixes in ``without``."""
-    unknown = set(without) - set(FIXES)
+    unknown = set(without) - set(COMPONENTS)
     if unknown:
-        raise ValueError(f"unknown fixes {sorted(unknown)}: choose from {list(FIXES)}")
+        raise ValueError(f"unknown fixes {sorted(unknown)}: choose from {list(COMPONENTS)}")
     base, _ = load_base(device)
     options = dict(CONTROL)
     if "masked_slots" in without:
@@ -71,6 +83,16 @@ def probe_model(without: tuple[str, ...], device="cpu", seed: int = 0) -> Boxima
     model = BoximatorModel(base, control.to(device))
     model.base.requires_grad_(False)
     return model
+
+
+def probe_stage(without: tuple[str, ...], steps: int = PROBE_STEPS) -> StageConfig:
+    """Stage 1 of the shipped recipe for ``steps`` steps, less the level sampling / self-tracking in ``without``."""
+    stage = replace(STAGES[0], steps=steps)
+    if "high_noise" in without:
+        stage = replace(stage, high_noise=(0.0, 0), weighting="eps")
+    if "self_tracking" in without:
+        stage = replace(stage, self_tracking=False)
+    return stage
 
 
 def train_probe(
@@ -85,9 +107,7 @@ def train_probe(
     """Stage 1 of the recipe less ``without`` for ``steps`` steps (resumable); returns the raw weights and
     whether the schedule finished."""
     model = probe_model(without, device, seed)
-    stage = replace(STAGES[0], steps=steps)
-    if "high_noise" in without:
-        stage = replace(stage, high_noise=(0.0, 0), weighting="eps")
+    stage = probe_stage(without, steps)
     world = load_base("cpu")[1]
     loss = stage_loss(
         stage,
@@ -125,7 +145,15 @@ def score_probe(model: BoximatorModel, n: int = PROBE_CLIPS) -> dict:
     shuffled = cond.select(torch.roll(torch.arange(n), 1))
     out = {}
     for name, c in (("", cond), ("shuffled_", shuffled)):
-        video = generate_video(model, batch.tokens, c, steps=20, guidance_scale=2.0, seed=EVAL_SEED_OFFSET)
+        video = generate_video(
+            model,
+            batch.tokens,
+            c,
+            steps=20,
+            guidance_scale=2.0,
+            box_guidance_scale=PROBE_BOX_GUIDANCE,
+            seed=EVAL_SEED_OFFSET,
+        )
         m = alignment_metrics(video, batch, paths, [0, video.shape[1] - 1])
         out[f"{name}AP50"], out[f"{name}mIoU_all"] = m["AP50"], m["mIoU_all"]
     effect = box_effect(model, 0, n // 2, levels=(PROBE_LEVEL,))[PROBE_LEVEL]
@@ -147,7 +175,7 @@ def fixes_table(
     started, rows, missing = time.time(), [], []
     for label, without in probes:
         run_dir = run_root / ("shipped" if not without else "-".join(without))
-        result = run_dir / f"result_{steps}.json"
+        result = run_dir / f"result_{steps}_wbox{PROBE_BOX_GUIDANCE:g}.json"
         if not result.exists():
             left = None if max_minutes is None else max_minutes - (time.time() - started) / 60
             if left is not None and left < 1:

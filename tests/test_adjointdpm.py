@@ -175,9 +175,14 @@ def test_widget_callbacks_without_a_browser():
     view.controls["coords"].value = "t"
     view.controls["method"].value = "heun"
     assert view.result["coords"] == "t" and view.result["method"] == "heun"
+    assert view.result["grid"] == "log_rho"
+    view.controls["grid"].value = "time"
+    assert view.result["grid"] == "time" and view.calls == 5
     assert view.result["routes"]["autograd"]["peak_bytes"] > view.result["routes"]["continuous"]["peak_bytes"]
     with pytest.raises(ValueError):
         widget.fidelity_preview(model, 5, method="rk4")
+    with pytest.raises(ValueError):
+        widget.fidelity_preview(model, 5, grid="karras")
 
 
 def _tiny_app_model(size: int = 16) -> ImageDenoiser:
@@ -226,3 +231,96 @@ def test_learn_effect_word_fits_the_examples_and_stylize_tunes_only_the_output_l
     changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith(("out.", "unstem.")) for k in changed)
     assert all(torch.equal(v, before[k]) for k, v in big.state_dict().items())  # the model itself is untouched
+
+
+# --- issue 16: grids in log ρ, the converged reference, the adaptive route ------------------------------------------
+
+
+def test_log_rho_and_rho_grids():
+    from bytecourse.adjointdpm.solvers import level_at_rho, make_grid, rho_at
+
+    g = make_grid(8, "log_rho", 980, 0, ACP)
+    assert g[0] == 980 and g[-1] == 0 and len(g) == 9 and all(b < a for a, b in zip(g, g[1:]))
+    rhos = torch.tensor([rho_at(t, ACP) for t in g], dtype=torch.float64)
+    ratios = rhos[1:] / rhos[:-1]
+    assert torch.allclose(ratios, ratios[0].expand_as(ratios), rtol=1e-6)  # every step shrinks ρ by one factor
+    steps = torch.tensor([rho_at(t, ACP) for t in make_grid(8, "rho", 980, 0, ACP)]).diff()
+    assert torch.allclose(steps, steps[0].expand_as(steps), rtol=1e-6)
+    for t in (0, 3, 250.25, 979.9):
+        assert abs(level_at_rho(rho_at(t, ACP), ACP) - t) < 1e-6
+    # fractional levels: α, σ between the table's neighbours, the table itself at integers
+    ode = PFODE(lambda x, t: x, ACP, [980, 500.5, 0], "rho")
+    a_mid, a_lo, a_hi = ode.alpha_sigma(1, torch.float64)[0], ACP[500].double().sqrt(), ACP[501].double().sqrt()
+    assert a_hi < a_mid < a_lo and ode.alpha_sigma(0, torch.float64)[0] == ACP[980].double().sqrt()
+    assert make_grid(5, "time", 980) == time_grid(5, 980)
+    with pytest.raises(ValueError):
+        make_grid(5, "karras", 980, 0, ACP)
+    with pytest.raises(ValueError):
+        make_grid(5, "log_rho", 980)  # a ρ grid needs the schedule
+    with pytest.raises(ValueError):
+        PFODE(lambda x, t: x, ACP, [980, 980.5, 0], "rho")
+
+
+def test_heun_on_the_log_rho_grid_approaches_the_converged_gradient_fastest():
+    """On a smooth toy ε the continuous adjoint's error against a converged reference falls with N, and Heun on the
+    log-ρ grid in ρ beats the raw PF-ODE in t on the time grid at the same N."""
+    from bytecourse.adjointdpm.solvers import make_grid
+
+    model, x, loss = _problem()
+    params = list(model.parameters())
+    ref = discrete_adjoint_gradients(
+        PFODE(model, ACP, make_grid(400, "log_rho", 980, 0, ACP), "rho"), x, loss, params, "heun"
+    )
+    err = {}
+    for coords, grid in (("rho", "log_rho"), ("t", "time")):
+        for n in (10, 40):
+            ode = PFODE(model, ACP, make_grid(n, grid, 980, 0, ACP), coords)
+            err[grid, n] = _rel(continuous_adjoint_gradients(ode, x, loss, params, "heun").grad_x, ref.grad_x)
+    assert err["log_rho", 40] < err["log_rho", 10] and err["log_rho", 10] < err["time", 10], err
+    assert err["log_rho", 40] < 0.01, err
+    # reading y from the forward states instead of re-integrating it: converges as well
+    ode = PFODE(model, ACP, make_grid(40, "log_rho", 980, 0, ACP), "rho")
+    ck = continuous_adjoint_gradients(ode, x, loss, params, "heun", checkpoints=True)
+    assert _rel(ck.grad_x, ref.grad_x) < 0.01 and _rel(ck.grad_params[0], ref.grad_params[0]) < 0.05
+
+
+def test_adaptive_route_cross_checks_the_reference():
+    """torchdiffeq's odeint_adjoint (the paper's tool, dopri5 in log ρ) and the discrete adjoint of Heun on 400 log-ρ
+    steps agree on every gradient: two independent routes to the converged ODE gradient."""
+    from bytecourse.adjointdpm.solvers import adaptive_adjoint_gradients, make_grid
+
+    model, x, loss = _problem()
+    params = list(model.parameters())
+    ref = discrete_adjoint_gradients(
+        PFODE(model, ACP, make_grid(400, "log_rho", 980, 0, ACP), "rho"), x, loss, params, "heun"
+    )
+    g, nfe = adaptive_adjoint_gradients(PFODE(model, ACP, [980, 0], "rho"), x, loss, params, rtol=1e-6, atol=1e-6)
+    assert _rel(g.grad_x, ref.grad_x) < 1e-3 and all(_rel(p, q) < 1e-3 for p, q in zip(g.grad_params, ref.grad_params))
+    assert nfe["nfe_forward"] > 0 and nfe["nfe_backward"] > 0
+    with pytest.raises(ValueError):
+        adaptive_adjoint_gradients(PFODE(model, ACP, [980, 0], "t"), x, loss)
+
+
+def _fidelity_table(log_rho_heun: float, log_rho_euler: float, t_err: float) -> dict:
+    def metrics(v):
+        return {k: {"mean": v, "min": v * 0.9, "max": v * 1.1} for k in ("cont_rel_x", "cont_rel_c", "cont_rel_theta")}
+
+    rows = [
+        {"method": "heun", "coords": "rho", "grid": "log_rho", "N": 20, "metrics": metrics(log_rho_heun)},
+        {"method": "euler", "coords": "rho", "grid": "log_rho", "N": 20, "metrics": metrics(log_rho_euler)},
+        {"method": "heun", "coords": "t", "grid": "time", "N": 20, "metrics": metrics(t_err)},
+        {"method": "euler", "coords": "t", "grid": "time", "N": 20, "metrics": metrics(t_err)},
+    ]
+    return {"rows": rows}
+
+
+def test_fidelity_verdicts_can_say_not_reproduced():
+    from bytecourse.adjointdpm.evaluate import fidelity_verdicts
+
+    good = fidelity_verdicts(_fidelity_table(0.05, 0.3, 0.8))
+    assert {v["outcome"] for v in good.values()} == {"reproduced"}
+    bad = fidelity_verdicts(_fidelity_table(0.2, 0.9, 0.5))
+    assert bad["heun_log_rho_floor"]["outcome"] == "not reproduced" and "NOT" in bad["heun_log_rho_floor"]["line"]
+    assert bad["heun_below_t"]["outcome"] == "reproduced" and bad["euler_below_t"]["outcome"] == "not reproduced"
+    close = fidelity_verdicts(_fidelity_table(0.2, 0.3, 0.31))  # means below, ranges overlapping
+    assert close["euler_below_t"]["outcome"] == "inconclusive"

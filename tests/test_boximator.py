@@ -705,3 +705,26 @@ def test_fix_probes_leave_out_one_fix_at_a_time():
     # the same initialisation for every probe: the recipes differ only in what they leave out
     a, b = probe.probe_model(("random_ids",)), probe.probe_model(("high_noise",))
     assert all(torch.equal(p, q) for p, q in zip(a.control.parameters(), b.control.parameters()))
+
+
+def test_self_tracking_probe_lines_read_the_fixes_table():
+    from bytecourse.boximator.probe import FIXES, self_tracking_lines
+
+    def row(name, ap, inside):
+        metrics = {"AP50": ap, "attention_inside": inside, "attention_outside": 0.1}
+        return {"setting": name, "metrics": {k: {"mean": v, "min": v, "max": v} for k, v in metrics.items()}}
+
+    table = {
+        "steps": 300,
+        "clips_per_seed": 8,
+        "rows": [
+            row("shipped recipe", 0.2, 0.5),
+            row("without self-tracking (the paper's ablation)", 0.1, 0.4),
+            row(f"without {FIXES['box_bias']}", 0.0, 0.1),
+            row("without self-tracking and without the bias", 0.05, 0.1),
+        ],
+    }
+    with_bias, without_bias = self_tracking_lines(table)
+    assert "0.200 with vs 0.100 without (higher with it)" in with_bias
+    assert "0.000 with vs 0.050 without (lower with it)" in without_bias
+    assert self_tracking_lines({"rows": table["rows"][:1], "steps": 300, "clips_per_seed": 8}) == []

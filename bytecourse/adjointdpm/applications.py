@@ -29,7 +29,7 @@ from ..diffusion import guided_eps, initial_noise, make_train_scheduler, to_imag
 from ..diffusion.image_model import DEFAULT_GUIDANCE_SCALE, EVAL_SEED_OFFSET, eval_captions
 from ..diffusion.losses import GramStyleLoss
 from ..worlds import ShapesConfig, make_shapes
-from .solvers import PFODE, ROUTES, discrete_adjoint_gradients, solve_pf_ode, time_grid
+from .solvers import PFODE, ROUTES, discrete_adjoint_gradients, make_grid, solve_pf_ode, time_grid
 
 CHECKPOINT = None  # AdjointDPM's applications optimise noise, embeddings and weights at run time: no shipped weights
 TABLE_KEY = "adjointdpm"
@@ -44,10 +44,10 @@ def eps_for(model, cond, uncond=None, guidance_scale: float = DEFAULT_GUIDANCE_S
     return lambda x, t: guided_eps(model, x, t, cond, guidance_scale, uncond)
 
 
-def make_ode(model, cond, num_steps: int, coords: str = "rho", uncond=None) -> PFODE:
-    return PFODE(
-        eps_for(model, cond, uncond), make_train_scheduler().alphas_cumprod, time_grid(num_steps, T_MAX), coords
-    )
+def make_ode(model, cond, num_steps: int, coords: str = "rho", uncond=None, grid: str = "time") -> PFODE:
+    """The chapter's PF-ODE from ``T_MAX`` to level 0 on a ``grid`` of ``num_steps`` steps (:func:`.make_grid`)."""
+    acp = make_train_scheduler().alphas_cumprod
+    return PFODE(eps_for(model, cond, uncond), acp, make_grid(num_steps, grid, T_MAX, 0, acp), coords)
 
 
 def start_level_facts(num_steps: int = 10) -> dict[str, float]:

@@ -26,7 +26,12 @@ from .applications import (
     style_outcome,
     stylize,
 )
-from .solvers import autograd_gradients, continuous_adjoint_gradients, discrete_adjoint_gradients
+from .solvers import (
+    adaptive_adjoint_gradients,
+    autograd_gradients,
+    continuous_adjoint_gradients,
+    discrete_adjoint_gradients,
+)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -37,73 +42,182 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), 0))
 
 
-def fidelity(model, seed: int, ns=N_GRID, methods=("euler",), batch: int = 2) -> list[dict]:
-    """Relative error and cosine of the continuous adjoint's ∂L/∂x_T, ∂L/∂c and ∂L/∂θ (θ: the output layer) against
-    autograd through the same solver, in t- and ρ-coordinates; the discrete adjoint's error beside it."""
+#: the converged reference every gradient is measured against: Heun on 200 log-ρ steps, differentiated exactly (the
+#: discrete adjoint of that solve). Its own error is checked against Heun on 100 steps (``reference_check``).
+REFERENCE = {"method": "heun", "grid": "log_rho", "N": 200, "check_N": 100}
+#: (coordinates, grid) of the fidelity rows: the raw PF-ODE on the time grid, and the paper's ρ-coordinates on the
+#: time grid, the log-ρ grid and (contrast) the ρ-uniform grid
+SETTINGS = (("t", "time"), ("rho", "time"), ("rho", "log_rho"), ("rho", "rho"))
+#: rtol = atol of torchdiffeq's adaptive ``odeint_adjoint`` rows (dopri5 in u = log ρ)
+ADAPTIVE_TOLERANCES = (1e-3, 1e-4)
+
+
+def _setup(model, seed: int, batch: int):
+    """Seed ``seed``'s captions as a differentiable embedding c, its null embedding, the output layer θ (made
+    differentiable; restore with the returned flags), the style loss and x_T."""
     caps = eval_captions(seed, 1, batch, model.config.image_size)
     c = model.text(text.encode(caps, model.config.caption_length)).detach().requires_grad_(True)
     uncond = null_embedding(model, batch).detach()
-    theta = [p for p in model.out.parameters()]
+    theta = list(model.out.parameters())
     was = [p.requires_grad for p in theta]
     for p in theta:
         p.requires_grad_(True)
     loss = style_loss()
-    loss_fn = lambda x0: loss(x0).sum()  # noqa: E731
     x_T = initial_noise((batch, 3, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + seed)
+    return c, uncond, theta, was, lambda x0: loss(x0).sum(), x_T
+
+
+def _errors(prefix: str, g, ref) -> dict:
+    """Relative errors of ∂L/∂x_T, ∂L/∂c, ∂L/∂θ (θ flattened) and the cosine of ∂L/∂x_T against ``ref``."""
+    flat = lambda r: torch.cat([p.flatten() for p in r.grad_params[1:]])  # noqa: E731
+    return {
+        f"{prefix}_rel_x": relative_error(g.grad_x, ref.grad_x),
+        f"{prefix}_cos_x": cosine(g.grad_x, ref.grad_x),
+        f"{prefix}_rel_c": relative_error(g.grad_params[0], ref.grad_params[0]),
+        f"{prefix}_rel_theta": relative_error(flat(g), flat(ref)),
+    }
+
+
+def _timed(route, *args):
+    t0 = time.perf_counter()
+    out = route(*args)
+    return out, time.perf_counter() - t0
+
+
+def fidelity(
+    model,
+    seed: int,
+    ns=N_GRID,
+    methods=("euler", "heun"),
+    settings=SETTINGS,
+    adaptive=ADAPTIVE_TOLERANCES,
+    batch: int = 2,
+    reference_check: bool = True,
+) -> list[dict]:
+    """Each route's ∂L/∂x_T, ∂L/∂c and ∂L/∂θ (θ: the denoiser's output layer; L: the Gram style loss of x₀) against
+    the converged reference :data:`REFERENCE`, and its wall time:
+
+    - ``cont_*``: the continuous adjoint (the paper's route) on the row's solver, coordinates, grid and N;
+    - ``disc_*``: the exact gradient of that same discretised solve (discrete adjoint): what the solver's own
+      forward error leaves, whatever the route;
+    - ``self_rel_x``: continuous vs discrete on the same grid, i.e. the error the backward pass adds;
+    - ``ckpt_*`` (log-ρ rows): the continuous adjoint reading y from the forward states instead of re-integrating it
+      (:func:`.solvers.continuous_adjoint_gradients` with ``checkpoints``), so the re-integration's share shows;
+    - adaptive rows (``grid = "adaptive"``): torchdiffeq's ``odeint_adjoint`` at each tolerance, with its number of
+      network evaluations.
+    One row per setting, plus ``{"reference_check": …}`` with Heun on ``check_N`` steps against the reference."""
+    c, uncond, theta, was, loss_fn, x_T = _setup(model, seed, batch)
+    wrt = [c, *theta]
     rows = []
     try:
+        ref_ode = make_ode(model, c, REFERENCE["N"], "rho", uncond, REFERENCE["grid"])
+        ref = discrete_adjoint_gradients(ref_ode, x_T, loss_fn, wrt, REFERENCE["method"])
+        if reference_check:
+            check_ode = make_ode(model, c, REFERENCE["check_N"], "rho", uncond, REFERENCE["grid"])
+            check = discrete_adjoint_gradients(check_ode, x_T, loss_fn, wrt, REFERENCE["method"])
+            rows.append({"reference_check": True, **_errors("check", check, ref)})
         for method in methods:
-            for coords in ("t", "rho"):
+            for coords, grid in settings:
                 for n in ns:
-                    ode = make_ode(model, c, n, coords, uncond)
-                    ref = autograd_gradients(ode, x_T, loss_fn, [c, *theta], method)
-                    cont = continuous_adjoint_gradients(ode, x_T, loss_fn, [c, *theta], method)
-                    disc = discrete_adjoint_gradients(ode, x_T, loss_fn, [c, *theta], method)
-                    th_ref = torch.cat([g.flatten() for g in ref.grad_params[1:]])
-                    th_cont = torch.cat([g.flatten() for g in cont.grad_params[1:]])
-                    th_disc = torch.cat([g.flatten() for g in disc.grad_params[1:]])
-                    rows.append(
-                        {
-                            "method": method,
-                            "coords": coords,
-                            "N": n,
-                            "cont_rel_x": relative_error(cont.grad_x, ref.grad_x),
-                            "cont_cos_x": cosine(cont.grad_x, ref.grad_x),
-                            "cont_rel_c": relative_error(cont.grad_params[0], ref.grad_params[0]),
-                            "cont_cos_c": cosine(cont.grad_params[0], ref.grad_params[0]),
-                            "cont_rel_theta": relative_error(th_cont, th_ref),
-                            "cont_cos_theta": cosine(th_cont, th_ref),
-                            "disc_rel_x": relative_error(disc.grad_x, ref.grad_x),
-                            "disc_rel_c": relative_error(disc.grad_params[0], ref.grad_params[0]),
-                            "disc_rel_theta": relative_error(th_disc, th_ref),
-                        }
-                    )
+                    ode = make_ode(model, c, n, coords, uncond, grid)
+                    cont, t_cont = _timed(continuous_adjoint_gradients, ode, x_T, loss_fn, wrt, method)
+                    disc, t_disc = _timed(discrete_adjoint_gradients, ode, x_T, loss_fn, wrt, method)
+                    row = {"method": method, "coords": coords, "grid": grid, "N": n}
+                    row.update(_errors("cont", cont, ref) | _errors("disc", disc, ref))
+                    row.update(self_rel_x=relative_error(cont.grad_x, disc.grad_x), cont_seconds=t_cont)
+                    if grid == "log_rho":  # y read from the forward states: what re-integrating y costs
+                        ckpt = continuous_adjoint_gradients(ode, x_T, loss_fn, wrt, method, checkpoints=True)
+                        row.update(_errors("ckpt", ckpt, ref))
+                    rows.append(row | {"disc_seconds": t_disc})
+        for tol in adaptive:
+            ode = make_ode(model, c, 1, "rho", uncond)
+            (g, nfe), t_ad = _timed(adaptive_adjoint_gradients, ode, x_T, loss_fn, wrt, tol, tol)
+            row = {"method": "dopri5", "coords": "rho", "grid": "adaptive", "N": tol, **_errors("cont", g, ref)}
+            rows.append(row | {"cont_seconds": t_ad, **nfe})
     finally:
         for p, flag in zip(theta, was):
             p.requires_grad_(flag)
     return rows
 
 
-def fidelity_table(model, seeds: list[int], ns=N_GRID, methods=("euler", "heun"), progress: bool = True) -> dict:
+def _setting(method: str, coords: str, grid: str, n) -> str:
+    if grid == "adaptive":
+        return f"adaptive (torchdiffeq dopri5), rtol = atol = {n:g}"
+    return f"{method}, {coords}-coords, {grid.replace('_', '-')} grid, N={n}"
+
+
+def fidelity_table(
+    model,
+    seeds: list[int],
+    ns=N_GRID,
+    methods=("euler", "heun"),
+    settings=SETTINGS,
+    adaptive=ADAPTIVE_TOLERANCES,
+    progress: bool = True,
+    reference_check: bool = True,
+) -> dict:
     from tqdm.auto import tqdm
 
     per: dict[tuple, list[dict]] = {}
+    checks = []
     for seed in tqdm(seeds, disable=not progress, desc="gradient fidelity"):
-        for r in fidelity(model, seed, ns, methods):
-            key = (r["method"], r["coords"], r["N"])
-            per.setdefault(key, []).append({k: v for k, v in r.items() if k not in ("method", "coords", "N")})
+        for r in fidelity(model, seed, ns, methods, settings, adaptive, reference_check=reference_check):
+            if r.pop("reference_check", False):
+                checks.append(r)
+                continue
+            key = (r.pop("method"), r.pop("coords"), r.pop("grid"), r.pop("N"))
+            per.setdefault(key, []).append(r)
     rows = [
-        {"setting": f"{m}, {c}-coords, N={n}", "method": m, "coords": c, "N": n, "metrics": summarise(v)}
-        for (m, c, n), v in per.items()
+        {
+            "setting": _setting(*key),
+            "method": key[0],
+            "coords": key[1],
+            "grid": key[2],
+            "N": key[3],
+            "metrics": summarise(v),
+        }
+        for key, v in per.items()
     ]
     return {
         "rows": rows,
         "seeds": list(seeds),
         "samples_per_seed": 2,
-        "setting_name": "solver, coordinates, steps",
-        "note": "loss: Gram style loss of the generated x0; theta = the denoiser's output layer; reference = autograd "
-        "through the same solver",
+        "setting_name": "solver, coordinates, grid, steps",
+        "reference": {**REFERENCE, "check": summarise(checks) if checks else None},
+        "note": "loss: Gram style loss of the generated x0; theta = the denoiser's output layer; reference = Heun on "
+        f"{REFERENCE['N']} log-rho steps, differentiated exactly; seconds: wall time of each route on this machine",
     }
+
+
+def fidelity_verdicts(table: dict, n: int = 20, floor: float = 0.1) -> dict[str, dict]:
+    """The issue's two claims, from a fidelity table: (1) Heun on the log-ρ grid in ρ-coordinates at N = ``n`` is
+    within ``floor`` of the converged gradient for x_T, c and θ (every seed); (2) for Euler and for Heun, that row's
+    ∂L/∂x_T, ∂L/∂c and ∂L/∂θ errors are below the t-coordinate row's (time grid) at N = ``n``: *reproduced* when every
+    seed's range lies below, *inconclusive* when only the means do, else *not reproduced*."""
+    rows = {(r["method"], r["coords"], r["grid"], r["N"]): r["metrics"] for r in table["rows"]}
+    keys = ("cont_rel_x", "cont_rel_c", "cont_rel_theta")
+    out = {}
+    heun = rows[("heun", "rho", "log_rho", n)]
+    worst = {k: heun[k]["max"] for k in keys}
+    ok = all(v <= floor for v in worst.values())
+    out["heun_log_rho_floor"] = {
+        "outcome": "reproduced" if ok else "not reproduced",
+        "line": f"Heun, ρ-coords, log-ρ grid, N={n}: worst relative error over seeds x_T {worst['cont_rel_x']:.3g}, "
+        f"c {worst['cont_rel_c']:.3g}, θ {worst['cont_rel_theta']:.3g} (target ≤ {floor:g}) → "
+        + ("reproduced" if ok else "NOT reproduced"),
+    }
+    for method in ("euler", "heun"):
+        ours, raw = rows[(method, "rho", "log_rho", n)], rows[(method, "t", "time", n)]
+        below = [ours[k]["max"] < raw[k]["min"] for k in keys]
+        means = [ours[k]["mean"] < raw[k]["mean"] for k in keys]
+        outcome = "reproduced" if all(below) else "inconclusive" if all(means) else "not reproduced"
+        out[f"{method}_below_t"] = {
+            "outcome": outcome,
+            "line": f"{method.capitalize()}, N={n}: log-ρ grid in ρ vs time grid in t, relative error "
+            + ", ".join(f"{k.split('_')[-1]} {ours[k]['mean']:.3g} vs {raw[k]['mean']:.3g}" for k in keys)
+            + f" → {outcome.upper() if outcome == 'not reproduced' else outcome}",
+        }
+    return out
 
 
 def memory_table(model, ns=N_GRID, method: str = "euler") -> dict:
@@ -218,6 +332,62 @@ def cli_eval(args) -> dict:
 SLICE_TOLERANCE = 1e-3  # relative errors and cosines: same code, seed and float type
 
 
-def live_slice(model, ns: tuple[int, ...] = (5, 10)) -> dict:
-    """Evaluation seed 0 of the gradient-fidelity table (Euler, ``ns`` steps), recomputed."""
-    return {"fidelity": fidelity_table(model, [0], ns=ns, methods=("euler",), progress=False)}
+def fidelity_subset(table: dict, grids: tuple[str, ...]) -> dict:
+    """The fidelity table's rows on ``grids`` (``"adaptive"`` for the torchdiffeq rows), for display."""
+    return {**table, "rows": [r for r in table["rows"] if r["grid"] in grids]}
+
+
+def plot_fidelity(table: dict, metric: str = "cont_rel_x"):
+    """Error against N (one panel per solver) and against wall time (all rows, the adaptive route included), from a
+    fidelity table: means over seeds, log scales."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    styles = {("t", "time"): "C3", ("rho", "time"): "C1", ("rho", "log_rho"): "C0", ("rho", "rho"): "C7"}
+    for ax, method in zip(axes[:2], ("euler", "heun")):
+        for (coords, grid), colour in styles.items():
+            rows = [r for r in table["rows"] if (r["method"], r["coords"], r["grid"]) == (method, coords, grid)]
+            if not rows:
+                continue
+            ns = [r["N"] for r in rows]
+            label = f"{coords}-coords, {grid.replace('_', '-')} grid"
+            ax.plot(ns, [r["metrics"][metric]["mean"] for r in rows], "o-", color=colour, label=label)
+            if grid == "log_rho":
+                ax.plot(
+                    ns,
+                    [r["metrics"]["disc_rel_x"]["mean"] for r in rows],
+                    "o--",
+                    color=colour,
+                    alpha=0.6,
+                    label="same solve, exact gradient (discrete adjoint)",
+                )
+        ax.axhline(0.1, color="k", lw=0.6, ls=":")
+        ax.set(xscale="log", yscale="log", xlabel="steps N", title=f"{method}: continuous adjoint vs reference")
+        ax.set_ylabel("relative error of ∂L/∂x_T")
+    axes[0].legend(fontsize=7)
+    ax = axes[2]
+    for r in table["rows"]:
+        colour = "C2" if r["grid"] == "adaptive" else styles.get((r["coords"], r["grid"]), "k")
+        marker = "s" if r["grid"] == "adaptive" else ("o" if r["method"] == "heun" else "^")
+        ax.scatter(r["metrics"]["cont_seconds"]["mean"], r["metrics"][metric]["mean"], color=colour, marker=marker)
+    ax.axhline(0.1, color="k", lw=0.6, ls=":")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="wall time of the continuous adjoint (s)",
+        title="error against cost (▲ Euler, ● Heun, ■ adaptive)",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def live_slice(model, ns: tuple[int, ...] = (10,)) -> dict:
+    """Evaluation seed 0 of the gradient-fidelity table (Heun, ρ-coordinates on the time and log-ρ grids, ``ns``
+    steps, against the converged reference), recomputed."""
+    settings = (("rho", "time"), ("rho", "log_rho"))
+    table = fidelity_table(
+        model, [0], ns=ns, methods=("heun",), settings=settings, adaptive=(), progress=False, reference_check=False
+    )
+    for r in table["rows"]:  # wall times are this machine's, not a property of the code: shown, not compared
+        r["metrics"] = {k: v for k, v in r["metrics"].items() if not k.endswith("_seconds")}
+    return {"fidelity": table}

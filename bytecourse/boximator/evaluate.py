@@ -682,6 +682,10 @@ def verdicts(tables: dict, metric: str = "AP50") -> list[str]:
                 f"{CONTRAST_ROW}, {mode}: {fmt(var[metric])} vs full {fmt(full[metric])}: {desc} (a contrast: on "
                 "the Motion world's linear paths the hard interpolated box is nearly the answer)"
             )
+    if tables.get("fixes", {}).get("rows"):  # the paper's ablation inside the short stage-1 probes (`--part fixes`)
+        from .probe import self_tracking_lines
+
+        lines += self_tracking_lines(tables["fixes"])
     r_base, r_box = _stat(t1, "Base video model", "realism"), _stat(t1, "+ Boximator, Box", "realism")
     ok = r_box["mean"] >= r_base["mean"] - FLOORS["realism_drop"]
     lines.append(

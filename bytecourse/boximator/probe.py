@@ -194,5 +194,32 @@ def fixes_table(
         "clips_per_seed": PROBE_CLIPS,
         "setting_name": f"stage-1 recipe ({steps} steps)",
         "steps": steps,
+        "box_guidance": PROBE_BOX_GUIDANCE,
         "missing": missing,
     }
+
+
+def self_tracking_lines(fixes: dict) -> list[str]:
+    """The paper's self-tracking ablation inside the probes' short stage 1, with and without our bias: one computed
+    line each (one training seed and 8 clips: a direction to read, not a verdict)."""
+    rows = {r["setting"]: r["metrics"] for r in fixes.get("rows", [])}
+    pairs = (
+        ("with our box-overlap bias", "shipped recipe", "without self-tracking (the paper's ablation)"),
+        ("without the bias", f"without {FIXES['box_bias']}", "without self-tracking and without the bias"),
+    )
+    lines = []
+    for where, on, off in pairs:
+        if on not in rows or off not in rows:
+            continue
+        a, b = rows[on], rows[off]
+        val = lambda m, k: m[k]["mean"]  # noqa: E731
+        diff = val(a, "AP50") - val(b, "AP50")
+        word = "higher" if diff > 0 else "lower" if diff < 0 else "equal"
+        lines.append(
+            f"Self-tracking after {fixes['steps']} stage-1 steps, {where}: AP50 {val(a, 'AP50'):.3f} with vs "
+            f"{val(b, 'AP50'):.3f} without ({word} with it); attention on a slot inside / outside its box "
+            f"{val(a, 'attention_inside'):.2f} / {val(a, 'attention_outside'):.2f} with vs "
+            f"{val(b, 'attention_inside'):.2f} / {val(b, 'attention_outside'):.2f} without (one seed, "
+            f"{fixes['clips_per_seed']} clips)"
+        )
+    return lines

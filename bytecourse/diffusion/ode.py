@@ -165,6 +165,7 @@ def continuous_adjoint(
     params: Sequence[torch.Tensor] = (),
     method: str = "euler",
     on_step: Callable[[int], None] | None = None,
+    states: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """The continuous adjoint (Chen et al. 2018; AdjointDPM §3, torchdiffeq's ``odeint_adjoint``): from the end state
     y(s_N) and a(s_N) = ∂L/∂y(s_N), integrate the augmented system
@@ -174,9 +175,15 @@ def continuous_adjoint(
     *backwards* over the grid ``times`` = (s_0 … s_N) with Euler or Heun; ``field(y, m)`` is F at grid level m. y is
     re-integrated rather than stored, so the result is only as accurate as the solver (O(hᵖ)), unlike
     :func:`discrete_adjoint`. Holds one augmented state and one evaluation's graph. Returns (y(s_0), a(s_0),
-    [a_θ(s_0)])."""
+    [a_θ(s_0)]).
+
+    ``states`` (the forward pass's y at every grid level, N+1 tensors): y is *read* from them instead of re-integrated
+    (the checkpointed adjoint of Zhuang et al. 2020, "ACA"): only a and a_θ are integrated, so the error the
+    backward re-integration of y adds is gone, at the discrete adjoint's memory (N+1 states)."""
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
+    if states is not None and len(states) != len(times):
+        raise ValueError(f"states must hold one tensor per grid level ({len(times)}), got {len(states)}")
     y, a = y_end.detach(), a_end.detach()
     a_p = [torch.zeros_like(p) for p in params]
 
@@ -193,6 +200,8 @@ def continuous_adjoint(
     for m in reversed(range(len(times) - 1)):  # integrate from level m+1 back to level m
         # h = s_m − s_{m+1}: back towards the start
         h = times[m] - times[m + 1]
+        if states is not None:
+            y = states[m + 1].detach()
         f1, da1, dp1 = G(y, a, m + 1)
         if method == "euler":
             # (y, a, a_θ) ← (y, a, a_θ) + h · G(y, a; s_{m+1})
@@ -200,9 +209,12 @@ def continuous_adjoint(
             a_p = [p + h * d for p, d in zip(a_p, dp1)]
         else:
             # k₁ = G(y, a; s_{m+1}),  k₂ = G((y, a) + h k₁; s_m),  (y, a, a_θ) ← (y, a, a_θ) + h (k₁ + k₂)/2
-            f2, da2, dp2 = G(y + h * f1, a + h * da1, m)
+            y_pred = y + h * f1 if states is None else states[m].detach()
+            f2, da2, dp2 = G(y_pred, a + h * da1, m)
             y, a = y + 0.5 * h * (f1 + f2), a + 0.5 * h * (da1 + da2)
             a_p = [p + 0.5 * h * (d1 + d2) for p, d1, d2 in zip(a_p, dp1, dp2)]
+    if states is not None:
+        y = states[0].detach()
     return y, a, a_p
 
 

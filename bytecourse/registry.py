@@ -89,6 +89,7 @@ _ALL = (
         "bytecourse.adjointdpm.evaluate:cli_eval",
         frozenset(),
         no_train_reason="AdjointDPM's applications optimise at run time: nothing to train",
+        eval_parts=("fidelity", "applications"),
     ),
     Target(
         "boximator",

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 CASES = {  # notebook: (target, stored table its slice reads)
     "00_primer.ipynb": ("primer", "steps"),
     "01_sag.ipynb": ("sag", "estimate"),
-    "02_adjointdpm.ipynb": ("adjointdpm", "fidelity"),
+    "02_adjointdpm.ipynb": ("adjointdpm", "fidelity_first_sample"),
     "03_metaprompts.ipynb": ("metaprompts", "slice"),
     "04_boximator.ipynb": ("boximator", "table1"),
     "05_magicanimate.ipynb": ("magicanimate", "slice"),

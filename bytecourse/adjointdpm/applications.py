@@ -87,6 +87,33 @@ def _project(delta: torch.Tensor, x_T: torch.Tensor, budget: float) -> torch.Ten
     return delta * scale.view(-1, 1, 1, 1)
 
 
+def audit_problem(model, classifier, seed: int, n: int = 8, num_steps: int = APP_STEPS):
+    """The audit's sampler (Euler, ρ-coordinates, time grid), its noises x_T, clean samples x₀, the classifier's labels
+    of them, and the attack's loss (the negative cross-entropy of those labels; summed over the batch)."""
+    caps = eval_captions(seed, 1, n, model.config.image_size)
+    tokens = text.encode(caps, model.config.caption_length)
+    x_T = initial_noise((n, 3, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + seed)
+    ode = make_ode(model, tokens, num_steps, "rho")
+    with torch.no_grad():
+        x0 = solve_pf_ode(ode, x_T)
+        label = classifier(x0.clamp(-1, 1))["colour"].argmax(1)
+
+    def loss_fn(x0):
+        return -torch.nn.functional.cross_entropy(classifier(x0.clamp(-1, 1))["colour"], label, reduction="sum")
+
+    return ode, x_T, x0, label, loss_fn
+
+
+def audit_gradient_error(model, classifier, seed: int, n: int = 8, num_steps: int = APP_STEPS) -> dict:
+    """How far the continuous adjoint's ∂L/∂x_T is from the exact gradient of the sampler the audit runs, at the
+    attack's first iteration: relative error and cosine."""
+    ode, x_T, _, _, loss_fn = audit_problem(model, classifier, seed, n, num_steps)
+    exact = discrete_adjoint_gradients(ode, x_T, loss_fn).grad_x
+    cont = ROUTES["continuous"](ode, x_T, loss_fn).grad_x
+    cos = torch.nn.functional.cosine_similarity(cont.flatten(), exact.flatten(), 0)
+    return {"grad_rel_error": float((cont - exact).norm() / exact.norm()), "grad_cosine": float(cos)}
+
+
 def security_audit(
     model,
     classifier,
@@ -99,20 +126,11 @@ def security_audit(
     num_steps: int = APP_STEPS,
     on_iter=None,
 ) -> dict:
-    """(a) Untargeted attack on x_T: maximise the classifier's cross-entropy for its own label of the clean sample."""
+    """(a) Untargeted attack on x_T: maximise the classifier's cross-entropy for its own label of the clean sample.
+    ``route``: which gradient drives it (:data:`.solvers.ROUTES`; the sampler is Euler on the time grid either way)."""
     from ..oracle import detect_objects
 
-    caps = eval_captions(seed, 1, n, model.config.image_size)
-    tokens = text.encode(caps, model.config.caption_length)
-    x_T = initial_noise((n, 3, model.config.image_size, model.config.image_size), EVAL_SEED_OFFSET + seed)
-    ode = make_ode(model, tokens, num_steps, "rho")
-    with torch.no_grad():
-        x0 = solve_pf_ode(ode, x_T)
-        label = classifier(x0.clamp(-1, 1))["colour"].argmax(1)
-
-    def loss_fn(x0):
-        return -torch.nn.functional.cross_entropy(classifier(x0.clamp(-1, 1))["colour"], label, reduction="sum")
-
+    ode, x_T, x0, label, loss_fn = audit_problem(model, classifier, seed, n, num_steps)
     delta = torch.zeros_like(x_T)
     grad_route = ROUTES[route]
     for it in range(iters):

@@ -217,6 +217,13 @@ def test_security_audit_stays_in_budget_and_raises_the_classifiers_loss():
     assert out["rel_delta"] <= 0.2 + 1e-5 and 0 <= out["flipped"] <= 1
     assert out["images"][0].shape == out["images"][1].shape == (2, 3, 16, 16)
     assert losses[-1] < losses[0]
+    # the paper's route on another sampler (Heun, log-ρ grid): runs, stays in budget; its gradient error is finite
+    cont = applications.security_audit(
+        model, classifier, seed=0, n=2, iters=2, route="continuous", method="heun", grid="log_rho", num_steps=3
+    )
+    assert cont["rel_delta"] <= 0.2 + 1e-5
+    err = applications.audit_gradient_error(model, classifier, 0, n=2, num_steps=3, method="heun", grid="log_rho")
+    assert err["grad_rel_error"] >= 0 and -1 <= err["grad_cosine"] <= 1
 
 
 def test_learn_effect_word_fits_the_examples_and_stylize_tunes_only_the_output_layers():
@@ -324,3 +331,36 @@ def test_fidelity_verdicts_can_say_not_reproduced():
     assert bad["heun_below_t"]["outcome"] == "reproduced" and bad["euler_below_t"]["outcome"] == "not reproduced"
     close = fidelity_verdicts(_fidelity_table(0.2, 0.3, 0.31))  # means below, ranges overlapping
     assert close["euler_below_t"]["outcome"] == "inconclusive"
+
+
+def test_fidelity_suspects_read_the_table():
+    from bytecourse.adjointdpm.evaluate import fidelity_suspects
+
+    def metrics(**v):
+        return {k: {"mean": x, "min": x, "max": x} for k, x in v.items()}
+
+    rows = [
+        {"method": "heun", "coords": "rho", "grid": "log_rho", "N": 10, "metrics": metrics(cont_rel_x=0.5)},
+        {
+            "method": "heun",
+            "coords": "rho",
+            "grid": "log_rho",
+            "N": 20,
+            "metrics": metrics(cont_rel_x=0.08, disc_rel_x=0.05, ckpt_rel_x=0.07),
+        },
+        {"method": "heun", "coords": "rho", "grid": "time", "N": 20, "metrics": metrics(cont_rel_x=0.9)},
+        {"method": "heun", "coords": "t", "grid": "time", "N": 20, "metrics": metrics(cont_rel_x=1.2)},
+        {
+            "method": "dopri5",
+            "coords": "rho",
+            "grid": "adaptive",
+            "N": 1e-3,
+            "metrics": metrics(cont_rel_x=0.3, nfe_forward=50, nfe_backward=60),
+        },
+    ]
+    lines = fidelity_suspects({"rows": rows})
+    assert "continuous adjoint 0.08; the exact gradient of the same 20-step solve 0.05" in lines[0]
+    assert "time grid 0.9, log-ρ grid 0.08, ρ-uniform grid nan" in lines[1] and "t 1.2 vs ρ 0.9" in lines[2]
+    assert lines[3].endswith("N = 20") and "50 + 60 network evaluations" in lines[4]
+    rows[1]["metrics"]["cont_rel_x"]["mean"] = 0.2
+    assert "not reached up to N = 20" in fidelity_suspects({"rows": rows})[3]

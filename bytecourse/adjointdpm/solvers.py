@@ -33,6 +33,18 @@ grids** (:func:`make_grid`), each a decreasing list of levels from ``t_max`` to 
 3. plain **autograd** through the solver: exact, N steps' graphs alive at once.
 
 Memory of 1 and 2 is flat in N (one step's graph at a time); 3 grows linearly.
+
+**Tried and not kept** (issue 16; the primer's model, evaluation seed 0, 2 samples, Heun, N = 20, relative error of
+∂L/∂x_T against Heun on 100 log-ρ steps; the eval's tables hold the kept settings):
+
+- EDM's grid (ρ uniform in ρ^(1/7), Karras et al. 2022; ρ here is EDM's σ): continuous adjoint 0.19 (exact gradient
+  of the solve 0.14), ρ^(1/3): 0.26 (0.068); log-ρ: 0.21 (0.093). No grid brings the continuous adjoint to 0.1.
+- The data form (y = x/σ, κ = α/σ, dy/dκ = x̂₀; the other exponential-integrator form of the brief's §0): continuous
+  adjoint 0.19, but the forward solve is worse (exact gradient 0.40).
+- Checkpointing y (``checkpoints=True``): 0.18 instead of 0.21, so re-integrating y is a small part of the error;
+  the rest comes from integrating the adjoint a itself with the same steps (our reading, not measured apart: near the
+  data end ∂F/∂y varies fast in ρ, so a is the stiff part of the augmented system).
+- torchdiffeq's dopri5 at rtol = atol = 10⁻²: 4.5 (44 + 20 evaluations), useless; see the eval's adaptive rows.
 """
 
 from __future__ import annotations

@@ -54,12 +54,15 @@ FIXES = {
 }
 #: what a probe may leave out: the six changes above and the paper's self-tracking
 COMPONENTS = {**FIXES, "self_tracking": "self-tracking (the paper's ablation)"}
+#: in the order they run (a stopped command resumes in it): the paper's ablation and our bias early
 PROBES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shipped recipe", ()),
-    *((f"without {label}", (fix,)) for fix, label in FIXES.items()),
-    ("first version (none of the six)", tuple(FIXES)),
+    *((f"without {FIXES[fix]}", (fix,)) for fix in ("random_ids", "outlines_only_boxed")),
     ("without self-tracking (the paper's ablation)", ("self_tracking",)),
+    (f"without {FIXES['box_bias']}", ("box_bias",)),
     ("without self-tracking and without the bias", ("self_tracking", "box_bias")),
+    *((f"without {FIXES[fix]}", (fix,)) for fix in ("clean_f0", "masked_slots", "high_noise")),
+    ("first version (none of the six)", tuple(FIXES)),
 )
 PROBE_STEPS = 300
 #: w_box of the probes' samples: the scale ``eval boximator`` chose for the shipped model on validation clips

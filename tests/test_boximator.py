@@ -725,6 +725,6 @@ def test_self_tracking_probe_lines_read_the_fixes_table():
         ],
     }
     with_bias, without_bias = self_tracking_lines(table)
-    assert "0.200 with vs 0.100 without (higher with it)" in with_bias
-    assert "0.000 with vs 0.050 without (lower with it)" in without_bias
+    assert "0.200 with vs 0.100 without (higher with it)" in with_bias and "the slots bind in both" in with_bias
+    assert "0.000 with vs 0.050 without (lower with it)" in without_bias and "no slot binds in either" in without_bias
     assert self_tracking_lines({"rows": table["rows"][:1], "steps": 300, "clips_per_seed": 8}) == []

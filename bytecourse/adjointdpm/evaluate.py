@@ -177,7 +177,8 @@ def fidelity_table(
     samples: int = SAMPLES,
 ) -> dict:
     """:func:`fidelity` over ``seeds``: each seed's value of a metric is its mean over the seed's samples with a
-    converged reference. Also the first sample of the first seed alone (``first_sample``: the live slice's table)."""
+    converged reference. Also the first sample of the first seed alone (``first_sample``: the live slice's table;
+    empty if that sample's reference did not converge, and then the live slice reports its rows as not stored)."""
     from tqdm.auto import tqdm
 
     per: dict[tuple, list[dict]] = {}

@@ -13,7 +13,7 @@ from ..diffusion import initial_noise
 from ..diffusion.classifier import get_classifier
 from ..diffusion.image_model import EVAL_SEED_OFFSET, eval_captions
 from ..diffusion.memory import SavedTensorMeter, tensor_bytes
-from ..evaluation import summarise
+from ..evaluation import outcome_of, seed_range_side, summarise
 from .applications import (
     CONTINUOUS_AUDIT,
     N_GRID,
@@ -241,8 +241,8 @@ def _first_sample_table(first: dict) -> dict:
 def fidelity_verdicts(table: dict, n: int = 20, floor: float = 0.1) -> dict[str, dict]:
     """The issue's two claims, from a fidelity table: (1) Heun on the log-ρ grid in ρ-coordinates at N = ``n`` is
     within ``floor`` of the converged gradient for x_T, c and θ (every seed); (2) for Euler and for Heun, that row's
-    ∂L/∂x_T, ∂L/∂c and ∂L/∂θ errors are below the t-coordinate row's (time grid) at N = ``n``: *reproduced* when every
-    seed's range lies below, *inconclusive* when only the means do, else *not reproduced*."""
+    ∂L/∂x_T, ∂L/∂c and ∂L/∂θ errors are below the t-coordinate row's (time grid) at N = ``n``, by the substrate's
+    seed-range rule (:func:`~bytecourse.evaluation.seed_range_side`, :func:`~bytecourse.evaluation.outcome_of`)."""
     rows = {(r["method"], r["coords"], r["grid"], r["N"]): r["metrics"] for r in table["rows"]}
     keys = ("cont_rel_x", "cont_rel_c", "cont_rel_theta")
     out = {}
@@ -257,9 +257,8 @@ def fidelity_verdicts(table: dict, n: int = 20, floor: float = 0.1) -> dict[str,
     }
     for method in ("euler", "heun"):
         ours, raw = rows[(method, "rho", "log_rho", n)], rows[(method, "t", "time", n)]
-        below = [ours[k]["max"] < raw[k]["min"] for k in keys]
-        means = [ours[k]["mean"] < raw[k]["mean"] for k in keys]
-        outcome = "reproduced" if all(below) else "inconclusive" if all(means) else "not reproduced"
+        sides = [seed_range_side(ours[k], raw[k], higher_is_better=False) for k in keys]
+        outcome = outcome_of(sides, len(ours[keys[0]].get("per_seed", table.get("seeds", []))))
         out[f"{method}_below_t"] = {
             "outcome": outcome,
             "line": f"{method.capitalize()}, N={n}: log-ρ grid in ρ vs time grid in t, relative error "

@@ -6,7 +6,12 @@ Per frame t a Q-Former-style block turns the frame's patch features o_t into Q v
     sequential:              x_1 = f_Q(o_1, P),   x_t = first Q outputs of f_Q(o_t, [P ; stopgrad(x_{t−1})])
 
 P are learned query tokens; f_Q alternates self-attention over the query set, cross-attention to the frame's
-patches and an MLP. Like the official code's Q-Former, it has **no position embeddings**, so with EDVT (where the
+patches and an MLP. The recurrence runs over all T frames; the official code then keeps every ``interval``-th output
+ending at the last frame (``interval = T//4``: 4 frames × 32 queries = 128 tokens). ``keep_every`` is that interval
+(1, the default, keeps every frame; the chapter's selection arms keep 3, the last frame of each segment, with 3× the
+queries so the LM reads as many tokens per segment — see ``train.VARIANTS``).
+
+Like the official code's Q-Former, it has **no position embeddings**, so with EDVT (where the
 language model sees no visual positions) frame order reaches the LM through this recurrence. The tokens of the
 chosen frames are projected to the LM's width (Linear) and handed over in frame order.
 
@@ -35,6 +40,11 @@ class ProjectorConfig(JSONConfig):
     heads: int = 4
     lm_dim: int = 128
     sequential: bool = True
+    keep_every: int = 1  # 1: every frame's tokens reach the LM; n: every n-th output, ending at the last frame
+
+    def __post_init__(self):
+        if self.keep_every < 1:
+            raise ValueError(f"keep_every must be ≥ 1, got {self.keep_every}")
 
 
 class FrameEncoder(nn.Module):
@@ -110,4 +120,5 @@ class SequentialProjector(nn.Module):
             x = self.frame_tokens(feats[:, i], previous if self.config.sequential else None)
             out.append(x)
             previous = x
-        return self.to_lm(torch.cat(out, dim=1))
+        kept = range(t - 1, -1, -self.config.keep_every)[::-1]  # every keep_every-th output, ending at the last
+        return self.to_lm(torch.cat([out[i] for i in kept], dim=1))

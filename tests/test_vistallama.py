@@ -255,3 +255,132 @@ def test_narrator_trains_only_the_projector_and_decodes():
         Narrator(lm, proj, "alibi")
     with pytest.raises(ValueError):
         Narrator(lm, proj, "edvt").generate(ep.videos[:, :6], [0, 0], [[4], [4]])
+
+
+# ------------------------------------------------------------------------ frame selection, 2×2 arms, tables
+
+
+def test_frame_selection_keeps_every_nth_output_ending_at_the_last_frame():
+    """keep_every = n hands the LM the recurrence's outputs at frames T−1, T−1−n, … (the official code's rule); the
+    recurrence itself is unchanged, so they equal those frames' blocks of the every-frame output."""
+    full = _projector(True)
+    sel = SequentialProjector(ProjectorConfig(**{**TINY_P.to_dict(), "keep_every": 3}))
+    sel.load_state_dict(full.state_dict())
+    video = torch.rand(2, 7, 3, 16, 16)
+    a = full(video).view(2, 7, 3, 24)
+    b = sel.eval()(video).view(2, -1, 3, 24)
+    assert b.shape[1] == 3  # frames 0, 3, 6
+    assert torch.allclose(b, a[:, [0, 3, 6]], atol=1e-6)
+    with pytest.raises(ValueError):
+        ProjectorConfig(keep_every=0)
+
+
+def test_arm_configs_span_the_two_by_two():
+    from bytecourse.vistallama.train import ARMS, narrator_config
+
+    cells = {(narrator_config(a).attention, narrator_config(a).projector.sequential) for a in ARMS}
+    assert cells == {("rope", True), ("rope", False), ("edvt", True), ("edvt", False)}
+    sel = narrator_config("edvt_select")
+    # the selection arm reads as many tokens per segment (3 frames) as the every-frame arms
+    assert sel.projector.queries == 3 * narrator_config("edvt").projector.queries
+    with pytest.raises(ValueError):
+        narrator_config("alibi")
+
+
+def _tiny_narrator(attention):
+    torch.manual_seed(0)
+    lm = build_lm(LMConfig(hidden=32, layers=2, heads=2)).eval()
+    proj = SequentialProjector(
+        ProjectorConfig(image_size=32, feat_dim=16, dim=16, queries=2, layers=1, heads=2, lm_dim=32)
+    )
+    return Narrator(lm, proj.eval(), attention)
+
+
+@torch.no_grad()
+def test_attention_profile_mass_matches_the_softmax():
+    """The profile's mass, computed from the raw logits, equals the attention probabilities eager attention returns
+    (so the raw-logit columns describe the same attention the model runs)."""
+    from bytecourse.vistallama.evaluate import attention_profile
+
+    for attention in ("rope", "edvt"):
+        nar = _tiny_narrator(attention)
+        prof = attention_profile(nar, (0,), segments=2, fill=4, n=2)
+        assert set(prof) == {"mass", "visual_logit", "text_logit", "text_keys"}
+        assert all(0 < m < 1 for m in prof["mass"])
+        assert prof["text_keys"] == sorted(prof["text_keys"])  # more text keys further on
+        # the same mass from eager attention probabilities, first episode, first narration position
+        ep = make_episodes(2, __import__("bytecourse").seeds.VISTALLAMA_EVAL + 700_000, (2, 2))
+        answer = encode_words(ep.narrations[0].split())
+        x, _, vmask, _ = nar.embed(ep.videos[:1, :6], [4], [encode_words(["describe"])], [answer])
+        nar.lm.config._attn_implementation = "eager"
+        kw = {"visual_mask": vmask} if attention == "edvt" else {}
+        att = nar.lm(inputs_embeds=x, output_attentions=True, **kw).attentions
+        nar.lm.config._attn_implementation = "sdpa"
+        start = x.shape[1] - len(answer) - 1
+        eager = torch.stack([a[0, :, start][:, vmask[0].bool()].sum(-1) for a in att]).mean()
+        one = attention_profile(nar, (0,), segments=2, fill=4, n=1)
+        assert abs(one["mass"][0] - float(eager)) < 1e-4
+
+
+def test_rope_theta_probe_changes_rope_and_restores():
+    from bytecourse.vistallama.evaluate import rope_theta
+
+    nar = _tiny_narrator("rope")
+    before = nar.lm.model.rotary_emb.inv_freq.clone()
+    ids = torch.randint(4, 20, (1, 12))
+    base = nar.lm(input_ids=ids).logits
+    with rope_theta(nar.lm, 20.0):
+        assert not torch.allclose(nar.lm(input_ids=ids).logits, base)
+    assert torch.equal(nar.lm.model.rotary_emb.inv_freq, before)
+    assert torch.allclose(nar.lm(input_ids=ids).logits, base)
+    with pytest.raises(ValueError):
+        with rope_theta(nar.lm, 0.0):
+            pass
+
+
+def _fake_run(arm, seed, within, beyond, order):
+    by_k = {
+        str(k): {"hallucination": [within if k <= 4 else beyond] * 3, "fact_recall": [0.5] * 3, "items": [k] * 3}
+        for k in (2, 4, 6, 8)
+    }
+    positions = {str(k): {str(i): [2, 16] for i in range(k)} for k in (2, 4, 6, 8)}
+    profile = {"mass": [0.5, 0.4], "visual_logit": [0.1, 0.0], "text_logit": [0.2, 0.2], "text_keys": [10, 11]}
+    return f"{arm}/seed{seed}", {
+        "seed": seed,
+        "metrics": {
+            "hallucination_within": within,
+            "hallucination_beyond": beyond + 0.01 * seed,
+            "order_accuracy": order,
+            "by_k": by_k,
+            "positions": positions,
+            "attention": profile,
+        },
+    }
+
+
+def test_vistallama_verdicts_can_say_reproduced_and_not_reproduced():
+    from bytecourse.vistallama.evaluate import analysis, tables_from_runs, verdicts
+
+    def runs(edvt_beyond, edvt_order):
+        out = {}
+        for s in range(3):
+            for arm, b, o in (
+                ("rope", 0.8, 0.6),
+                ("edvt", edvt_beyond, edvt_order),
+                ("rope_independent", 0.85, 0.5),
+                ("edvt_independent", edvt_beyond + 0.05, 0.3),
+            ):
+                k, v = _fake_run(arm, s, 0.4, b, o)
+                out[k] = v
+        return out
+
+    good = tables_from_runs(runs(0.5, 0.7))
+    assert [v["outcome"] for v in verdicts(good)] == ["reproduced"] * 3
+    bad = tables_from_runs(runs(0.95, 0.1))
+    assert [v["outcome"] for v in verdicts(bad)] == ["not reproduced"] * 3
+    assert [r["setting"] for r in good["arms"]["rows"]] == ["rope", "edvt", "rope_independent", "edvt_independent"]
+    assert {r["K"] for r in good["length"]["rows"]} == {2, 4, 6, 8}
+    assert all(r["metrics"]["hallucination"]["mean"] == 0.125 for r in good["positions"]["rows"])
+    assert any("2×2 attribution" in line for line in analysis(good))
+    two = {k: v for k, v in runs(0.5, 0.7).items() if not k.endswith("seed2")}
+    assert verdicts(tables_from_runs(two))[0]["outcome"] == "inconclusive"  # fewer than 3 training seeds

@@ -384,3 +384,20 @@ def test_vistallama_verdicts_can_say_reproduced_and_not_reproduced():
     assert any("2×2 attribution" in line for line in analysis(good))
     two = {k: v for k, v in runs(0.5, 0.7).items() if not k.endswith("seed2")}
     assert verdicts(tables_from_runs(two))[0]["outcome"] == "inconclusive"  # fewer than 3 training seeds
+
+
+def test_widget_callbacks_switch_narrator_and_length():
+    """The explorer's controls without a browser: the narrator toggle and the segments slider change what is shown
+    (a longer episode shows more frames), the token slider moves along the narration."""
+    from bytecourse.vistallama.widget import narration_explorer
+
+    narrators = {"rope": _tiny_narrator("rope"), "edvt": _tiny_narrator("edvt")}
+    view = narration_explorer(narrators)
+    first = view.refresh()
+    assert first["view"]["variant"] == "edvt" and first["view"]["per_frame"].shape[1] == 4 * 3
+    view.controls["segments"].value = 6
+    assert view.result["view"]["segments"] == 6 and view.result["view"]["per_frame"].shape[1] == 6 * 3
+    view.controls["variant"].value = "rope"
+    assert view.result["view"]["variant"] == "rope"
+    view.controls["position"].value = 2
+    assert view.result["position"] == 2

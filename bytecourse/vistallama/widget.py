@@ -30,6 +30,7 @@ def attention_view(narrators: dict, variant: str, seed: int = 0, segments: int =
     words = [w for w in (decode_ids([t]) for t in ids) if w]
     return {
         "variant": variant,
+        "segments": segments,
         "narration": narration,
         "words": words,
         "mass": mass,
@@ -58,7 +59,8 @@ def render_attention(view: dict, position: int) -> None:
     print(
         f"{view['variant']} · token {pos + 1}/{len(view['words'])} "
         f"“{view['words'][pos] if view['words'] else ''}” · attention on visual tokens "
-        f"{view['mass'][pos] if view['mass'] else 0:.3f} · facts rejected {wrong}/{total}"
+        f"{view['mass'][pos] if view['mass'] else 0:.3f} · facts rejected {wrong}/{total} · K = {view['segments']} "
+        f"segments (training saw 2–4)"
     )
     display(HTML(f"<div><b>generated:</b> {marked}</div><div><b>truth:</b> {html.escape(view['truth'])}</div>"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 2.6), gridspec_kw={"width_ratios": [3, 2]})
@@ -78,22 +80,24 @@ def render_attention(view: dict, position: int) -> None:
 
 
 def narration_explorer(narrators: dict, seed: int = 0):
-    """The main widget of chapter 09: RoPE vs EDVT, and a slider over the generated token."""
+    """The main widget of chapter 09: pick a narrator (RoPE / EDVT × sequential / independent projector), the
+    episode's length in segments (K = 2–12; training saw 2–4) and a generated token."""
     import ipywidgets as W
 
     from ..widgets import FunctionView
 
     cache: dict = {}
 
-    def compute(variant, position, seed):
-        key = (variant, seed)
+    def compute(variant, segments, position, seed):
+        key = (variant, segments, seed)
         if key not in cache:
-            cache[key] = attention_view(narrators, variant, seed)
+            cache[key] = attention_view(narrators, variant, seed, segments)
         return {"view": cache[key], "position": position}
 
     controls = {
-        "variant": W.ToggleButtons(options=list(narrators), value="edvt", description="attention"),
-        "position": W.IntSlider(value=0, min=0, max=40, description="token", continuous_update=False),
+        "variant": W.ToggleButtons(options=list(narrators), value="edvt", description="narrator"),
+        "segments": W.IntSlider(value=4, min=2, max=12, description="segments K", continuous_update=False),
+        "position": W.IntSlider(value=0, min=0, max=104, description="token", continuous_update=False),
         "seed": W.IntSlider(value=seed, min=0, max=20, description="episode", continuous_update=False),
     }
     return FunctionView(

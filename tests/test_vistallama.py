@@ -273,6 +273,9 @@ def test_frame_selection_keeps_every_nth_output_ending_at_the_last_frame():
     assert torch.allclose(b, a[:, [0, 3, 6]], atol=1e-6)
     with pytest.raises(ValueError):
         ProjectorConfig(keep_every=0)
+    from bytecourse.vistallama.projector import kept_frames
+
+    assert kept_frames(12, 3) == [2, 5, 8, 11] and kept_frames(5, 1) == [0, 1, 2, 3, 4] and kept_frames(2, 4) == [1]
 
 
 def test_arm_configs_span_the_two_by_two():

@@ -47,6 +47,14 @@ class ProjectorConfig(JSONConfig):
             raise ValueError(f"keep_every must be ≥ 1, got {self.keep_every}")
 
 
+def kept_frames(frames: int, every: int) -> list[int]:
+    """Which recurrence outputs reach the LM: every ``every``-th frame, counted back from the last one (the official
+    code's ``interval`` rule), in frame order. ``kept_frames(12, 3) == [2, 5, 8, 11]``."""
+    if frames < 1 or every < 1:
+        raise ValueError(f"frames and every must be ≥ 1, got {frames}, {every}")
+    return list(range(frames - 1, -1, -every))[::-1]
+
+
 class FrameEncoder(nn.Module):
     """A small CNN: (B, 3, H, W) in [0, 1] → patch features (B, (H/p)·(W/p), feat_dim) (stands in for EVA-CLIP)."""
 
@@ -120,5 +128,4 @@ class SequentialProjector(nn.Module):
             x = self.frame_tokens(feats[:, i], previous if self.config.sequential else None)
             out.append(x)
             previous = x
-        kept = range(t - 1, -1, -self.config.keep_every)[::-1]  # every keep_every-th output, ending at the last
-        return self.to_lm(torch.cat([out[i] for i in kept], dim=1))
+        return self.to_lm(torch.cat([out[i] for i in kept_frames(t, self.config.keep_every)], dim=1))

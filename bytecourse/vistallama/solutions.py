@@ -94,8 +94,39 @@ def solution_hallucination(facts):
     return sum(not f.true for f in facts) / len(facts) if facts else 0.0
 
 
+# Exercise 4 — frame selection
+def check_keep(fn: Callable, tol: float = 1e-6):
+    """``fn(frame_tokens, every) → kept`` with ``frame_tokens`` (B, T, Q, D), one block of Q tokens per frame from
+    the recurrence, and ``kept`` the blocks of every ``every``-th frame counted back from the last one, in frame order
+    (B, T′, Q, D). Checked against a selecting projector that shares its weights with an every-frame one."""
+    from .projector import ProjectorConfig, SequentialProjector
+
+    config = ProjectorConfig(image_size=16, patch=4, feat_dim=16, dim=16, queries=2, layers=1, heads=2, lm_dim=8)
+    torch.manual_seed(0)
+    full = SequentialProjector(config).eval()
+    video = torch.rand(1, 7, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        blocks = full(video).view(1, 7, 2, 8)
+        errs = []
+        for every in (1, 2, 3, 7):
+            selecting = SequentialProjector(ProjectorConfig(**{**config.to_dict(), "keep_every": every})).eval()
+            selecting.load_state_dict(full.state_dict())
+            got = attempt("keep", fn, blocks, every)
+            if got is None:
+                return False, float("nan")
+            ref = selecting(video).view(1, -1, 2, 8)
+            errs.append(float((got - ref).abs().max()) if got.shape == ref.shape else float("inf"))
+    return report("keep", max(errs), tol)
+
+
+def solution_keep(frame_tokens, every):
+    t = frame_tokens.shape[1]
+    return frame_tokens[:, list(range(t - 1, -1, -every))[::-1]]
+
+
 EXERCISES = {
     "widen": (check_widen, solution_widen),
     "relative": (check_relative, solution_relative),
     "hallucination": (check_hallucination, solution_hallucination),
+    "keep": (check_keep, solution_keep),
 }

@@ -446,6 +446,18 @@ def analysis(tables: dict) -> list[str]:
                 f"one; "
                 f"sequential over independent {proj_edvt:+.3f} under EDVT, {proj_rope:+.3f} under RoPE."
             )
+    length = {(r["arm"], r["K"]): r["metrics"] for r in tables.get("length", {}).get("rows", [])}
+    if length:
+        k = max(kk for _, kk in length)
+        said = ", ".join(
+            f"{arm} {m['items']['mean']:.1f} items (fact recall {m['fact_recall']['mean']:.3f})"
+            for arm in arms
+            if (m := length.get((arm, k))) is not None
+        )
+        lines.append(
+            f"At K = {k} segments the narrations hold {said}; training narrations held at most "
+            f"{TRAINING_SEGMENTS[1]} items."
+        )
     prof = tables.get("attention_profile", {}).get("per_arm", {})
     for arm in ("rope", "edvt"):
         if arm in prof:

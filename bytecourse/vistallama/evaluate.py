@@ -339,13 +339,16 @@ def evaluate_vistallama(
     eval_seeds: Sequence[int] = EVAL_SEEDS, runs: dict | None = None, progress: bool = True
 ) -> dict:
     """``eval vistallama``: the shipped seed-0 narrators' hallucination table by K (what the notebook's live slice
-    recomputes), the training-seed tables from the recorded arm runs, and the rope_theta probe."""
+    recomputes), the training-seed tables from the recorded arm runs (only those trained on the shipped LM;
+    ``runs_used`` lists them), and the rope_theta probe."""
     from tqdm.auto import tqdm
 
     from .. import checkpoints
     from ..evaluation import summarise
 
     runs = checkpoints.recorded_runs("vistallama") if runs is None else runs
+    lm_sha = checkpoints.manifest_entry("vistallama_lm")["sha256"]
+    runs = {k: v for k, v in runs.items() if v.get("lm_sha256") == lm_sha}  # only arms trained on the shipped LM
     narrators = load_narrators()
     t0 = time.time()
     rows = []

@@ -1,5 +1,10 @@
-"""Chapter 09's evaluation: hallucination against the number of segments, frame-order questions and the
-attention mass on visual tokens (``python -m bytecourse eval vistallama``), and the notebook's live slice.
+"""Chapter 09's evaluation (``python -m bytecourse eval vistallama``) and the notebook's live slice.
+
+Per trained arm (:func:`arm_metrics`, recorded by ``train``): hallucination, fact recall and items stated against
+the number of segments K = 2…12 (training saw 2–4), hallucination per narration item, frame-order questions, and
+the teacher-forced attention profile from raw logits (:func:`attention_profile`). The eval turns the recorded runs
+into the 2×2 (attention rule × projector) over training seeds, adds the shipped narrators' table and the rope_theta
+probe, and :func:`verdicts` / :func:`analysis` read the paper's claims off them.
 """
 
 from __future__ import annotations

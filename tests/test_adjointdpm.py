@@ -229,8 +229,20 @@ def test_security_audit_stays_in_budget_and_raises_the_classifiers_loss():
 def test_learn_effect_word_fits_the_examples_and_stylize_tunes_only_the_output_layers():
     model = _tiny_app_model()
     examples, captions = applications.effect_examples(n=2, image_size=16)
-    word, losses = applications.learn_effect_word(model, examples, captions, iters=4, lr=0.01, num_steps=3)
-    assert word.shape == (16,) and word.abs().sum() > 0 and losses[-1] < losses[0]
+    assert all(applications.effect_present(examples))  # the examples show the effect by the oracle's measure
+    torch.manual_seed(2)
+    head = torch.nn.Linear(3 * 16 * 16, 9)
+    clf = lambda x: {"colour": head(x.flatten(1))[:, :6], "shape": head(x.flatten(1))[:, 6:]}  # noqa: E731
+    word, losses = applications.learn_effect_word(
+        model, examples, captions, iters=3, lr=0.01, num_steps=3, batch=2, classifier=clf
+    )
+    assert word.shape == (16,) and word.abs().sum() > 0 and all(torch.isfinite(torch.tensor(losses)))
+    alone, _ = applications.learn_effect_word(
+        model, examples, captions, iters=2, num_steps=3, batch=2, content_weight=0
+    )
+    assert torch.isfinite(alone).all() and not torch.equal(alone, word)
+    with pytest.raises(ValueError, match="one-object captions"):
+        applications.learn_effect_word(model, examples, ["a red circle and a blue square"] * 2, iters=1, batch=2)
     big = _tiny_app_model(32)
     before = {k: v.clone() for k, v in big.state_dict().items()}
     tuned, curve = applications.stylize(big, iters=2, batch=2, num_steps=3)
@@ -238,6 +250,21 @@ def test_learn_effect_word_fits_the_examples_and_stylize_tunes_only_the_output_l
     changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith(("out.", "unstem.")) for k in changed)
     assert all(torch.equal(v, before[k]) for k, v in big.state_dict().items())  # the model itself is untouched
+
+
+def test_soft_side_reads_the_oracles_box_side_on_world_images():
+    """The differentiable size that (b) optimises agrees with the oracle's box side on world images, and
+    :func:`effect_side` splits the world at its radius quantile."""
+    from bytecourse.oracle import detect_objects
+    from bytecourse.worlds import ShapesConfig, make_shapes
+
+    b = make_shapes(64, 11, ShapesConfig(), num_objects=1)
+    side = torch.tensor([max(o.box[2] - o.box[0], o.box[3] - o.box[1]) for o, *_ in detect_objects(b.images)])
+    soft = applications.soft_side(b.images * 2 - 1, b.captions)
+    assert float((soft - side).abs().mean()) < 0.02
+    large = 2 * b.radii[:, 0] / 32 >= applications.effect_side()
+    assert 0.1 < float(large.float().mean()) < 0.45
+    assert torch.tensor(applications.effect_present(b.images)).eq(large).float().mean() > 0.85
 
 
 # --- issue 16: grids in log ρ, the converged reference, the adaptive route ------------------------------------------

@@ -391,3 +391,27 @@ def test_fidelity_suspects_read_the_table():
     assert lines[3].endswith("N = 20") and "50 + 60 network evaluations" in lines[4]
     rows[1]["metrics"]["cont_rel_x"]["mean"] = 0.2
     assert "not reached up to N = 20" in fidelity_suspects({"rows": rows})[3]
+
+
+def test_application_verdicts_can_say_not_reproduced():
+    from bytecourse.adjointdpm import evaluate
+
+    def m(v):
+        return {"mean": v, "min": v, "max": v, "std": 0.0, "per_seed": [v]}
+
+    audit = {"flipped": m(0.9), "oracle_colour_changed": m(0.9), "rel_delta": m(0.2)}
+    effect = {k: m(v) for k, v in dict(effect=0.3, base_effect=0.25, content=0.7, base_content=0.7).items()}
+    effect |= {"realism": m(0.9), "base_realism": m(0.9)}
+    style = {"gram_ratio": m(0.7), "content_kept": m(0.9)}
+    tables = {
+        "audit": {"rows": [{"setting": "a", "metrics": audit}]},
+        "effect": {"rows": [{"setting": "b", "metrics": effect}]},
+        "style": {"rows": [{"setting": "c", "metrics": style}]},
+    }
+    v = evaluate.application_verdicts(tables)
+    assert v["audit_0"]["outcome"] == "reproduced"
+    assert v["effect_0"]["outcome"] == "not reproduced" and v["style"]["outcome"] == "not reproduced"
+    effect["effect"] = m(0.6)
+    style["gram_ratio"] = m(0.4)
+    v = evaluate.application_verdicts(tables)
+    assert v["effect_0"]["outcome"] == "reproduced" and v["style"]["outcome"] == "reproduced"

@@ -13,8 +13,18 @@ Mini-applications (the paper's §4 at toy scale; gradients by the exact discrete
     caption's embedding at its first padding position) from 8 example images that share an effect the captions never
     name: the object is drawn **large** (its radius in the world's top quarter). The objective is distribution-level
     (see :func:`learn_effect_word`); the oracle measures the effect and the content on fresh noise and captions.
-(c) *stylization* — fine-tune the output layers of the denoiser against one reference image's Gram loss; the
-    oracle checks that colour and shape content survive.
+(c) *stylization* — fine-tune the output layers of the denoiser against one reference's Gram loss; the oracle
+    checks that colour and shape content survive. It misses its target, and :func:`style_floor` measures why: this
+    Gram loss is dominated by the reference object's colour, so it cannot be halved without recolouring objects.
+
+    Tried and not kept (issue 16; seed 0, 30 iterations of 4 samples, 10 Euler steps): a content term on the
+    object's pixels (the frozen model's sample from the same noise and caption, masked by saturation, weight 10),
+    with LoRA (rank 4) on the last two up-blocks or on the output layers, against style images the loss *can* see
+    (grey stripes with no object: world objects drawn over them score 0.25 (bold stripes) or 0.41 (light ones) of
+    plain world images). The Gram ratio stayed at 1.00 (LoRA, content kept 0.98) and 1.07 (output layers) at lr
+    3·10⁻⁴; at 10⁻³ the loss rose (LoRA 5.3 → 7.7) or blew up (output layers). The gradient is right (a step of
+    10⁻² along it lowers the loss 1.5%; 10⁻¹ raises it 25%): ten ODE steps amplify weight changes sharply, so drawing
+    a new texture needs far more iterations than this budget.
 
 Why the exact discrete adjoint for the applications: each application optimises the sampler it actually runs (10
 Euler steps in ρ on the time grid), and the discrete adjoint is that sampler's exact gradient at the same flat memory.
@@ -409,9 +419,9 @@ def stylize(
 
 
 def style_floor(n: int = 256, seed: int = 4321) -> dict[str, float]:
-    """What the style loss can reach without changing content (a suspect for (c)): its mean on world images with
-    the reference's texture (textured backgrounds, any objects) and on plain ones, and on world images whose object
-    has the reference's colour against those of the other colours."""
+    """What the style loss can reach without changing content (the suspect behind (c)'s miss): its mean on world
+    images with the reference's texture (textured backgrounds, any objects) and on plain ones, and on textured world
+    images whose object has the reference's colour against those of the other colours."""
     loss = style_loss()
     ref = make_shapes(1, STYLE_REFERENCE_SEED, ShapesConfig(textured=True), num_objects=1)
     tex = make_shapes(n, seed, ShapesConfig(textured=True), num_objects=1)

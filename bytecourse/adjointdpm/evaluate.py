@@ -311,10 +311,10 @@ def application_verdicts(tables: dict) -> dict[str, dict]:
             "outcome": "measurement",
             "line": f"(c) suspect, the loss: the world's own textured images (the reference's style, any content) "
             f"score {floor['textured_world']:.2f} against the reference, plain world images "
-            f"{floor['plain_world']:.2f} (ratio {floor['textured_over_plain']:.2f}); world images of the reference's "
-            f"colour {floor['reference_colour']:.2f}, of the other colours {floor['other_colours']:.2f}. The Gram "
-            "loss measures the object's colour more than the texture, so no model that keeps the captions' colours "
-            "can halve it",
+            f"{floor['plain_world']:.2f} (ratio {floor['textured_over_plain']:.2f}); textured world images whose "
+            f"object has the reference's colour {floor['reference_colour']:.2f}, the other colours "
+            f"{floor['other_colours']:.2f}. The Gram loss measures the object's colour more than the texture, so no "
+            "model that keeps the captions' colours can halve it",
         }
     return out
 

@@ -297,6 +297,17 @@ def application_verdicts(tables: dict) -> dict[str, dict]:
             f"{e['realism']['mean']:.2f} (base {e['base_realism']['mean']:.2f}) → "
             + ("reproduced" if ok else "NOT reproduced"),
         }
+    rows = tables["effect"]["rows"]
+    if rows and "loss_first" in rows[-1]["metrics"]:
+        e = rows[-1]["metrics"]
+        out["effect_suspect"] = {
+            "outcome": "measurement",
+            "line": f"(b) suspect, the size statistic ({rows[-1]['setting']}): training loss "
+            f"{e['loss_first']['mean']:.3f} → {e['loss_last']['mean']:.3f} (the soft size met on the training "
+            f"batches), yet the oracle finds the effect in {e['effect']['mean']:.2f} of fresh samples and realism "
+            f"falls {e['base_realism']['mean']:.2f} → {e['realism']['mean']:.2f} (our reading: the word spreads the "
+            "caption's colour over more pixels rather than drawing a larger well-formed shape)",
+        }
     st = tables["style"]["rows"][0]["metrics"]
     ok = st["gram_ratio"]["mean"] <= 0.5 and st["content_kept"]["mean"] >= 0.8
     out["style"] = {

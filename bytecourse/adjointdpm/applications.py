@@ -254,7 +254,7 @@ def soft_side(x0: torch.Tensor, captions: list[str]) -> torch.Tensor:
         side2 = (2 * w.radii[:, 0] / size) ** 2
         kinds = w.shapes[:, 0]
         _AREA_PER_SIDE2[size] = torch.stack([(area[kinds == k] / side2[kinds == k]).mean() for k in range(3)])
-    colours, kinds = _caption_classes(captions)
+    colours, kinds = (t.to(x0.device) for t in _caption_classes(captions))
     area = _caption_colour_area((x0.clamp(-1, 1) + 1) / 2, colours)
     return (area / _AREA_PER_SIDE2[size].to(area)[kinds]).clamp_min(1e-6).sqrt()
 
@@ -338,7 +338,8 @@ def learn_effect_word(
                 out = classifier(x0.clamp(-1, 1))
                 ce = torch.nn.functional.cross_entropy
                 loss = loss + content_weight * (
-                    ce(out["colour"], colours, reduction="sum") + ce(out["shape"], kinds, reduction="sum")
+                    ce(out["colour"], colours.to(x0.device), reduction="sum")
+                    + ce(out["shape"], kinds.to(x0.device), reduction="sum")
                 )
             return loss
 

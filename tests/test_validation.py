@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bytecourse import checkpoints, cli, text
@@ -318,14 +318,23 @@ def test_any_valid_shapes_world_renders_and_reads_back(size, max_objects, seed, 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames=st.integers(2, 8), seed=st.integers(0, 2**31 - 1), max_objects=st.integers(1, 2))
+@example(frames=2, seed=8204, max_objects=2)  # an occluded object in two pieces, each under the oracle's minimum
 def test_any_valid_motion_world_renders_and_its_tracks_read_back(frames, seed, max_objects):
     from bytecourse.oracle.motion import track_objects
+    from bytecourse.oracle.segment import connected_components
 
     batch = make_motion(2, seed, MotionConfig(frames=frames, max_objects=max_objects))
     assert batch.videos.shape == (2, frames, 3, 32, 32)
     for b, (video, caption) in enumerate(zip(batch.videos, batch.captions)):
         tracks = {tr.colour: tr for tr in track_objects(video, caption)}
         for k in batch.present[b].nonzero().flatten().tolist():
-            area = batch.instance_masks[b, :, k].flatten(1).sum(1)  # (T,) visible pixels of object k
+            visible = batch.instance_masks[b, :, k].bool()  # (T, H, W)
+            area = visible.flatten(1).sum(1)
+            # the oracle sees an object by its largest 8-connected piece: a triangle mostly hidden behind the other
+            # object can leave ≥ 6 visible pixels in two pieces (seed 8204: 5 + 1), and then it is rightly not seen
+            labels = connected_components(visible).flatten(1)
+            largest = torch.stack(
+                [torch.bincount(row[row > 0]).max() if bool((row > 0).any()) else row[0] for row in labels]
+            )
             seen = tracks[int(batch.colours[b, k])].seen
-            assert bool(seen[area >= 6].all()) and not bool(seen[area == 0].any())
+            assert bool(seen[largest >= 6].all()) and not bool(seen[area == 0].any())

@@ -272,8 +272,9 @@ def fidelity_verdicts(table: dict, n: int = 20, floor: float = 0.1) -> dict[str,
 
 def application_verdicts(tables: dict) -> dict[str, dict]:
     """The three applications against the issue's targets, from the stored tables (means over seeds): (a) ≥ 0.8
-    flipped within the budget; (b) effect rate on fresh noise ≥ 2× the base rate with content ≥ 0.6 (the first,
-    shipped row); (c) Gram ratio ≤ 0.5 with content kept ≥ 0.8. Each: outcome and a computed line."""
+    flipped within the budget (each route's row); (b) effect rate on fresh noise ≥ 2× the base rate with content
+    ≥ 0.6 (each objective's row); (c) Gram ratio ≤ 0.5 with content kept ≥ 0.8. Each: outcome and a computed line;
+    the suspect lines of (b) and (c) are measurements (outcome ``"measurement"``)."""
     out = {}
     for i, row in enumerate(tables["audit"]["rows"]):
         a = row["metrics"]

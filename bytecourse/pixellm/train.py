@@ -112,8 +112,9 @@ class ArmTrainConfig(JSONConfig):
       the next lever (above: +0.08 teacher-forced gIoU for 2.5× the steps).
     - measured (2026-12-07, seed 0, not shipped): 3,000 arm steps (14.4 min on 2 CPU cores) lift the main arm's
       few-target gIoU 0.522 → 0.645, many-target 0.514 → 0.694, teacher-forced 0.618 → 0.910, answers naming their
-      targets 0.917 → 0.938 (few) and 0.750 → 0.792 (many); overlap 0.112 → 0.014 (few). The sweep compares arms at
-      one budget, so the step count changes for every arm at once (8 arms × 3 seeds ≈ 6 CPU hours)."""
+      targets 0.917 → 0.938 (few) and 0.750 → 0.792 (many); overlap 0.112 → 0.014 (few). Seed 1: few-target gIoU
+      0.525 → 0.611, many 0.463 → 0.656, teacher-forced 0.590 → 0.842, answers 0.938 → 0.948. The sweep compares
+      arms at one budget, so the step count changes for every arm at once (8 arms × 3 seeds ≈ 6 CPU hours)."""
 
     arm: str = MAIN_ARM
     model: PixelLMConfig = field(default_factory=PixelLMConfig)

@@ -221,14 +221,11 @@ def effect_examples(n: int = 8, seed: int = 0, image_size: int = 32):
 
 
 def _caption_classes(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (colour, shape) class of each one-object caption."""
-    words = [c.split() for c in captions]
-    if any(len(w) != 3 for w in words):
+    """The (colour, shape) class of each one-object caption (:func:`~bytecourse.text.parse_shapes_caption`)."""
+    parsed = [text.parse_shapes_caption(c) for c in captions]
+    if any(len(p) != 1 for p in parsed):
         raise ValueError(f"effect inversion needs one-object captions ('a red circle'), got {captions}")
-    return (
-        torch.tensor([text.COLOUR_NAMES.index(w[1]) for w in words]),
-        torch.tensor([text.SHAPE_NAMES.index(w[2]) for w in words]),
-    )
+    return torch.tensor([p[0][0] for p in parsed]), torch.tensor([p[0][1] for p in parsed])
 
 
 def _caption_colour_area(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ class MetaPromptsConfig(JSONConfig):
     backbone: str = "unet"  # "unet" | "conv"
     tune: str = "lora"  # "lora" | "full" | "frozen"
     init: str = "pretrained"  # "pretrained" | "random": the UNet's weights before tuning
-    lora_rank: int = 4
+    lora_rank: int = 8  # rank 4 collapsed on a training seed (see train.py); rank 8's delta still fits the share
     conv_width: float = 1.0  # ConvBackbone's width multiplier (chosen to match the UNet's parameters)
 
     def validate(self) -> None:

@@ -82,7 +82,8 @@ class ArmTrainConfig(JSONConfig):
     steps: int = 500
     batch: int = 16
     lr: float = 1e-3
-    unet_lr_scale: float = 0.5  # the UNet (its LoRA, norms and output layer) learns 2× slower than the new parts
+    unet_lr_scale: float = 0.5  # tune="full": every UNet weight learns 2× slower than the new parts (the paper)
+    lora_lr_scale: float = 1.0  # tune="lora": the LoRA delta, norms and output layer learn at the full rate
     weight_decay: float = 1e-2
     warmup: int = 50
     dice: float = 0.5
@@ -175,7 +176,7 @@ def train_arm(
 ) -> tuple[MetaPromptsModel, dict]:
     """Train (or continue) one arm; seed 0 of a :data:`SHIPPED` arm ships when complete (and ``ship``)."""
     model = build_model(config, unet)
-    groups = model.parameter_groups(config.unet_lr_scale)
+    groups = model.parameter_groups(config.lora_lr_scale if config.model.tune == "lora" else config.unet_lr_scale)
 
     def loss_fn(m, step: int, device: torch.device) -> torch.Tensor:
         images, labels, depth = training_batch(config, step)

@@ -314,6 +314,12 @@ def verdicts(tables: dict) -> list[dict]:
     ]
 
 
+def _lora_rank() -> int:
+    from .train import ARMS, MAIN_ARM
+
+    return ARMS[MAIN_ARM].lora_rank
+
+
 def analysis(tables: dict) -> list[str]:
     """Where the toy disagrees with the paper, what the stored tables say about why — each sentence computed from
     them (the comparisons pick their words from the numbers; nothing here is typed in)."""
@@ -347,7 +353,7 @@ def analysis(tables: dict) -> list[str]:
             f"**Loops.** Three loops score {f('loops_3')}, {word} one loop's {f('loops_1')}. The three-loop model "
             f"run with only its first loop scores {by.get(1, float('nan')):.3f}: its later loops do the work, reading "
             "the output layer's 3-channel map of the previous features — a narrow channel for a UNet that may only "
-            "change through a rank-4 LoRA (the tuning diagnostic tests this)."
+            f"change through a rank-{_lora_rank()} LoRA (the tuning diagnostic tests this)."
         )
     if "loops_3_full" in m and "loops_3" in m:
         gain = m["loops_3_full"]["mean"] - m["loops_3"]["mean"]

@@ -223,8 +223,8 @@ _ALL = (
         "video",
         "The course's video model (the primer's image model inflated with motion modules)",
         None,
-        ("video_motion", "video_unet"),
-        ("primer_unet", "video_motion", "video_unet"),
+        ("video_motion", "video_unet"),  # video_unet: only ``--variant scratch`` writes it (retired from data/)
+        ("primer_unet", "video_motion"),
         "bytecourse.diffusion.videomotion:cli_train",
         "bytecourse.diffusion.video_eval:cli_eval",
         COMMON_OPTIONS | {"variant", "stage"},

@@ -374,3 +374,25 @@ def test_guidance_is_chosen_on_validation_clips_by_its_rule(monkeypatch):
     assert out["guidance_scale"] == 2.0 and [r["guidance_scale"] for r in out["rows"]] == [1.0, 2.0, 4.0, 8.0]
     fake.update({w: (0.9, 0.9, 0.5, 0.5) for w in fake})
     assert video_eval.choose_guidance(None, "cpu")["guidance_scale"] == 1.0
+
+
+def test_retired_scratch_rows_are_carried_once_with_their_evaluation_named():
+    from bytecourse.diffusion.video_eval import SCRATCH_ROW, retired_scratch_rows
+
+    row = {"setting": SCRATCH_ROW, "metrics": {}, "note": "trained on clips"}
+    stored = {
+        "eval_git_commit": "0123456789abcdef",
+        "tables": {
+            "models": {"rows": [{"setting": "Real clips", "note": ""}, row], "guidance_scale": 8.0},
+            "coupling": {"rows": [{"setting": SCRATCH_ROW, "metrics": {}}]},
+        },
+    }
+    out = retired_scratch_rows(stored)
+    assert out["models"]["stored"] and out["coupling"]["stored"]
+    assert out["models"]["note"].startswith("trained on clips; stored row") and "01234567" in out["models"]["note"]
+    assert "CFG 8" in out["models"]["note"]
+    # a later evaluation copies the marked row unchanged (the first evaluation stays named)
+    again = {"eval_git_commit": "fedcba9876543210", "tables": {"models": {"rows": [out["models"]]}}}
+    assert retired_scratch_rows(again)["models"] == out["models"]
+    assert retired_scratch_rows(again)["coupling"] is None
+    assert retired_scratch_rows({"tables": {}}) is None

@@ -198,6 +198,31 @@ def _earlier_row(row: dict, guidance_scale: float) -> dict:
     return row
 
 
+SCRATCH_ROW = "From-scratch video model (old base)"
+
+
+def retired_scratch_rows(stored: dict | None = None) -> dict | None:
+    """The old from-scratch model's rows (``models`` and ``coupling``) from the stored ``video`` tables, for when its
+    checkpoint is no longer in ``data/``: it left once Boximator moved onto the inflated model (the issue that
+    introduced inflation), and its measured rows stay as the comparison. Each is marked as stored, with the
+    evaluation it came from. None when no stored table holds it (then the table goes without it)."""
+    record = checkpoints.read_manifest().get("tables", {}).get("video", {}) if stored is None else stored
+    tables = record.get("tables", {})
+    row = next((r for r in tables.get("models", {}).get("rows", []) if r["setting"] == SCRATCH_ROW), None)
+    if row is None:
+        return None
+    where = f"stored row, its weights retired from data/ (eval of commit {str(record.get('eval_git_commit', '?'))[:8]}"
+    if "guidance_scale" in tables.get("models", {}):
+        where += f", sampled at CFG {tables['models']['guidance_scale']:g}"
+    where += ")"
+
+    def mark(r: dict) -> dict:  # marked once: a later eval copies the row with its first evaluation named
+        return r if r.get("stored") else r | {"note": "; ".join(filter(None, (r.get("note"), where))), "stored": True}
+
+    coupling = next((r for r in tables.get("coupling", {}).get("rows", []) if r["setting"] == SCRATCH_ROW), None)
+    return {"models": mark(row), "coupling": None if coupling is None else mark(coupling)}
+
+
 def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
     from ..device import default_device
     from .image_model import load_image_model
@@ -227,15 +252,18 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
             entry["sha256"],
         )
         earlier = entry.get("earlier_stage_rows", [])
+    retired = None
     if checkpoints.checkpoint_available(SCRATCH_CHECKPOINT):
         scratch, _ = load_video_model(device)
         scratch_entry = checkpoints.manifest_entry(SCRATCH_CHECKPOINT)
-        models["From-scratch video model (old base)"] = (
+        models[SCRATCH_ROW] = (
             scratch,
             scratch_entry["wall_time_s"],
             "VideoDenoiser trained on Motion clips only",
             scratch_entry["sha256"],
         )
+    else:
+        retired = retired_scratch_rows()
     rows, coupling, by_kind, guidance, word = [], [], [], [], []
     inflated_name = next((n for n in models if n.startswith("Inflated")), None)
     # every row samples at the CFG scale chosen for the inflated model on validation clips: at a high scale the
@@ -265,6 +293,10 @@ def evaluate_video_models(seeds: list[int], device_name: str = "auto") -> dict:
                 guidance.append({"setting": f"CFG {w:g}", "metrics": summarise(scores)})
         gaps = [{"permutation_gap": permutation_gap(model, clips[s], device, seed=s)} for s in seeds]
         coupling.append({"setting": name, "metrics": summarise(gaps)})
+    if retired is not None:  # the old model's stored rows, as the comparison (its weights left data/)
+        rows.append(retired["models"])
+        if retired.get("coupling") is not None:
+            coupling.append(retired["coupling"])
     rows.append(
         _row(
             "Real clips (the oracle's ceiling)",

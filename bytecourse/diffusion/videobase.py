@@ -2,7 +2,10 @@
 
 ``python -m bytecourse train video`` trains it (resumable stages of ≤45 min on a 2-core CPU: pass
 ``--max-minutes 44`` and then ``--resume``) and ships the EMA weights as ``data/video_unet.safetensors``.
-Video chapters (Boximator first) load it frozen through :func:`load_video_model`. The architecture is
+**Retired**: the course's video model is now the inflated primer (:mod:`.videomotion`); once Boximator moved onto
+it, this model's weights left ``data/``, and ``eval video`` carries its measured rows from the stored tables as the
+comparison (:func:`~bytecourse.diffusion.video_eval.retired_scratch_rows`). :func:`load_video_model` loads a
+retrained copy. The architecture is
 :class:`~bytecourse.diffusion.video.VideoDenoiser`: per-frame convolutions, spatial self-attention, caption
 cross-attention and temporal attention in every transformer block, as in ModelScope/AnimateDiff-style
 video UNets.

@@ -22,7 +22,7 @@ motion-direction accuracy, identity consistency, background flicker, training wa
 applied frame by frame, the inflated model, the old from-scratch video model and the real clips.
 
 ``--variant scratch`` still trains the old from-scratch :class:`~bytecourse.diffusion.video.VideoDenoiser`
-(:mod:`bytecourse.diffusion.videobase`), which Boximator's shipped control modules were trained on.
+(:mod:`bytecourse.diffusion.videobase`), the comparison row; its weights are no longer shipped.
 """
 
 from __future__ import annotations

@@ -345,3 +345,16 @@ def test_the_template_table_and_its_paragraph_follow_the_recorded_runs():
     for r in runs.values():  # runs recorded before the template metrics existed: no table, no paragraph
         r["metrics"] = {k: v for k, v in r["metrics"].items() if not k.startswith("template_")}
     assert ev.arm_tables(runs)["by_template"]["rows"] == []
+
+
+def test_runs_of_an_earlier_recipe_stay_out_of_the_tables():
+    from bytecourse.pixellm.train import ArmTrainConfig
+
+    runs = _runs({"n3_l2": {}, "n1_l1": {}})
+    steps = ArmTrainConfig().steps
+    for k, r in runs.items():
+        r["config"] = {"steps": steps if k.startswith("n3_l2") else steps // 2}
+    current, stale = ev.split_by_recipe(runs)
+    assert current and all(k.startswith("n3_l2") for k in current)
+    assert stale == sorted(k for k in runs if k.startswith("n1_l1"))
+    assert [r["arm"] for r in ev.arm_tables(current)["arms"]["rows"]] == ["n3_l2"]

@@ -506,8 +506,21 @@ def probe_encoder(encoder, steps: int = 200, key: str = "deep") -> dict:
     return out
 
 
+def split_by_recipe(runs: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
+    """The runs trained with today's arm recipe (:class:`~.train.ArmTrainConfig`'s step count), and the names of
+    those recorded under an earlier one. The sweep compares arms at one budget, so a table never mixes the two:
+    while a new budget is being trained arm by arm (over several sessions), the older runs wait outside it."""
+    from .train import ArmTrainConfig
+
+    steps = ArmTrainConfig().steps
+    current = {k: r for k, r in runs.items() if r.get("config", {}).get("steps", steps) == steps}
+    return current, sorted(k for k in runs if k not in current)
+
+
 def evaluate_pixellm(models: dict, runs: dict[str, dict]) -> dict:
+    runs, stale = split_by_recipe(runs)
     tables = arm_tables(runs)
+    tables["arms"]["stale_runs"] = stale  # recorded under an earlier recipe: retrain them to bring them back
     tables["slice"] = slice_table(models)
     if models:
         tables["encoder_probe"] = probe_encoder(next(iter(models.values())).vlm.encoder)

@@ -355,6 +355,19 @@ def analysis(tables: dict) -> list[str]:
             "the output layer's 3-channel map of the previous features — a narrow channel for a UNet that may only "
             f"change through a rank-{_lora_rank()} LoRA (the tuning diagnostic tests this)."
         )
+    if "loops_3_full" in m and "loops_1_full" in m:
+        d = m["loops_3_full"]["mean"] - m["loops_1_full"]["mean"]
+        out.append(
+            "**Loops, at matched tuning** (every UNet weight tuned; diagnostics, "
+            f"{len(m['loops_3_full']['per_seed'])} and {len(m['loops_1_full']['per_seed'])} seed(s)): three loops "
+            f"{f('loops_3_full')}, one loop {f('loops_1_full')} ({d:+.3f}). "
+            + (
+                "With the whole UNet free, the extra loops "
+                + ("pay" if d > 0.01 else "cost" if d < -0.01 else "neither pay nor cost")
+                + " at this budget of steps, so the LoRA delta is "
+                + ("what keeps them from paying in the LoRA arms." if d > 0.01 else "not what holds them back.")
+            )
+        )
     if "loops_3_full" in m and "loops_3" in m:
         gain = m["loops_3_full"]["mean"] - m["loops_3"]["mean"]
         out.append(

@@ -20,8 +20,12 @@
 - *LoRA rank* (measured ad hoc on 2026-12-03, main arm, 500 steps, mIoU): the shipped rank 4 at 0.5× collapsed
   on training seed 2 (0.294); on that seed rank 8 at 1× gave 0.750, rank 8 at 2× 0.746, rank 16 at 1× 0.743 and
   rank 32 at 1× 0.813 (seed 0: 0.816), against the conv net's 0.817 / 0.837 on those seeds and full tuning's 0.835
-  (seeds 0–1). Rank 32's delta (3.6 MB) does not fit the chapter's 4 MB share beside the parent; rank 8 (1.55 MB)
-  would. So rank removes the collapse, but no LoRA rank that fits beats the conv net at this budget.
+  (seeds 0–1). Rank 32's delta (3.6 MB) does not fit the chapter's 4 MB share beside the parent; rank 8 (1.6 MB)
+  does. So rank removes the collapse, but no LoRA rank that fits beats the conv net at this budget.
+- *So the LoRA arms run at rank 8 and the full rate* (``lora_lr_scale``; retrained 2026-12-07, every LoRA arm ×
+  3 seeds): the main arm 0.639 / 0.702 / 0.294 → 0.760 / 0.750 / 0.740 on seeds 0 / 1 / 2; the one-loop arms rose
+  by 0.02–0.06 (meta prompts 0.736 / 0.737 / 0.734 → 0.776 / 0.766 / 0.771). The full-tuning arms keep
+  ``unet_lr_scale`` 0.5, as the paper tunes its UNet gently.
 - *Labels.* A fixed labelled set did not favour the pretrained backbone: from 512 labelled images the LoRA arm
   (1×) scored 0.875 and the fully tuned one 0.908, against the conv net's 0.942. So the arms train on a fresh
   stream (``labelled_images = 0``); the option stays for experiments.

@@ -361,10 +361,13 @@ def analysis(tables: dict) -> list[str]:
             f"{len(m['loops_3_full']['per_seed'])} and {len(m['loops_1_full']['per_seed'])} seed(s)): three loops "
             f"{f('loops_3_full')}, one loop {f('loops_1_full')} ({d:+.3f}). "
             + (
-                "With the whole UNet free, the extra loops "
-                + ("pay" if d > 0.01 else "cost" if d < -0.01 else "neither pay nor cost")
-                + " at this budget of steps, so the LoRA delta is "
-                + ("what keeps them from paying in the LoRA arms." if d > 0.01 else "not what holds them back.")
+                "With the whole UNet free, the extra loops pay (the seed ranges separate), so the LoRA delta is what "
+                "keeps them from paying in the LoRA arms."
+                if m["loops_3_full"]["min"] > m["loops_1_full"]["max"]
+                else "With the whole UNet free, the extra loops cost (the seed ranges separate)."
+                if m["loops_3_full"]["max"] < m["loops_1_full"]["min"]
+                else "With the whole UNet free the seed ranges overlap: at this budget of steps the loops do not "
+                "clearly pay even without the LoRA delta."
             )
         )
     if "loops_3_full" in m and "loops_3" in m:

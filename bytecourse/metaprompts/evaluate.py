@@ -342,7 +342,7 @@ def analysis(tables: dict) -> list[str]:
     inf = tables.get("loops_at_inference", {}).get("rows", [])
     if "loops_3" in m and "loops_1" in m and inf:
         by = {r["loops"]: r["metrics"]["miou"]["mean"] for r in inf}
-        if m["loops_3"]["max"] < m["loops_1"]["min"]:
+        if _side(m["loops_3"], m["loops_1"], "miou") == "worse":
             word, rest = "below", ""
         elif m["loops_3"]["mean"] <= m["loops_1"]["mean"]:
             word, rest = "below", " on average (the seed ranges touch)"
@@ -356,6 +356,7 @@ def analysis(tables: dict) -> list[str]:
         )
     if "loops_3_full" in m and "loops_1_full" in m:
         d = m["loops_3_full"]["mean"] - m["loops_1_full"]["mean"]
+        side = _side(m["loops_3_full"], m["loops_1_full"], "miou")
         out.append(
             "**Loops, at matched tuning** (every UNet weight tuned; diagnostics, "
             f"{len(m['loops_3_full']['per_seed'])} and {len(m['loops_1_full']['per_seed'])} seed(s)): three loops "
@@ -363,9 +364,9 @@ def analysis(tables: dict) -> list[str]:
             + (
                 "With the whole UNet free, the extra loops pay (the seed ranges separate), so the LoRA delta is what "
                 "keeps them from paying in the LoRA arms."
-                if m["loops_3_full"]["min"] > m["loops_1_full"]["max"]
+                if side == "better"
                 else "With the whole UNet free, the extra loops cost (the seed ranges separate)."
-                if m["loops_3_full"]["max"] < m["loops_1_full"]["min"]
+                if side == "worse"
                 else "With the whole UNet free the seed ranges overlap: at this budget of steps the loops do not "
                 "clearly pay even without the LoRA delta."
             )
@@ -398,7 +399,7 @@ def analysis(tables: dict) -> list[str]:
             "does not beat"
             if m[best]["mean"] < m["conv"]["mean"]
             else "scores above"
-            if m[best]["min"] > m["conv"]["max"]
+            if _side(m[best], m["conv"], "miou") == "better"
             else "is level with (the seed ranges overlap)"
         )
         out.append(

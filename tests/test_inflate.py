@@ -203,6 +203,39 @@ def test_frame_captions_give_each_frame_its_own_reading_and_start_as_identity():
             assert torch.equal(video(x, t, captions)[0], video(x, t, other)[0])
 
 
+def test_x0_head_starts_as_the_image_model_and_then_owns_the_high_noise_levels():
+    """``x0_head``: x̂₀ = ᾱ·x̂₀^ε + (1 − ᾱ)·(g(t)·clip(x̂₀^ε) + Δ). At initialisation (g = 1, Δ = 0) ε̂ is the image
+    model's wherever x̂₀^ε lies inside [−1, 1]; once Δ speaks, it moves x̂₀ by (1 − ᾱ)·Δ — all of it at t = 999, almost
+    none at t = 10 — and ε̂ stays the consistent ε of that x̂₀."""
+    image = _image_model()
+    plain = InflatedVideoDenoiser(image, InflationConfig(frames=4)).eval()
+    video = InflatedVideoDenoiser(image, InflationConfig(frames=4, x0_head=True)).eval()
+    video.load_state_dict(plain.state_dict(), strict=False)
+    tok = text.encode(["a red circle moves right", "a blue square"], 24)
+    x = 0.5 * torch.randn(2, 4, 3, 16, 16)
+    acp = video.alphas_cumprod
+    for level in (10, 500, 999):
+        t = torch.full((2,), level)
+        with torch.no_grad():
+            eps0, eps = plain(x, t, tok), video(x, t, tok)
+        a = acp[level]
+        x0_eps = (x - (1 - a).sqrt() * eps0) / a.sqrt()
+        inside = x0_eps.abs() <= 1
+        assert torch.allclose(eps[inside], eps0[inside], atol=1e-4)
+    with torch.no_grad():
+        video.x0_head[-1].bias.fill_(0.25)  # Δ = +0.25 everywhere (after the pixel shuffle)
+    for level, share in ((999, 1.0), (10, 0.0)):
+        t = torch.full((2,), level)
+        with torch.no_grad():
+            eps0, eps = plain(x, t, tok), video(x, t, tok)
+        a = acp[level]
+        x0_eps = (x - (1 - a).sqrt() * eps0) / a.sqrt()
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        want = a * x0_eps + (1 - a) * (x0_eps.clamp(-1, 1) + 0.25)
+        assert torch.allclose(x0, want, atol=5e-3 if level == 999 else 1e-4)
+        assert abs(float((want - a * x0_eps - (1 - a) * x0_eps.clamp(-1, 1)).mean()) - 0.25 * share) < 1e-3
+
+
 def test_motion_oracle_reads_real_clips_back():
     batch = make_motion(120, 4321, MotionConfig(max_objects=1))
     scores = motion_scores(batch.videos, batch.captions)

@@ -69,6 +69,24 @@ reading per frame). Direction accuracy on evaluation seed 0 (24 clips, DDIM 20) 
 0.500 / 0.458, against 0.458 / 0.667 for the shipped model. So at this budget neither expressiveness was what held
 direction back. The options stay for a longer run, e.g. on a GPU.
 
+**A clean-clip head for the high-noise levels** (``InflationConfig.x0_head``, an option). The primer predicts ε, and
+the course's cosine schedule ends at ᾱ_999 = 2.4·10⁻⁹, so at the levels where a clip's layout — and its motion — is
+decided, the clean estimate x̂₀^ε = (x_t − √(1−ᾱ)·ε̂)/√ᾱ multiplies every error in ε̂ by √((1−ᾱ)/ᾱ): 13 at t = 950, 2·10⁴
+at t = 999. Measured on the shipped two-stage model (32 real linear/curved clips): x̂₀'s error is 0.18 at t = 950 and
+1.1 (clipped) at t = 999, against 0.070 for the caption-blind mean clip, so DDIM's first steps write clipped noise
+into x_t and the later steps read the layout from it (same noise, "moves left" and "moves right" give the same
+displacement). Lin et al. (2024, "Common diffusion noise schedules and sample steps are flawed") name the cure for a
+schedule that reaches SNR ≈ 0: predict v instead of ε. Their v-prediction, written for x̂₀, is a blend by noise level,
+
+    x̂₀ = ᾱ·x̂₀^ε + (1 − ᾱ)·x̂₀^direct,
+
+and this option builds it on the primer without giving up its ε head: x̂₀^direct = g(t)·clip(x̂₀^ε) + Δ(h), Δ a
+zero-initialised convolution on the last decoder features h (which every motion module and the caption have
+reached), g(t) = 1 + tanh(u·emb(t)) with u = 0 at the start. At initialisation x̂₀ = x̂₀^ε wherever x̂₀^ε is inside
+[−1, 1], so the model is still the image model frame by frame; training can turn g down and Δ up where ε̂ cannot
+carry the clip. The model still returns ε̂ = (x_t − √ᾱ·x̂₀)/√(1−ᾱ) (computed in float32), so every sampler and
+chapter uses it unchanged, and the v-weighted ε-loss is then exactly ‖x̂₀ − x₀‖²/(1−ᾱ): no level's weight needs a cap.
+
 **Extension points** for the video chapters: every :class:`SpatialTransformer` keeps its ``post_spatial``
 slot and its swappable attention processors (``extra`` and ``frames`` reach them); the 16×16 level, which
 has no spatial attention in the primer, gets a ``post_spatial`` slot at the input of its motion module
@@ -227,6 +245,7 @@ class InflationConfig(JSONConfig):
     spatiotemporal_points: tuple[str, ...] = ()  # motion modules that also attend across locations and frames
     stream_positions: bool = False  # frame and 2-D positions added to the motion modules' tokens (see the module doc)
     frame_captions: bool = False  # the whole caption encoded once per frame, with the frame's position (module doc)
+    x0_head: bool = False  # a direct clean-clip head blended in by noise level (see the module doc)
 
 
 class InflatedVideoDenoiser(nn.Module):
@@ -276,6 +295,21 @@ class InflatedVideoDenoiser(nn.Module):
             self.first_frame_in = nn.Conv2d(spatial_config.channels * s * s, spatial_config.widths[0], 3, padding=1)
             nn.init.zeros_(self.first_frame_in.weight)
             nn.init.zeros_(self.first_frame_in.bias)
+        self.x0_head = self.x0_gate = None
+        if config.x0_head:
+            from .schedule import make_train_scheduler
+
+            last = spatial.stage_points()[-1][1]
+            s = spatial_config.unshuffle
+            self.x0_head = nn.Sequential(
+                norm(last), nn.SiLU(), nn.Conv2d(last, spatial_config.channels * s * s, 3, padding=1)
+            )
+            self.x0_gate = nn.Linear(spatial_config.widths[0], 1)
+            for layer in (self.x0_head[-1], self.x0_gate):  # the model starts as the image model (module doc)
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            acp = make_train_scheduler().alphas_cumprod.float()
+            self.register_buffer("alphas_cumprod", acp, persistent=False)
         self.lora = nn.ModuleDict()
         if config.lora_rank:
             for point, block in spatial.spatial_transformers().items():
@@ -365,11 +399,16 @@ class InflatedVideoDenoiser(nn.Module):
                 raise ValueError(f"first_frame must be {(b, *x.shape[2:])}, got {tuple(first_frame.shape)}")
             ff = self.first_frame_in(self.spatial.stem(first_frame)).repeat_interleave(frames, 0)
 
+        last_point = self.spatial.stage_points()[-1][0]
+        features: dict[str, torch.Tensor] = {}
+
         def after_stage(name: str, h: torch.Tensor) -> torch.Tensor:
             if name == "stem" and ff is not None:
-                return h + ff
-            if name in self.motion:
-                return self.motion[name](h, frames, motion_ctx, extra)
+                h = h + ff
+            elif name in self.motion:
+                h = self.motion[name](h, frames, motion_ctx, extra)
+            if name == last_point:
+                features["last"] = h
             return h
 
         eps = self.spatial(
@@ -382,4 +421,18 @@ class InflatedVideoDenoiser(nn.Module):
             residuals=residuals,
             stem_head=stem_head,
         )
+        if self.x0_head is not None and stem_head is None:
+            eps = self._blend_x0(x.flatten(0, 1), t.repeat_interleave(frames), eps, features["last"])
         return eps.view(b, frames, *eps.shape[1:])
+
+    def _blend_x0(self, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """ε̂ of the blended clean estimate x̂₀ = ᾱ·x̂₀^ε + (1 − ᾱ)·(g(t)·clip(x̂₀^ε) + Δ(h)) (module doc), in float32:
+        at high noise ε̂ carries x̂₀ at a relative level √ᾱ (5·10⁻⁵ at t = 999), which bf16 would round away."""
+        a = self.alphas_cumprod[t.long()].view(-1, 1, 1, 1)
+        sa, s1 = a.sqrt(), (1 - a).sqrt()
+        x, eps = x.float(), eps.float()
+        x0_eps = (x - s1 * eps) / sa
+        gate = 1 + torch.tanh(self.x0_gate(timestep_embedding(t, self.x0_gate.in_features).to(h.dtype))).float()
+        direct = gate.view(-1, 1, 1, 1) * x0_eps.clamp(-1, 1) + self.spatial.unstem(self.x0_head(h)).float()
+        x0 = sa * (x - s1 * eps) + (1 - a) * direct  # ᾱ·x̂₀^ε written without dividing by √ᾱ
+        return (x - sa * x0) / s1

@@ -54,7 +54,9 @@ class VideoStage:
     fraction of steps that train on single Shapes images (one-frame clips) instead of Motion clips;
     ``spatiotemporal_points`` are motion modules that gain a (zero-initialised) spatio-temporal attention from
     this stage on; ``high_noise = (p, t_from)`` draws a share p of the levels from [t_from, T) (see
-    :func:`~bytecourse.diffusion.training.diffusion_loss`); ``max_loss_weight`` overrides the config's cap."""
+    :func:`~bytecourse.diffusion.training.diffusion_loss`); ``max_loss_weight`` overrides the config's cap;
+    ``x0_head`` adds the blended clean-clip head (:class:`~bytecourse.diffusion.inflate.InflationConfig`) from this
+    stage on."""
 
     name: str
     steps: int
@@ -64,6 +66,7 @@ class VideoStage:
     spatiotemporal_points: tuple[str, ...] = ()
     high_noise: tuple[float, int] = (0.0, 0)
     max_loss_weight: float | None = None
+    x0_head: bool = False
 
 
 @dataclass
@@ -113,6 +116,7 @@ class InflatedVideoConfig(JSONConfig):
         return replace(
             self.inflation,
             lora_rank=rank,
+            x0_head=self.inflation.x0_head or any(s.x0_head for s in self.stages[:stage]),
             spatiotemporal_points=tuple(dict.fromkeys(self.inflation.spatiotemporal_points + points)),
         )
 
@@ -190,19 +194,18 @@ def train_video_stage(
     model = seeded_init(config.seed + stage, lambda: build_video_model(config, stage))  # what this stage adds
     history: list[dict] = []
     if stage > 1:
-        prev = _run_dir(run_root, stage - 1)
-        meta = json.loads((prev / "state.json").read_text()) if (prev / "state.json").exists() else None
-        if meta is None or meta["state"]["step"] < config.stages[stage - 2].steps:
-            raise ValueError(f"stage {stage} starts from a finished stage {stage - 1} in {prev}; run that first")
-        from safetensors.torch import load_file
-
-        ema = {k[4:]: v for k, v in load_file(str(prev / "state.safetensors")).items() if k.startswith("ema.")}
+        ema, history = _previous_stage(config, stage, run_root)
         missing = set(model.state_dict()) - set(ema)
-        added = ("lora.", *(f"motion.{p}.{n}" for p in spec.spatiotemporal_points for n in ("attn_st.", "norm_st.")))
+        added = (  # what this stage adds; the frozen spatial weights are the primer's (a shipped delta omits them)
+            "spatial.",
+            "lora.",
+            "x0_head.",
+            "x0_gate.",
+            *(f"motion.{p}.{n}" for p in spec.spatiotemporal_points for n in ("attn_st.", "norm_st.")),
+        )
         if any(not k.startswith(added) for k in missing):
             raise ValueError(f"stage {stage - 1}'s weights do not fit stage {stage}'s model")
         model.load_state_dict(ema, strict=False)
-        history = meta.get("history", [])
     model.spatial.requires_grad_(False)
     run_dir = _run_dir(run_root, stage)
 
@@ -254,6 +257,28 @@ def train_video_stage(
         on_step=on_step,
     )
     return trained, summary | {"stage": stage}
+
+
+def _previous_stage(config: InflatedVideoConfig, stage: int, run_root: Path) -> tuple[dict, list[dict]]:
+    """Stage ``stage − 1``'s final EMA weights (what differs from the primer) and the run history: from its run
+    directory, or — on a fresh clone, where ``runs/`` is empty — from the shipped checkpoint when that holds exactly
+    stage ``stage − 1`` of this config."""
+    prev = _run_dir(run_root, stage - 1)
+    meta = json.loads((prev / "state.json").read_text()) if (prev / "state.json").exists() else None
+    if meta is not None and meta["state"]["step"] >= config.stages[stage - 2].steps:
+        from safetensors.torch import load_file
+
+        ema = {k[4:]: v for k, v in load_file(str(prev / "state.safetensors")).items() if k.startswith("ema.")}
+        return ema, meta.get("history", [])
+    manifest = checkpoints.read_manifest()["checkpoints"]
+    if meta is None and CHECKPOINT in manifest:
+        entry = manifest[CHECKPOINT]
+        shipped = InflatedVideoConfig.from_dict({k: v for k, v in entry["config"].items() if k != "trained_stages"})
+        same = json.dumps(_stage_run_config(shipped, stage - 1)) == json.dumps(_stage_run_config(config, stage - 1))
+        if entry["config"].get("trained_stages") == stage - 1 and same:
+            state, _ = checkpoints.load_checkpoint(CHECKPOINT)
+            return {k: v.float() for k, v in state.items()}, list(entry.get("stage_history", []))
+    raise ValueError(f"stage {stage} starts from a finished stage {stage - 1} in {prev}; run that first")
 
 
 def _earlier_stage_rows(stage: int) -> list[dict]:

@@ -56,7 +56,8 @@ class VideoStage:
     this stage on; ``high_noise = (p, t_from)`` draws a share p of the levels from [t_from, T) (see
     :func:`~bytecourse.diffusion.training.diffusion_loss`); ``max_loss_weight`` overrides the config's cap;
     ``x0_head`` adds the blended clean-clip head (:class:`~bytecourse.diffusion.inflate.InflationConfig`) from this
-    stage on."""
+    stage on; ``trainable`` (parameter-name prefixes, e.g. ``("x0_head.", "x0_gate.")``) trains only those, everything
+    else kept as the previous stage left it (empty: every weight outside the frozen image model)."""
 
     name: str
     steps: int
@@ -67,6 +68,7 @@ class VideoStage:
     high_noise: tuple[float, int] = (0.0, 0)
     max_loss_weight: float | None = None
     x0_head: bool = False
+    trainable: tuple[str, ...] = ()
 
 
 @dataclass
@@ -207,6 +209,9 @@ def train_video_stage(
             raise ValueError(f"stage {stage - 1}'s weights do not fit stage {stage}'s model")
         model.load_state_dict(ema, strict=False)
     model.spatial.requires_grad_(False)
+    if spec.trainable:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(tuple(spec.trainable)))
     run_dir = _run_dir(run_root, stage)
 
     def entry(state) -> dict:

@@ -55,9 +55,10 @@ class VideoStage:
     ``spatiotemporal_points`` are motion modules that gain a (zero-initialised) spatio-temporal attention from
     this stage on; ``high_noise = (p, t_from)`` draws a share p of the levels from [t_from, T) (see
     :func:`~bytecourse.diffusion.training.diffusion_loss`); ``max_loss_weight`` overrides the config's cap;
-    ``x0_head`` adds the blended clean-clip head (:class:`~bytecourse.diffusion.inflate.InflationConfig`) from this
-    stage on; ``trainable`` (parameter-name prefixes, e.g. ``("x0_head.", "x0_gate.")``) trains only those, everything
-    else kept as the previous stage left it (empty: every weight outside the frozen image model)."""
+    ``x0_head`` (``"conv"`` or ``"attention"``) adds the blended clean-clip head
+    (:class:`~bytecourse.diffusion.inflate.InflationConfig`) from this stage on; ``trainable`` (parameter-name
+    prefixes, e.g. ``("x0_head.", "x0_gate.")``) trains only those, everything else kept as the earlier stages left it
+    (empty: every weight outside the frozen image model)."""
 
     name: str
     steps: int
@@ -67,7 +68,7 @@ class VideoStage:
     spatiotemporal_points: tuple[str, ...] = ()
     high_noise: tuple[float, int] = (0.0, 0)
     max_loss_weight: float | None = None
-    x0_head: bool = False
+    x0_head: str = ""
     trainable: tuple[str, ...] = ()
 
 
@@ -118,7 +119,7 @@ class InflatedVideoConfig(JSONConfig):
         return replace(
             self.inflation,
             lora_rank=rank,
-            x0_head=self.inflation.x0_head or any(s.x0_head for s in self.stages[:stage]),
+            x0_head=self.inflation.x0_head or next((s.x0_head for s in self.stages[:stage] if s.x0_head), ""),
             spatiotemporal_points=tuple(dict.fromkeys(self.inflation.spatiotemporal_points + points)),
         )
 

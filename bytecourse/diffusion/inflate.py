@@ -290,7 +290,7 @@ class CleanClipHead(nn.Module):
         self.register_buffer("grid_pos", grid_position_embedding(grid, grid, dim), persistent=False)
 
     def forward(self, h: torch.Tensor, frames: int, context: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        bt, _, size, _ = h.shape
+        bt = h.shape[0]
         b, dim = bt // frames, self.proj_in.out_channels
         x = self.proj_in(torch.nn.functional.silu(self.norm_in(h)))  # (B·T, D, g, g)
         g = x.shape[-1]

@@ -268,7 +268,7 @@ def train_video_stage(
 def _previous_stage(config: InflatedVideoConfig, stage: int, run_root: Path) -> tuple[dict, list[dict]]:
     """Stage ``stage − 1``'s final EMA weights (what differs from the primer) and the run history: from its run
     directory, or — on a fresh clone, where ``runs/`` is empty — from the shipped checkpoint when that holds exactly
-    stage ``stage − 1`` of this config."""
+    stage ``stage − 1`` of this config (its fp16 weights: the stage starts from them as rounded)."""
     prev = _run_dir(run_root, stage - 1)
     meta = json.loads((prev / "state.json").read_text()) if (prev / "state.json").exists() else None
     if meta is not None and meta["state"]["step"] >= config.stages[stage - 2].steps:

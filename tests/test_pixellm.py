@@ -126,6 +126,34 @@ def test_arm_starts_from_the_language_model_and_fusion_weights_train():
     assert torch.allclose(base, model(batch.images, ids)["logits"])
 
 
+def test_visual_position_table_starts_at_zero_trains_and_ships():
+    model = tiny_pixellm(tokens=1, scales=1, visual_positions=True)
+    batch = data.make_muse(2, 4, 1)
+    ids, answer = data.tokenize(batch.questions, batch.answers)
+    table = model.vlm.position_table
+    assert table.shape == (1, model.vlm.visual_tokens, TINY_LM.hidden) and float(table.detach().abs().max()) == 0
+    # zero at initialisation: the arm with the table is the arm without it
+    without = tiny_pixellm(tokens=1, scales=1)(batch.images, ids)["logits"]
+    assert torch.allclose(without, model(batch.images, ids)["logits"])
+    model.loss(batch.images, ids, answer, batch.masks)[0].backward()
+    assert table.grad is not None and float(table.grad.abs().sum()) > 0
+    from bytecourse.pixellm.train import shipped_state
+
+    assert "vlm.position_table" in shipped_state(model)
+    assert tiny_vlm().position_table is None and "position_table" not in dict(tiny_vlm().named_parameters())
+
+
+def test_exact_answers_need_every_place():
+    answer = "blue square bottom centre [SEG0] , red circle top left [SEG0] ."
+    assert ev.descriptions_of(answer) == ["blue square bottom centre", "red circle top left"]
+    truth = [(data.COLOURS.index("blue"), data.SHAPES.index("square")), (data.COLOURS.index("red"), 0)]
+    swapped = "red circle top left [SEG0] , blue square bottom centre [SEG0] ."
+    moved = "red circle top left [SEG0] , blue square middle centre [SEG0] ."
+    assert data.SHAPES[0] == "circle"
+    assert ev.text_exact(swapped, answer, truth, 1)  # the order of the targets does not matter
+    assert ev.text_correct(moved, truth, 1) and not ev.text_exact(moved, answer, truth, 1)  # a wrong cell does
+
+
 def test_the_shallower_scale_is_modulated_by_the_deeper_mask():
     model = tiny_pixellm(tokens=1, scales=2)
     dec = model.decoder

@@ -132,6 +132,13 @@ class PixelLMConfig(JSONConfig):
     lora_alpha: float = 16.0
     bce_weight: float = 2.0
     dice_weight: float = 0.5
+    #: a learned position table on the visual tokens (zero at initialisation, trained with the arm). CLIP's ViT
+    #: carries its position embeddings into every feature; the conv tower that stands in for it here carries no
+    #: absolute position (convolutions are translation-equivariant), so the language model can place an object
+    #: only through the visual tokens' sequence positions, read from answer tokens whose distance to them changes
+    #: with the question's length. Measured: the main arm's answers name the right colour and kind far more often
+    #: than the right grid cell, and a mask follows the cell its answer names (see ``evaluate.analysis``).
+    visual_positions: bool = False
 
     def validate(self) -> None:
         check_int("N (tokens per scale)", self.tokens, 1)
@@ -355,6 +362,8 @@ class VisionLanguageModel(nn.Module):
             raise ValueError(f"the {encoder.grid}-wide feature grid does not split into {lm.merge}×{lm.merge} blocks")
         w = encoder.config.width * lm.merge**2
         self.mm_projector = nn.Sequential(nn.Linear(w, 2 * lm.hidden), nn.GELU(), nn.Linear(2 * lm.hidden, lm.hidden))
+        # (1, visual_tokens, hidden) added to the visual tokens, or None: see PixelLMConfig.visual_positions
+        self.register_parameter("position_table", None)
 
     @property
     def visual_tokens(self) -> int:
@@ -364,7 +373,8 @@ class VisionLanguageModel(nn.Module):
         """The penultimate layer, each ``merge × merge`` block's features concatenated (``pixel_unshuffle``), through
         ``mm_projector``: ``(B, visual_tokens, hidden)``."""
         merged = F.pixel_unshuffle(features["deep"], self.lm_config.merge)
-        return self.mm_projector(merged.flatten(2).transpose(1, 2))
+        prefix = self.mm_projector(merged.flatten(2).transpose(1, 2))
+        return prefix if self.position_table is None else prefix + self.position_table
 
     def forward(
         self, images: torch.Tensor, ids: torch.Tensor, features: dict[str, torch.Tensor] | None = None
@@ -611,6 +621,8 @@ class PixelLM(nn.Module):
             p.requires_grad_(True)  # embed_tokens and lm_head are trained in full (they hold the codebook's rows)
         vlm.mm_projector.requires_grad_(True)
         hidden, d = vlm.lm_config.hidden, config.decoder_dim
+        if config.visual_positions:
+            vlm.position_table = nn.Parameter(torch.zeros(1, vlm.visual_tokens, hidden))
         self.text_hidden_fcs = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, d))
         self.fusion = nn.Parameter(torch.full((config.scales, config.tokens), 1.0 / config.tokens))
         width = (sam or vlm.encoder).config.width

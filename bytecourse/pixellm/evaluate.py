@@ -609,8 +609,7 @@ def analysis(tables: dict) -> list[str]:
             f"main arm's answers name the right colours and kinds in {text:.2f} of cases, and also put every target "
             f"in its true grid cell in {exact:.2f}. A mask follows the place its answer writes (the codebook states "
             "come after the place words), so a wrong cell costs the whole mask although the text metric counts the "
-            "answer right. The image encoder here is convolutional and carries no absolute position, unlike CLIP's "
-            "ViT with its position table: `PixelLMConfig.visual_positions` adds a learned one to the visual tokens."
+            "answer right."
         )
     by = next((r for r in tables.get("by_template", {}).get("rows", []) if r["arm"] == "n3_l2"), None)
     if by is not None:

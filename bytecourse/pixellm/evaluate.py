@@ -595,9 +595,9 @@ def analysis(tables: dict) -> list[str]:
         tf, gen, text = m("n3_l2", "few_teacher_giou"), m("n3_l2", "few_giou"), m("n3_l2", "few_text")
         out.append(
             f"**Text or masks?** Handed the true answer, the main arm's decoder reaches a few-target gIoU of "
-            f"{tf:.3f}; with the answers it writes itself, {gen:.3f}, and {text:.3f} of those answers name exactly "
-            "the true targets. A target the answer misses or invents costs a whole mask, so the gap between the two "
-            "gIoUs is what the language model's reasoning costs."
+            f"{tf:.3f}; with the answers it writes itself, {gen:.3f}, and {text:.3f} of those answers name the true "
+            "targets' colours and kinds (their places: below). A target the answer misses or invents costs a whole "
+            "mask, so the gap between the two gIoUs is what the language model's reasoning costs."
         )
     from .train import ARM_TITLES
 

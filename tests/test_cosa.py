@@ -263,3 +263,24 @@ def test_hard_negatives_follow_albef_text_to_video_and_video_to_text():
     sim = torch.eye(b) * 50  # only the positives are similar: they are never drawn
     neg_video, neg_text = hard_negatives(sim, 6, torch.Generator().manual_seed(0))
     assert (neg_video != torch.arange(6)).all() and (neg_text != torch.arange(6)).all()
+
+
+def test_runs_of_an_earlier_recipe_stay_out_of_the_tables():
+    from bytecourse.cosa.train import RegimeConfig
+
+    recipe = RegimeConfig()
+    metrics = {p: {m: 0.5 for m in ev.METRICS} for p in ("zero_shot", "finetuned")}
+
+    def run(seed, **config):
+        return {"seed": seed, "wall_time_s": 60.0, "metrics": metrics, "config": recipe.to_dict() | config}
+
+    runs = {
+        "k4/seed0": run(0),
+        "k4/seed1": run(1, finetune_steps=recipe.finetune_steps // 9),  # the 400-step fine-tune of the first recipe
+        "sst/seed0": run(0, steps=recipe.steps + 1),
+    }
+    current, stale = ev.split_by_recipe(runs)
+    assert list(current) == ["k4/seed0"] and stale == ["k4/seed1", "sst/seed0"]
+    tables = ev.evaluate_cosa({}, runs)
+    assert tables["stale_runs"] == stale
+    assert [(r["regime"], r["seeds"]) for r in tables["finetuned"]["rows"]] == [("k4", [0])]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bytecourse import checkpoints, registry, seeds
-from bytecourse.evaluation import SliceMismatch, check_slice, summarise
+from bytecourse.evaluation import SliceMismatch, check_slice, split_by_recipe, summarise
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
@@ -166,3 +166,15 @@ def test_seeded_init_leaves_the_global_generator_alone():
     b = seeded_init(5, lambda: torch.nn.Linear(3, 3))
     assert torch.equal(a.weight, b.weight)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_split_by_recipe_keeps_runs_of_todays_budget_and_names_the_rest():
+    runs = {
+        "a/seed0": {"config": {"steps": 3000, "lr": 1e-3}},
+        "a/seed1": {"config": {"steps": 1000}},
+        "b/seed0": {"config": {"lr": 1e-3}},  # recorded before the field existed: an earlier recipe
+        "b/seed1": {},
+    }
+    current, stale = split_by_recipe(runs, {"steps": 3000})
+    assert list(current) == ["a/seed0"] and stale == ["a/seed1", "b/seed0", "b/seed1"]
+    assert split_by_recipe(runs, {}) == (runs, [])

@@ -23,7 +23,7 @@ import statistics
 
 import torch
 
-from .. import seeds
+from .. import evaluation, seeds
 from ..evaluation import outcome_of, seed_range_side, summarise
 from ..worlds import ShapesConfig, make_shapes
 from .data import MASK_ID, events_samples
@@ -263,8 +263,20 @@ def verdicts(tables: dict) -> list[dict]:
     ]
 
 
+def split_by_recipe(runs: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
+    """The runs trained with today's recipe (:class:`~.train.RegimeConfig`'s pretraining and fine-tune step
+    counts), and the names of those recorded under an earlier one (:func:`bytecourse.evaluation.split_by_recipe`):
+    the regimes are compared at one budget, so the tables never mix two."""
+    from .train import RegimeConfig
+
+    recipe = RegimeConfig()
+    return evaluation.split_by_recipe(runs, {"steps": recipe.steps, "finetune_steps": recipe.finetune_steps})
+
+
 def evaluate_cosa(models: dict, runs: dict[str, dict]) -> dict:
+    runs, stale = split_by_recipe(runs)
     tables = regime_tables(runs)
+    tables["stale_runs"] = stale  # recorded under an earlier recipe: retrain them to bring them back
     tables["slice"] = slice_table(models)
     tables["paper"] = PAPER
     tables["verdicts"] = verdicts(tables)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import seeds
+from .. import evaluation, seeds
 from ..evaluation import outcome_of, seed_range_side, summarise
 from .data import (
     SPLITS,
@@ -537,13 +537,10 @@ def probe_encoder(encoder, steps: int = 200, key: str = "deep") -> dict:
 
 def split_by_recipe(runs: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
     """The runs trained with today's arm recipe (:class:`~.train.ArmTrainConfig`'s step count), and the names of
-    those recorded under an earlier one. The sweep compares arms at one budget, so a table never mixes the two:
-    while a new budget is being trained arm by arm (over several sessions), the older runs wait outside it."""
+    those recorded under an earlier one (:func:`bytecourse.evaluation.split_by_recipe`)."""
     from .train import ArmTrainConfig
 
-    steps = ArmTrainConfig().steps
-    current = {k: r for k, r in runs.items() if r.get("config", {}).get("steps", steps) == steps}
-    return current, sorted(k for k in runs if k not in current)
+    return evaluation.split_by_recipe(runs, {"steps": ArmTrainConfig().steps})
 
 
 def evaluate_pixellm(models: dict, runs: dict[str, dict]) -> dict:

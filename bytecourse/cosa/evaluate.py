@@ -362,9 +362,18 @@ def analysis(tables: dict) -> list[str]:
             f"**Captions.** After the fine-tune the main regime predicts {w4:.3f} of the paragraphs' words from the "
             "true words before them"
             + (f" (SST {ws:.3f})" if ws is not None else "")
-            + f", but writes only {e4:.3f} of the events exactly (the phrase at the right position) and "
-            f"{mean('finetuned', 'k4', 'first'):.3f} of the first frames: an event is four or five words, and one "
-            "wrong word spoils it, so exact phrases need a far better captioner than this budget trains. Zero-shot no "
-            "regime can, since 'then', 'appears' and 'turns' never occur in pretraining."
+            + f", and writes {e4:.3f} of the events exactly (the phrase at the right position) and "
+            f"{mean('finetuned', 'k4', 'first'):.3f} of the first frames. An event is four or five words and one "
+            "wrong word spoils it: were word errors independent, "
+            f"{w4**5:.3f}–{w4**4:.3f} ({w4:.3f}⁵–{w4:.3f}⁴) of the phrases would come out whole; "
+            + (
+                "more do, so the errors cluster in a few phrases."
+                if e4 > w4**4
+                else "fewer do, since greedy decoding feeds each wrong word to the next step (the teacher-forced "
+                "accuracy never sees its own mistakes)."
+                if e4 < w4**5
+                else "about that many do."
+            )
+            + " Zero-shot no regime can, since 'then', 'appears' and 'turns' never occur in pretraining."
         )
     return out

@@ -3,6 +3,7 @@ decoder's scale coupling, the losses, the MUSE-style matching, bad input."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 
@@ -141,6 +142,28 @@ def test_visual_position_table_starts_at_zero_trains_and_ships():
 
     assert "vlm.position_table" in shipped_state(model)
     assert tiny_vlm().position_table is None and "position_table" not in dict(tiny_vlm().named_parameters())
+
+
+def test_a_stage_2_position_table_is_learnt_then_kept_by_the_arm():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    vlm = VisionLanguageModel(ImageEncoder(TINY_ENCODER), replace(TINY_LM, visual_positions=True))
+    table = vlm.position_table
+    assert table.shape == (1, vlm.visual_tokens, TINY_LM.hidden) and float(table.detach().abs().max()) == 0
+    batch = data.make_muse(2, 4, 1)
+    ids, answer = data.tokenize(batch.questions, batch.text_answers)
+    logits, _, _ = vlm(batch.images, ids)
+    vlm.text_loss(logits, ids, answer).backward()
+    assert table.grad is not None and float(table.grad.abs().sum()) > 0
+    with torch.no_grad():
+        table.add_(1.0)  # as if stage 2 had trained it
+    frozen = PixelLM(copy.deepcopy(vlm), PixelLMConfig(tokens=1, scales=1, decoder_dim=16, lora_rank=2))
+    trained = PixelLM(copy.deepcopy(vlm), PixelLMConfig(tokens=1, scales=1, decoder_dim=16, lora_rank=2,
+                                                        visual_positions=True))  # fmt: skip
+    for arm, grad in ((frozen, False), (trained, True)):
+        assert float(arm.vlm.position_table.detach().min()) == 1.0  # kept, not zeroed
+        assert arm.vlm.position_table.requires_grad is grad
 
 
 def test_exact_answers_need_every_place():

@@ -97,6 +97,9 @@ class LMConfig(JSONConfig):
     heads: int = 4
     merge: int = 2  # each 2×2 block of the 16×16 features becomes one of 8×8 = 64 visual tokens (see the doc)
     max_positions: int = 256
+    #: a learned position table on the visual tokens from stage 2 on (zero at initialisation): see
+    #: :attr:`PixelLMConfig.visual_positions`, which adds one in the arm stage only
+    visual_positions: bool = False
 
     def llama(self):
         from transformers import LlamaConfig
@@ -142,8 +145,15 @@ class PixelLMConfig(JSONConfig):
     #: in only 0.594 (many-target: 0.792 and 0.292), and where the answer is exactly right the gIoU with its own
     #: answer equals the teacher-forced one (0.951 on 21 of 48 questions): the place words are the gap. With this
     #: table trained in the arm stage (not shipped): exact 0.562 / 0.271, gIoU few 0.627 (was 0.644), many 0.705
-    #: (0.691) — no gain. The place words are learnt in stage 2, which never saw the table; the next suspect is the
-    #: table (or a fixed 2-D code) in stage 2. Off by default.
+    #: (0.691) — no gain. The place words are learnt in stage 2, which never saw the table. Measured there
+    #: (2026-12-07, the shipped stage-2 model's own answers): on 48 few-target questions (evaluation seed 0) colour
+    #: and kind are right in 0.958, places too in only 0.521; on 119 single-target answers with the right colour
+    #: and kind (96 questions of evaluation seeds 0 and 1 each), the place is right in 0.664, no better far from a
+    #: cell line (0.667 for centres ≥ 0.08 of the image away) than near one (0.581 within 0.03), and 14 of the 40
+    #: misses are two cells off (left for right, top for bottom): not ambiguity at cell borders but a language
+    #: model that cannot read where a visual token sits. The arm stage inherits the gap (places right in 0.500 of
+    #: its colour-and-kind-right answers), so the next step is the table (or a fixed 2-D code) in stage 2, then the
+    #: arms retrained on it. Off by default.
     visual_positions: bool = False
 
     def validate(self) -> None:
@@ -370,6 +380,8 @@ class VisionLanguageModel(nn.Module):
         self.mm_projector = nn.Sequential(nn.Linear(w, 2 * lm.hidden), nn.GELU(), nn.Linear(2 * lm.hidden, lm.hidden))
         # (1, visual_tokens, hidden) added to the visual tokens, or None: see PixelLMConfig.visual_positions
         self.register_parameter("position_table", None)
+        if lm.visual_positions:
+            self.position_table = nn.Parameter(torch.zeros(1, self.visual_tokens, lm.hidden))
 
     @property
     def visual_tokens(self) -> int:
@@ -627,8 +639,10 @@ class PixelLM(nn.Module):
             p.requires_grad_(True)  # embed_tokens and lm_head are trained in full (they hold the codebook's rows)
         vlm.mm_projector.requires_grad_(True)
         hidden, d = vlm.lm_config.hidden, config.decoder_dim
-        if config.visual_positions:
+        if config.visual_positions and vlm.position_table is None:
             vlm.position_table = nn.Parameter(torch.zeros(1, vlm.visual_tokens, hidden))
+        elif config.visual_positions:  # stage 2 learnt one (LMConfig.visual_positions): the arm goes on training it
+            vlm.position_table.requires_grad_(True)
         self.text_hidden_fcs = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, d))
         self.fusion = nn.Parameter(torch.full((config.scales, config.tokens), 1.0 / config.tokens))
         width = (sam or vlm.encoder).config.width

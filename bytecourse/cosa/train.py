@@ -1,5 +1,5 @@
 """``python -m bytecourse train cosa --variant REGIME --seed S``: pretrain one regime on single Shapes images, then
-fine-tune it (one identical short fine-tune for every regime) on Events clips.
+fine-tune it (one identical fine-tune for every regime: the same steps and clips) on Events clips.
 
 **Equal budget** (the paper's Figure 4 compares at an equal number of seen samples): every regime draws the same
 batches of B unique image–caption pairs for the same number of steps; a COSA regime concatenates each batch with

@@ -142,7 +142,6 @@ def outcome_of(sides: Sequence[str], seeds: int, min_seeds: int = 3) -> str:
     return "not reproduced" if "worse" in sides else "inconclusive"
 
 
-
 def split_by_recipe(runs: dict[str, dict], recipe: dict[str, object]) -> tuple[dict[str, dict], list[str]]:
     """The recorded runs whose ``config`` matches ``recipe`` (today's values of the fields that set a run's budget,
     e.g. ``{"steps": 3000}``), and the sorted names of those recorded under an earlier recipe. A chapter's sweep
@@ -155,6 +154,7 @@ def split_by_recipe(runs: dict[str, dict], recipe: dict[str, object]) -> tuple[d
         if all(key in run.get("config", {}) and run["config"][key] == value for key, value in recipe.items())
     }
     return current, sorted(name for name in runs if name not in current)
+
 
 # ---- image metrics shared by the chapters (frames in [0, 1]) ----
 

@@ -139,7 +139,8 @@ class PixelLMConfig(JSONConfig):
     #: carries its position embeddings into every feature; the conv tower that stands in for it here carries
     #: absolute position only through its zero padding (convolutions are translation-equivariant), so the language
     #: model must place an object mostly through the visual tokens' sequence positions, read from answer tokens
-    #: whose distance to them changes with the question's length. Measured (2026-12-07, main arm, seed 0, 3,000 steps, evaluation seed 0): its
+    #: whose distance to them changes with the question's length.
+    #: Measured (2026-12-07, main arm, seed 0, 3,000 steps, evaluation seed 0): its
     #: answers name the right colours and kinds in 0.938 of the few-target questions but also the right grid cells
     #: in only 0.594 (many-target: 0.792 and 0.292), and where the answer is exactly right the gIoU with its own
     #: answer equals the teacher-forced one (0.951 on 21 of 48 questions): the place words are the gap. With this

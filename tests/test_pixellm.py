@@ -26,7 +26,7 @@ from bytecourse.pixellm.models import (
 from bytecourse.worlds import ShapesConfig, make_shapes
 
 TINY_ENCODER = EncoderConfig(width=16, layers=2, heads=2, deep_layer=-1, shallow_layer=1)
-TINY_LM = LMConfig(hidden=32, layers=1, heads=2)
+TINY_LM = LMConfig(hidden=32, layers=1, heads=2, visual_positions=False)  # stage 2 without the position table
 
 
 def tiny_vlm() -> VisionLanguageModel:
@@ -147,6 +147,7 @@ def test_visual_position_table_starts_at_zero_trains_and_ships():
 def test_a_stage_2_position_table_is_learnt_then_kept_by_the_arm():
     from dataclasses import replace
 
+    assert LMConfig().visual_positions  # the shipped recipe learns the table in stage 2
     torch.manual_seed(0)
     vlm = VisionLanguageModel(ImageEncoder(TINY_ENCODER), replace(TINY_LM, visual_positions=True))
     table = vlm.position_table
@@ -403,11 +404,13 @@ def test_the_template_table_and_its_paragraph_follow_the_recorded_runs():
 def test_runs_of_an_earlier_recipe_stay_out_of_the_tables():
     from bytecourse.pixellm.train import ArmTrainConfig
 
-    runs = _runs({"n3_l2": {}, "n1_l1": {}})
-    steps = ArmTrainConfig().steps
+    runs = _runs({"n3_l2": {}, "n1_l1": {}, "lisa": {}})
+    steps, lm = ArmTrainConfig().steps, LMConfig().to_dict()
     for k, r in runs.items():
-        r["config"] = {"steps": steps if k.startswith("n3_l2") else steps // 2}
+        r["config"] = {"steps": steps if k.startswith(("n3_l2", "lisa")) else steps // 2, "lm": lm}
+        if k.startswith("lisa"):  # the right budget, on an earlier stage-2 model (no visual position table)
+            r["config"]["lm"] = lm | {"visual_positions": False}
     current, stale = ev.split_by_recipe(runs)
     assert current and all(k.startswith("n3_l2") for k in current)
-    assert stale == sorted(k for k in runs if k.startswith("n1_l1"))
+    assert stale == sorted(k for k in runs if not k.startswith("n3_l2"))
     assert [r["arm"] for r in ev.arm_tables(current)["arms"]["rows"]] == ["n3_l2"]

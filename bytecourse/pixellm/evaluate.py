@@ -40,7 +40,7 @@ from .data import (
     prompt_ids,
     tokenize,
 )
-from .models import PixelLM, check_image_batch
+from .models import LMConfig, PixelLM, check_image_batch
 
 EVAL_QUESTIONS = 96  # per split and evaluation seed
 BUCKETS = ("1", "2", "3", "4+")
@@ -536,11 +536,12 @@ def probe_encoder(encoder, steps: int = 200, key: str = "deep") -> dict:
 
 
 def split_by_recipe(runs: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
-    """The runs trained with today's arm recipe (:class:`~.train.ArmTrainConfig`'s step count), and the names of
-    those recorded under an earlier one (:func:`bytecourse.evaluation.split_by_recipe`)."""
+    """The runs trained with today's arm recipe (:class:`~.train.ArmTrainConfig`'s step count, on today's stage-2
+    language model: :class:`~.models.LMConfig`, e.g. its visual position table), and the names of those recorded
+    under an earlier one (:func:`bytecourse.evaluation.split_by_recipe`)."""
     from .train import ArmTrainConfig
 
-    return evaluation.split_by_recipe(runs, {"steps": ArmTrainConfig().steps})
+    return evaluation.split_by_recipe(runs, {"steps": ArmTrainConfig().steps, "lm": LMConfig().to_dict()})
 
 
 def evaluate_pixellm(models: dict, runs: dict[str, dict]) -> dict:

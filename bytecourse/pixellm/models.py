@@ -97,9 +97,9 @@ class LMConfig(JSONConfig):
     heads: int = 4
     merge: int = 2  # each 2×2 block of the 16×16 features becomes one of 8×8 = 64 visual tokens (see the doc)
     max_positions: int = 256
-    #: a learned position table on the visual tokens from stage 2 on (zero at initialisation): see
-    #: :attr:`PixelLMConfig.visual_positions`, which adds one in the arm stage only
-    visual_positions: bool = False
+    #: a learned position table on the visual tokens from stage 2 on (zero at initialisation), kept by every arm
+    #: (frozen, or trained with :attr:`PixelLMConfig.visual_positions`, whose comment holds the measurements)
+    visual_positions: bool = True
 
     def llama(self):
         from transformers import LlamaConfig
@@ -155,8 +155,9 @@ class PixelLMConfig(JSONConfig):
     #: its colour-and-kind-right answers). With the table in stage 2 (:attr:`LMConfig.visual_positions`, 8,000 steps,
     #: 31 min, not shipped), on 192 questions per split (evaluation seeds 0 and 1): places right 0.568 → 0.703 (few)
     #: and 0.302 → 0.417 (many), colour and kind level (0.922 → 0.922, 0.833 → 0.828); single-target places 0.664 →
-    #: 0.783, misses two cells off 14/40 → 4/26 (one training seed). So the table belongs in stage 2; shipping it
-    #: means retraining stage 2 and then every arm on it. Off by default until then.
+    #: 0.783, misses two cells off 14/40 → 4/26 (one training seed). So the table belongs in stage 2: it is on there
+    #: by default since 2026-12-07 (stage 2 and every arm retrained on it); this flag trains it on in the arm stage
+    #: too (off: the arm keeps stage 2's table frozen; on a stage-2 model without one, it adds one).
     visual_positions: bool = False
 
     def validate(self) -> None:

@@ -156,8 +156,9 @@ class PixelLMConfig(JSONConfig):
     #: 31 min, not shipped), on 192 questions per split (evaluation seeds 0 and 1): places right 0.568 → 0.703 (few)
     #: and 0.302 → 0.417 (many), colour and kind level (0.922 → 0.922, 0.833 → 0.828); single-target places 0.664 →
     #: 0.783, misses two cells off 14/40 → 4/26 (one training seed). So the table belongs in stage 2: it is on there
-    #: by default since 2026-12-07 (stage 2 and every arm retrained on it); this flag trains it on in the arm stage
-    #: too (off: the arm keeps stage 2's table frozen; on a stage-2 model without one, it adds one).
+    #: by default since 2026-12-07 (stage 2 retrained and shipped with it; the arms are retrained on it seed by seed,
+    #: older arm runs listed as stale). This flag trains it on in the arm stage too (off: the arm keeps stage 2's
+    #: table frozen; on a stage-2 model without one, it adds one).
     visual_positions: bool = False
 
     def validate(self) -> None:
